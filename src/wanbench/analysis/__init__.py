@@ -1,0 +1,1 @@
+"""Analysis without I/O: FLOP model, GPU peak rates, statistics, plausibility, scaling."""

@@ -1,0 +1,336 @@
+"""Model presets and run configuration: frozen dataclasses, defaults from the official Wan2.2 configs.
+
+The CLI only parses arguments into these; every other module reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from wanbench.errors import UserError
+
+# The official Wan2.1/2.2 default negative prompt (wan/configs/shared_config.py, sample_neg_prompt).
+OFFICIAL_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
+    "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+DEFAULT_PROMPT = (
+    "Two anthropomorphic cats in comfy boxing gear and bright gloves fight intensely on a spotlighted stage."
+)
+
+
+@dataclass(frozen=True)
+class TransformerSpec:
+    """Keyword arguments of diffusers' WanTransformer3DModel."""
+
+    num_attention_heads: int
+    attention_head_dim: int
+    ffn_dim: int
+    num_layers: int
+    in_channels: int = 16
+    out_channels: int = 16
+    text_dim: int = 4096
+    freq_dim: int = 256
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    cross_attn_norm: bool = True
+    qk_norm: str = "rms_norm_across_heads"
+    eps: float = 1e-6
+    rope_max_seq_len: int = 1024
+
+    @property
+    def dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    def kwargs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TextEncoderSpec:
+    """Keyword arguments of transformers' UMT5Config (encoder only)."""
+
+    vocab_size: int = 256384
+    d_model: int = 4096
+    d_kv: int = 64
+    d_ff: int = 10240
+    num_layers: int = 24
+    num_heads: int = 64
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    feed_forward_proj: str = "gated-gelu"
+    dense_act_fn: str = "gelu_new"
+    text_len: int = 512
+
+    def config_kwargs(self) -> dict[str, Any]:
+        kwargs = dataclasses.asdict(self)
+        kwargs.pop("text_len")
+        return kwargs
+
+
+@dataclass(frozen=True)
+class VaeSpec:
+    """Keyword arguments of diffusers' AutoencoderKLWan (unset fields keep the class defaults)."""
+
+    base_dim: int = 96
+    z_dim: int = 16
+    dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    temperal_downsample: tuple[bool, ...] = (False, True, True)
+    extra: tuple[tuple[str, Any], ...] = ()
+    stride_t: int = 4
+    stride_hw: int = 8
+
+    def kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "base_dim": self.base_dim,
+            "z_dim": self.z_dim,
+            "dim_mult": list(self.dim_mult),
+            "num_res_blocks": self.num_res_blocks,
+            "temperal_downsample": list(self.temperal_downsample),
+        }
+        kwargs.update(dict(self.extra))
+        if self.z_dim != 16 and "latents_mean" not in kwargs:
+            # Random-weight builds of a z_dim != 16 VAE use unit statistics; a checkpoint brings its own.
+            kwargs["latents_mean"] = [0.0] * self.z_dim
+            kwargs["latents_std"] = [1.0] * self.z_dim
+        return kwargs
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    steps: int
+    shift: float
+    guidance_high: float
+    guidance_low: float
+    boundary: float | None  # fraction of 1000 train steps; None = one expert
+    frames: int
+    fps: int
+    size: str  # "W*H" as in the official generate.py
+    sizes: tuple[str, ...]  # the official sizes; others run with a warning
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    name: str
+    description: str
+    transformer: TransformerSpec
+    two_experts: bool
+    text_encoder: TextEncoderSpec
+    vae: VaeSpec
+    sampling: SamplingDefaults
+    expand_timesteps: bool = False  # TI2V-5B: per-token timesteps
+
+    @property
+    def size_multiple(self) -> int:
+        return self.vae.stride_hw * self.transformer.patch_size[1]
+
+
+A14B = ModelPreset(
+    name="a14b",
+    description="Wan2.2 T2V-A14B: two 14B DiT experts (high/low noise), UMT5-XXL, Wan2.1 VAE",
+    transformer=TransformerSpec(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40),
+    two_experts=True,
+    text_encoder=TextEncoderSpec(),
+    vae=VaeSpec(),
+    sampling=SamplingDefaults(
+        steps=40, shift=12.0, guidance_high=4.0, guidance_low=3.0, boundary=0.875, frames=81, fps=16,
+        size="1280*720", sizes=("480*832", "832*480", "720*1280", "1280*720"),
+    ),
+)
+
+TI2V_5B = ModelPreset(
+    name="ti2v-5b",
+    description="Wan2.2 TI2V-5B: one 5B DiT, UMT5-XXL, Wan2.2 VAE (4x16x16), text-to-video mode",
+    transformer=TransformerSpec(
+        num_attention_heads=24, attention_head_dim=128, ffn_dim=14336, num_layers=30, in_channels=48,
+        out_channels=48,
+    ),
+    two_experts=False,
+    text_encoder=TextEncoderSpec(),
+    vae=VaeSpec(
+        base_dim=160, z_dim=48, stride_hw=16,
+        extra=(
+            ("decoder_base_dim", 256), ("is_residual", True), ("in_channels", 12), ("out_channels", 12),
+            ("patch_size", 2), ("scale_factor_spatial", 16), ("scale_factor_temporal", 4),
+            ("clip_output", False),
+        ),
+    ),
+    sampling=SamplingDefaults(
+        steps=50, shift=5.0, guidance_high=5.0, guidance_low=5.0, boundary=None, frames=121, fps=24,
+        size="1280*704", sizes=("1280*704", "704*1280"),
+    ),
+    expand_timesteps=True,
+)
+
+TINY = ModelPreset(
+    name="tiny",
+    description="the A14B pipeline and classes with tiny dimensions and random weights, for tests and CPU",
+    transformer=TransformerSpec(
+        num_attention_heads=4, attention_head_dim=16, ffn_dim=128, num_layers=2, text_dim=32, freq_dim=32,
+    ),
+    two_experts=True,
+    text_encoder=TextEncoderSpec(
+        vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, text_len=32,
+    ),
+    vae=VaeSpec(base_dim=4),
+    sampling=SamplingDefaults(
+        steps=4, shift=12.0, guidance_high=4.0, guidance_low=3.0, boundary=0.875, frames=9, fps=16,
+        size="96*64", sizes=("96*64", "64*96"),
+    ),
+)
+
+PRESETS: dict[str, ModelPreset] = {p.name: p for p in (A14B, TI2V_5B, TINY)}
+
+
+def get_preset(name: str) -> ModelPreset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UserError(f"unknown model preset {name!r}: choose one of {', '.join(PRESETS)}") from None
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """'W*H' (width first, as the official generate.py) -> (width, height)."""
+    parts = size.lower().replace("x", "*").split("*")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise UserError(f"bad --size {size!r}: give WIDTH*HEIGHT, e.g. 832*480")
+    width, height = (int(p) for p in parts)
+    return width, height
+
+
+def parse_guidance(text: str) -> tuple[float, float]:
+    """'HIGH,LOW' or one value for both experts."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"bad --guidance {text!r}: give one number or HIGH,LOW, e.g. 4.0,3.0") from None
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise UserError(f"bad --guidance {text!r}: give one number or HIGH,LOW, e.g. 4.0,3.0")
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """Degrees of the parallel strategies; their product with cfg must equal the world size."""
+
+    gpus: int = 1
+    strategy: str = "auto"  # auto | none | cfg | ulysses | ring | hybrid
+    cfg_parallel: bool = False
+    ulysses: int = 1
+    ring: int = 1
+    fsdp: tuple[str, ...] = ()  # subset of ("dit", "t5")
+    t5_cpu: bool = False
+    offload: str = "none"  # none | model | group
+    max_gpu_memory_gb: float | None = None
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29511
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one generation. Defaults follow the official Wan2.2 settings."""
+
+    model: str = "a14b"
+    weights: str = "random"  # random | path to a diffusers or an official Wan2.2 folder
+    width: int = 1280
+    height: int = 720
+    frames: int = 81
+    steps: int = 40
+    seed: int = 42
+    prompt: str = DEFAULT_PROMPT
+    negative_prompt: str = OFFICIAL_NEGATIVE_PROMPT
+    guidance_high: float = 4.0
+    guidance_low: float = 3.0
+    shift: float = 12.0
+    boundary: float | None = 0.875
+    fps: int = 16
+    dtype: str = "bfloat16"
+    vae_dtype: str = "float32"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    attention: str = "auto"  # auto | cudnn | flash | sdpa | efficient | math
+    compile: bool = False
+    output: str = "none"  # none | *.mp4 | *.gif | *.npy
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    tag: str = ""
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}*{self.height}"
+
+    @property
+    def preset(self) -> ModelPreset:
+        return get_preset(self.model)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        data = dict(data)
+        parallel = data.pop("parallel", {}) or {}
+        if "fsdp" in parallel:
+            parallel["fsdp"] = tuple(parallel["fsdp"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(parallel=ParallelConfig(**parallel), **{k: v for k, v in data.items() if k in known})
+
+
+def config_for_preset(model: str, **overrides: Any) -> RunConfig:
+    """A RunConfig with the preset's official sampling defaults, then the given overrides."""
+    preset = get_preset(model)
+    s = preset.sampling
+    width, height = parse_size(s.size)
+    base: dict[str, Any] = dict(
+        model=model, width=width, height=height, frames=s.frames, steps=s.steps, shift=s.shift,
+        guidance_high=s.guidance_high, guidance_low=s.guidance_low, boundary=s.boundary, fps=s.fps,
+    )
+    if model == "tiny":
+        base["dtype"] = "float32"
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return RunConfig(**base)
+
+
+def validate(config: RunConfig) -> list[str]:
+    """Refuse what cannot run (UserError); return warnings for what runs but is unofficial."""
+    preset = get_preset(config.model)
+    notes: list[str] = []
+    multiple = preset.size_multiple
+    if config.width <= 0 or config.height <= 0 or config.width % multiple or config.height % multiple:
+        raise UserError(
+            f"bad --size {config.size}: width and height must be positive multiples of {multiple} "
+            f"(official sizes: {', '.join(preset.sampling.sizes)})"
+        )
+    if config.size not in preset.sampling.sizes:
+        notes.append(
+            f"size {config.size} is not an official {preset.name} size ({', '.join(preset.sampling.sizes)})"
+        )
+    stride_t = preset.vae.stride_t
+    if config.frames < 1 or (config.frames - 1) % stride_t:
+        raise UserError(f"bad --frames {config.frames}: use {stride_t}n+1 frames, e.g. 81")
+    if config.steps < 1:
+        raise UserError(f"bad --steps {config.steps}: use at least 1 denoising step")
+    if config.boundary is not None and not 0.0 <= config.boundary <= 1.0:
+        raise UserError(f"bad --boundary {config.boundary}: use a fraction between 0 and 1, e.g. 0.875")
+    if config.shift <= 0:
+        raise UserError(f"bad --shift {config.shift}: use a positive number, e.g. 12.0")
+    if config.dtype not in DTYPES or config.vae_dtype not in DTYPES:
+        raise UserError(f"bad --dtype: choose one of {', '.join(DTYPES)}")
+    if config.attention not in ATTENTION_CHOICES:
+        raise UserError(f"bad --attention {config.attention!r}: choose one of {', '.join(ATTENTION_CHOICES)}")
+    out = config.output
+    if out != "none" and not out.endswith((".mp4", ".gif", ".npy")):
+        raise UserError(f"bad --output {out!r}: use none, or a path ending in .mp4, .gif or .npy")
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return notes
+
+
+DTYPES = ("bfloat16", "float16", "float32")
+ATTENTION_CHOICES = ("auto", "cudnn", "flash", "sdpa", "efficient", "math")

@@ -1,0 +1,1 @@
+"""The generation: text encode -> denoise (two experts, CFG) -> VAE decode -> save."""

@@ -1,0 +1,62 @@
+"""The denoising loop: expert switch at the boundary, guidance per expert, per-step device timing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from wanbench.measure.timers import StepTimer
+
+Predictor = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    index: int
+    timestep: int
+    expert: int  # 0 = high-noise (transformer), 1 = low-noise (transformer_2)
+    guidance: float
+
+
+def plan_steps(
+    timesteps: list[int], boundary: float | None, two_experts: bool, guidance_high: float, guidance_low: float,
+    num_train_timesteps: int = 1000,
+) -> list[StepPlan]:
+    """Which expert and guidance each step uses: high-noise while t >= boundary * 1000 (as WanPipeline)."""
+    plan = []
+    boundary_t = None if boundary is None or not two_experts else boundary * num_train_timesteps
+    for index, t in enumerate(timesteps):
+        high = boundary_t is None or t >= boundary_t
+        plan.append(StepPlan(index, int(t), 0 if high else 1, guidance_high if high else guidance_low))
+    return plan
+
+
+def per_token_timestep(t: torch.Tensor, latents: torch.Tensor, patch: tuple[int, int, int]) -> torch.Tensor:
+    """TI2V-5B's expanded timestep: one value per video token (WanPipeline's expand_timesteps path)."""
+    mask = torch.ones(latents.shape[2:], dtype=torch.float32, device=latents.device)
+    per_token = (mask[:: patch[0], :: patch[1], :: patch[2]] * t).flatten()
+    return per_token.unsqueeze(0).expand(latents.shape[0], -1)
+
+
+@torch.no_grad()
+def denoise(
+    experts: list[torch.nn.Module], scheduler, latents: torch.Tensor, plan: list[StepPlan], predict: Predictor,
+    model_dtype: torch.dtype, timer: StepTimer, expand_timesteps: bool = False, progress: bool = False,
+) -> torch.Tensor:
+    """Run every step of `plan`; latents stay fp32 between steps as in WanPipeline."""
+    device_timesteps = scheduler.timesteps
+    patch = tuple(experts[0].config.patch_size)
+    timer.mark()
+    for step in tqdm(plan, desc="denoise", unit="step", disable=not progress, leave=False):
+        t = device_timesteps[step.index]
+        if expand_timesteps:
+            timestep = per_token_timestep(t, latents, patch)
+        else:
+            timestep = t.expand(latents.shape[0])
+        noise = predict(experts[step.expert], latents.to(model_dtype), timestep, step.guidance)
+        latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+        timer.mark()
+    return latents

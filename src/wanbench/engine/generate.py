@@ -1,0 +1,202 @@
+"""One generation, end to end, with every phase timed and its memory recorded.
+
+Order: load -> text encode -> denoise -> VAE decode -> save. The RunResult is filled as phases end,
+so a failure part-way still reports what was measured.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from wanbench.analysis.flops import run_flops
+from wanbench.analysis.peaks import peak_tflops
+from wanbench.analysis.plausibility import judge
+from wanbench.config import RunConfig, validate
+from wanbench.engine.attention import apply_backend, resolve_backend
+from wanbench.engine.decode import decode_latents, video_to_frames
+from wanbench.engine.denoise import denoise, plan_steps
+from wanbench.engine.guidance import SequentialCFG
+from wanbench.engine.output import save_frames
+from wanbench.engine.text import encode_prompts
+from wanbench.errors import UserError
+from wanbench.measure.env import capture_environment
+from wanbench.measure.host import peak_rss_gb, rss_gb
+from wanbench.measure.timers import PhaseTimer, StepTimer, synchronize
+from wanbench.models import WanComponents, build_components
+from wanbench.models.dtypes import torch_dtype
+from wanbench.result import RunResult, phase_summary
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise UserError(f"bad --device {choice!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda, but this machine has no CUDA GPU: use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {choice}: only {torch.cuda.device_count()} GPU(s) here")
+    elif device.type != "cpu":
+        raise UserError(f"bad --device {choice!r}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def initial_latents(config: RunConfig, components: WanComponents, device: torch.device) -> torch.Tensor:
+    """Seeded fp32 noise drawn on the CPU, so it is the same on every device and GPU count."""
+    preset = config.preset
+    shape = (
+        1,
+        preset.transformer.in_channels,
+        (config.frames - 1) // preset.vae.stride_t + 1,
+        config.height // preset.vae.stride_hw,
+        config.width // preset.vae.stride_hw,
+    )
+    generator = torch.Generator("cpu").manual_seed(config.seed)
+    return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+
+
+@dataclass
+class Generation:
+    """What a run produced besides its record: kept for tests and fidelity comparisons."""
+
+    result: RunResult
+    exception: BaseException | None = None
+    latents: torch.Tensor | None = None
+    frames: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def generate(config: RunConfig, progress: bool = False) -> Generation:
+    result = RunResult(config=config.to_dict())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validate(config)
+    result.notes.extend(str(w.message) for w in caught)
+    device = resolve_device(config.device)
+    result.env = capture_environment()
+    timer = PhaseTimer(device)
+    generation = Generation(result)
+    start = time.perf_counter()
+    try:
+        _run_phases(config, device, timer, generation, progress)
+    except Exception as exc:
+        result.status, result.error = classify_failure(exc, timer.current)
+        generation.exception = exc
+    finally:
+        synchronize(device)
+        total_s = time.perf_counter() - start
+        result.phases = phase_summary(timer.seconds, result.phases.get("step_s", []), total_s)
+        result.memory = _memory_block(device, timer)
+        _add_flops(config, result)
+    return generation
+
+
+OOM_FIX = "use --offload group, --fsdp dit,t5, more --gpus or a smaller --size"
+
+
+def classify_failure(exc: BaseException, phase: str | None) -> tuple[str, str]:
+    """(status, one-line reason) for a failed run."""
+    where = f" during {phase}" if phase else ""
+    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return "oom", f"out of device memory{where}: {OOM_FIX}"
+    if isinstance(exc, UserError):
+        return "failed", str(exc)
+    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+    return "failed", f"{type(exc).__name__}{where}: {first_line}"
+
+
+def _run_phases(
+    config: RunConfig, device: torch.device, timer: PhaseTimer, generation: Generation, progress: bool
+) -> None:
+    preset, result = config.preset, generation.result
+    dtype, vae_dtype = torch_dtype(config.dtype), torch_dtype(config.vae_dtype)
+    with timer.phase("load"):
+        components = build_components(preset, config.weights, device, dtype, vae_dtype, config.shift, config.seed)
+        backend = resolve_backend(config.attention, device)
+        apply_backend(components.experts, backend)
+    result.notes.extend(components.notes)
+    result.notes.append(f"attention backend: {backend}")
+
+    use_cfg = config.guidance_high > 1.0
+    with timer.phase("text_encode"):
+        prompts = [config.prompt, config.negative_prompt] if use_cfg else [config.prompt]
+        embeds = encode_prompts(
+            components.tokenizer, components.text_encoder, prompts, preset.text_encoder.text_len, device, dtype
+        )
+    predict = SequentialCFG(embeds[:1], embeds[1:2] if use_cfg else None)
+
+    scheduler = components.scheduler
+    scheduler.set_timesteps(config.steps, device=device)
+    scheduler.set_begin_index(0)
+    plan = plan_steps(
+        scheduler.timesteps.tolist(), config.boundary, preset.two_experts, config.guidance_high,
+        config.guidance_low,
+    )
+    result.steps = [{"index": s.index, "timestep": s.timestep, "expert": s.expert} for s in plan]
+    latents = initial_latents(config, components, device)
+    step_timer = StepTimer(device)
+    with timer.phase("denoise"):
+        latents = denoise(
+            components.experts, scheduler, latents, plan, predict, dtype, step_timer,
+            expand_timesteps=preset.expand_timesteps, progress=progress,
+        )
+    result.phases["step_s"] = step_timer.step_seconds()
+    generation.latents = latents
+
+    with timer.phase("vae_decode"):
+        video = decode_latents(components.vae, latents)
+        frames = video_to_frames(video, preset.vae.stride_hw)
+    generation.frames = frames
+    with timer.phase("save"):
+        result.output = save_frames(frames, config.output, config.fps)
+
+
+def _memory_block(device: torch.device, timer: PhaseTimer) -> dict[str, Any]:
+    memory: dict[str, Any] = {"host_rss_gb": rss_gb(), "host_peak_rss_gb": peak_rss_gb()}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        memory["ranks"] = [{
+            "rank": 0,
+            "device": index,
+            "max_allocated_gb": max(timer.peak_allocated_gb.values(), default=0.0),
+            "max_reserved_gb": torch.cuda.max_memory_reserved(device) / 1e9,
+            "phase_peak_allocated_gb": dict(timer.peak_allocated_gb),
+            "capacity_gb": torch.cuda.get_device_properties(index).total_memory / 1e9,
+        }]
+    return memory
+
+
+def _add_flops(config: RunConfig, result: RunResult) -> None:
+    flops = run_flops(
+        config.preset, config.width, config.height, config.frames, config.steps, config.guidance_high > 1.0
+    )
+    result.flops = flops.to_dict()
+    gpus = result.env.get("gpus") or []
+    denoise_s = result.phases.get("denoise_s", 0.0)
+    if not gpus or result.status != "ok" or denoise_s <= 0:
+        return
+    num_gpus = max(1, config.parallel.gpus)
+    peak = peak_tflops(gpus[0]["name"])
+    verdict = judge(flops.denoise, denoise_s, num_gpus, peak)
+    result.mfu = {
+        "denoise": verdict.mfu,
+        "implied_tflops_per_gpu": verdict.implied_tflops_per_gpu,
+        "peak_tflops": peak,
+        "peak_source": "datasheet",
+    }
+    if verdict.verdict in ("impossible", "suspicious"):
+        result.flags.append({
+            "kind": verdict.verdict,
+            "message": f"denoise time implies {verdict.implied_tflops_per_gpu:.0f} TFLOP/s per GPU "
+            f"({verdict.mfu:.0%} of the {peak:.0f} TFLOP/s peak)",
+        })

@@ -1,0 +1,1 @@
+"""Measurement: timers, memory (torch allocator, NVML, host RSS), environment capture."""

@@ -1,0 +1,62 @@
+"""Device-synchronised timers: phases on the host clock, denoising steps on device events."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PhaseTimer:
+    """Wall time of named phases, each bracketed by device synchronisation."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self.peak_allocated_gb: dict[str, float] = {}
+        self.current: str | None = None
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        synchronize(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        start = time.perf_counter()
+        self.current = name
+        try:
+            yield
+            self.current = None
+        finally:
+            synchronize(self.device)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            if self.device.type == "cuda":
+                self.peak_allocated_gb[name] = torch.cuda.max_memory_allocated(self.device) / 1e9
+
+
+class StepTimer:
+    """Per-step times without a host-device sync inside the loop (CUDA events, read after the loop)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.use_events = device.type == "cuda"
+        self._marks: list = []
+
+    def mark(self) -> None:
+        if self.use_events:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._marks.append(event)
+        else:
+            self._marks.append(time.perf_counter())
+
+    def step_seconds(self) -> list[float]:
+        """Seconds between consecutive marks; call after the device has been synchronised."""
+        if self.use_events:
+            return [a.elapsed_time(b) / 1e3 for a, b in zip(self._marks, self._marks[1:])]
+        return [b - a for a, b in zip(self._marks, self._marks[1:])]
