@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from wanbench.analysis.flops import run_flops
+from wanbench.analysis.flops import run_flops, video_tokens
 from wanbench.analysis.peaks import peak_tflops
 from wanbench.analysis.plausibility import judge
 from wanbench.config import RunConfig, validate
@@ -63,6 +63,13 @@ def initial_latents(config: RunConfig, components: WanComponents, device: torch.
     )
     generator = torch.Generator("cpu").manual_seed(config.seed)
     return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+
+
+def attention_shape(config: RunConfig) -> tuple[int, int, int, int]:
+    """[batch, video tokens, heads, head dim] of one self-attention call."""
+    spec = config.preset.transformer
+    tokens = video_tokens(config.preset, config.width, config.height, config.frames)
+    return (1, tokens, spec.num_attention_heads, spec.attention_head_dim)
 
 
 @dataclass
@@ -122,10 +129,14 @@ def _run_phases(
     dtype, vae_dtype = torch_dtype(config.dtype), torch_dtype(config.vae_dtype)
     with timer.phase("load"):
         components = build_components(preset, config.weights, device, dtype, vae_dtype, config.shift, config.seed)
-        backend = resolve_backend(config.attention, device)
+        backend, backend_ms = resolve_backend(config.attention, device, attention_shape(config), dtype)
         apply_backend(components.experts, backend)
     result.notes.extend(components.notes)
     result.notes.append(f"attention backend: {backend}")
+    if backend_ms:
+        result.notes.append(
+            "attention backends timed (ms per call): " + ", ".join(f"{k} {v:.2f}" for k, v in backend_ms.items())
+        )
 
     use_cfg = config.guidance_high > 1.0
     with timer.phase("text_encode"):
