@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import statistics
 import sys
@@ -98,7 +99,7 @@ def run_stock(config, repeats: int) -> dict:
         torch.cuda.synchronize()
         e2e.append(time.perf_counter() - t0)
         marks = [first, *events]
-        step_s.append([a.elapsed_time(b) / 1e3 for a, b in zip(marks, marks[1:])])
+        step_s.append([a.elapsed_time(b) / 1e3 for a, b in itertools.pairwise(marks)])
     peak = torch.cuda.max_memory_allocated() / 1e9
     del pipe, components
     torch.cuda.empty_cache()

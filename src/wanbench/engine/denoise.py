@@ -52,10 +52,7 @@ def denoise(
     timer.mark()
     for step in tqdm(plan, desc="denoise", unit="step", disable=not progress, leave=False):
         t = device_timesteps[step.index]
-        if expand_timesteps:
-            timestep = per_token_timestep(t, latents, patch)
-        else:
-            timestep = t.expand(latents.shape[0])
+        timestep = per_token_timestep(t, latents, patch) if expand_timesteps else t.expand(latents.shape[0])
         noise = predict(experts[step.expert], latents.to(model_dtype), timestep, step.guidance)
         latents = scheduler.step(noise, t, latents, return_dict=False)[0]
         timer.mark()

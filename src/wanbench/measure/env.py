@@ -33,7 +33,10 @@ def git_revision() -> dict[str, Any]:
         ).stdout
         return {"commit": commit, "dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+        # A copied source tree without .git (e.g. on a device machine) names its revision this way.
+        commit = os.environ.get("WANBENCH_GIT_COMMIT") or None
+        dirty = os.environ.get("WANBENCH_GIT_DIRTY")
+        return {"commit": commit, "dirty": None if dirty is None else dirty == "1"}
 
 
 def driver_version() -> str | None:

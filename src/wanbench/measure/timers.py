@@ -58,5 +58,5 @@ class StepTimer:
     def step_seconds(self) -> list[float]:
         """Seconds between consecutive marks; call after the device has been synchronised."""
         if self.use_events:
-            return [a.elapsed_time(b) / 1e3 for a, b in zip(self._marks, self._marks[1:])]
-        return [b - a for a, b in zip(self._marks, self._marks[1:])]
+            return [a.elapsed_time(b) / 1e3 for a, b in zip(self._marks, self._marks[1:], strict=False)]
+        return [b - a for a, b in zip(self._marks, self._marks[1:], strict=False)]

@@ -1,0 +1,124 @@
+"""The generate and env verbs as a user meets them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from wanbench.cli import build_parser, main
+from wanbench.result import PHASES
+
+
+def test_generate_writes_a_playable_video_and_phases_that_add_up(tmp_path):
+    video, record = tmp_path / "out.mp4", tmp_path / "out.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "wanbench.cli", "generate", "--model", "tiny", "--steps", "4",
+         "--output", str(video), "--json", str(record)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    frames = iio.imread(video)
+    assert frames.shape == (9, 64, 96, 3)
+    result = json.loads(record.read_text())
+    assert result["schema_version"] == 1 and result["status"] == "ok"
+    p = result["phases"]
+    assert len(p["step_s"]) == 4 and all(s > 0 for s in p["step_s"])
+    assert sum(p["step_s"]) <= p["denoise_s"] * 1.05
+    assert p["total_s"] == pytest.approx(sum(p[k] for k in PHASES) + p["other_s"], abs=1e-9)
+    assert 0 <= p["other_s"] < 0.1 * p["total_s"] + 0.5
+    assert any("random weights" in n for n in result["notes"])
+    assert {"torch", "diffusers", "hostname", "git", "gpu_count"} <= result["env"].keys()
+
+
+def test_npy_and_gif_outputs_hold_the_same_frames(tmp_path):
+    args = ["generate", "--model", "tiny", "--steps", "2", "--device", "cpu"]
+    assert main([*args, "--output", str(tmp_path / "f.npy")]) == 0
+    assert main([*args, "--output", str(tmp_path / "f.gif")]) == 0
+    frames = np.load(tmp_path / "f.npy")
+    assert frames.dtype == np.float32 and frames.shape == (9, 64, 96, 3)
+    assert frames.min() >= 0.0 and frames.max() <= 1.0
+    gif = np.asarray(iio.imread(tmp_path / "f.gif"))[..., :3]
+    assert gif.shape == (9, 64, 96, 3)
+    # GIF quantises colours to a palette; the frames must still be the same pictures.
+    assert np.abs(gif / 255.0 - frames).mean() < 0.08
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "100*64"], "multiples of 16"),
+        (["--size", "big"], "WIDTH\\*HEIGHT"),
+        (["--frames", "10"], "4n\\+1"),
+        (["--steps", "0"], "at least 1"),
+        (["--model", "nope"], "unknown model preset 'nope'"),
+        (["--device", "cuda"], "no CUDA GPU: use --device cpu"),
+        (["--weights", "/no/such/folder"], "no such folder"),
+        (["--guidance", "a,b"], "HIGH,LOW"),
+        (["--output", "x.avi"], ".mp4, .gif or .npy"),
+        (["--attention", "magic"], "--attention"),
+        (["--boundary", "2"], "between 0 and 1"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
+    assert main(["generate", "--model", "tiny", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("wanbench: error:")
+    assert "Traceback" not in err
+    import re
+
+    assert re.search(message, err), err
+
+
+def test_unofficial_size_runs_with_a_recorded_warning(tmp_path):
+    assert main(["generate", "--model", "tiny", "--steps", "1", "--size", "64*64", "--json",
+                 str(tmp_path / "r.json")]) == 0
+    notes = json.loads((tmp_path / "r.json").read_text())["notes"]
+    assert any("not an official tiny size" in n for n in notes)
+
+
+def test_sampling_flags_reach_the_config(tmp_path):
+    assert main(["generate", "--model", "tiny", "--steps", "3", "--guidance", "5", "--shift", "3",
+                 "--negative-prompt", "", "--boundary", "0.9", "--json", str(tmp_path / "r.json")]) == 0
+    cfg = json.loads((tmp_path / "r.json").read_text())["config"]
+    assert (cfg["guidance_high"], cfg["guidance_low"], cfg["shift"], cfg["negative_prompt"], cfg["boundary"]) == (
+        5.0, 5.0, 3.0, "", 0.9)
+
+
+def test_cli_flags_are_frozen():
+    """Changing the interface must be a visible decision: update this list with it."""
+    parser = build_parser()
+    verbs = parser._subparsers._group_actions[0].choices
+    generate_flags = sorted(o for a in verbs["generate"]._actions for o in a.option_strings)
+    assert generate_flags == sorted([
+        "-h", "--help", "--model", "--weights", "--size", "--frames", "--steps", "--seed", "--prompt",
+        "--negative-prompt", "--guidance", "--shift", "--boundary", "--dtype", "--vae-dtype", "--device",
+        "--attention", "--output", "--json", "--tag",
+    ])
+
+
+def test_env_prints_the_capture(capsys):
+    assert main(["env"]) == 0
+    env = json.loads(capsys.readouterr().out)
+    assert env["gpu_count"] == 0 and env["torch"]
+
+
+def test_oom_is_recorded_and_exits_2_with_the_fix(tmp_path, capsys, monkeypatch):
+    import torch
+
+    def boom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr("wanbench.engine.generate.denoise", boom)
+    assert main(["generate", "--model", "tiny", "--steps", "2", "--json", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wanbench: error: out of device memory during denoise") and "--offload" in err
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["status"] == "oom"
+    # What was measured before the failure is kept.
+    assert result["phases"]["load_s"] > 0 and result["phases"]["text_encode_s"] > 0

@@ -1,0 +1,118 @@
+"""Checkpoint loading in both layouts, and the clear failures for bad checkpoints."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+
+import pytest
+import torch
+from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers, convert_wan_vae_to_diffusers
+
+from checkpoints import (
+    official_t5_state,
+    official_transformer_state,
+    official_vae_state,
+    write_diffusers_folder,
+    write_official_folder,
+)
+from wanbench.config import get_preset
+from wanbench.errors import UserError
+from wanbench.models import build_components
+from wanbench.models.official import convert_t5_state_dict
+
+TINY = get_preset("tiny")
+CPU = torch.device("cpu")
+
+
+def load(path):
+    return build_components(TINY, str(path), CPU, torch.float32, torch.float32, 12.0)
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def test_official_inverse_round_trips_through_the_converters(tiny_components):
+    c = tiny_components
+    state = c.transformer.state_dict()
+    back = convert_wan_transformer_to_diffusers(official_transformer_state(state))
+    assert back.keys() == state.keys()
+    vae_state = c.vae.state_dict()
+    assert convert_wan_vae_to_diffusers(official_vae_state(vae_state)).keys() == vae_state.keys()
+    t5_state = c.text_encoder.state_dict()
+    assert convert_t5_state_dict(official_t5_state(t5_state)).keys() == t5_state.keys()
+
+
+@pytest.mark.parametrize("layout", ["diffusers", "official"])
+def test_checkpoint_layouts_load_the_same_weights(tiny_components, tmp_path, layout):
+    writer = write_diffusers_folder if layout == "diffusers" else write_official_folder
+    loaded = load(writer(tiny_components, tmp_path / layout))
+    assert loaded.weights.startswith(layout)
+    for ours, theirs in [(loaded.transformer, tiny_components.transformer),
+                         (loaded.transformer_2, tiny_components.transformer_2),
+                         (loaded.text_encoder, tiny_components.text_encoder), (loaded.vae, tiny_components.vae)]:
+        assert_same_weights(ours, theirs)
+    ids = loaded.tokenizer(["a cat"]).input_ids
+    assert ids == tiny_components.tokenizer(["a cat"]).input_ids
+
+
+@pytest.fixture(scope="module")
+def official_folder(tmp_path_factory, tiny_components):
+    return write_official_folder(tiny_components, tmp_path_factory.mktemp("ckpt") / "official")
+
+
+def copy_of(folder, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(folder, target)
+    return target
+
+
+def test_missing_shard_is_a_clear_error(official_folder, tmp_path):
+    path = copy_of(official_folder, tmp_path)
+    (path / "low_noise_model" / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(UserError, match="missing checkpoint file .*00002-of-00002"):
+        load(path)
+
+
+def test_truncated_safetensors_is_a_clear_error(official_folder, tmp_path):
+    path = copy_of(official_folder, tmp_path)
+    shard = path / "high_noise_model" / "diffusion_pytorch_model-00001-of-00002.safetensors"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(UserError, match="corrupt or truncated .*download that file again"):
+        load(path)
+
+
+def test_garbage_safetensors_is_a_clear_error(official_folder, tmp_path):
+    path = copy_of(official_folder, tmp_path)
+    (path / "high_noise_model" / "diffusion_pytorch_model-00001-of-00002.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        load(path)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pickle executed",))
+
+
+def test_pth_with_arbitrary_objects_is_refused(official_folder, tmp_path, capsys):
+    path = copy_of(official_folder, tmp_path)
+    with open(path / "Wan2.1_VAE.pth", "wb") as f:
+        pickle.dump({"x": Evil()}, f)
+    with pytest.raises(UserError, match="tensor-only .pth"):
+        load(path)
+    assert "pickle executed" not in capsys.readouterr().out
+
+
+def test_missing_t5_file_and_unknown_folder(official_folder, tmp_path):
+    path = copy_of(official_folder, tmp_path)
+    (path / "models_t5_umt5-xxl-enc-bf16.pth").unlink()
+    with pytest.raises(UserError, match="missing checkpoint file .*models_t5"):
+        load(path)
+    with pytest.raises(UserError, match="neither a diffusers folder"):
+        load(tmp_path)
+    with pytest.raises(UserError, match="no such folder"):
+        load(tmp_path / "nope")
