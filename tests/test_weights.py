@@ -74,7 +74,7 @@ def copy_of(folder, tmp_path):
 def test_missing_shard_is_a_clear_error(official_folder, tmp_path):
     path = copy_of(official_folder, tmp_path)
     (path / "low_noise_model" / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
-    with pytest.raises(UserError, match="missing checkpoint file .*00002-of-00002"):
+    with pytest.raises(UserError, match=r"missing checkpoint file .*00002-of-00002"):
         load(path)
 
 
@@ -82,14 +82,14 @@ def test_truncated_safetensors_is_a_clear_error(official_folder, tmp_path):
     path = copy_of(official_folder, tmp_path)
     shard = path / "high_noise_model" / "diffusion_pytorch_model-00001-of-00002.safetensors"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    with pytest.raises(UserError, match="corrupt or truncated .*download that file again"):
+    with pytest.raises(UserError, match=r"corrupt or truncated .*download that file again"):
         load(path)
 
 
 def test_garbage_safetensors_is_a_clear_error(official_folder, tmp_path):
     path = copy_of(official_folder, tmp_path)
     (path / "high_noise_model" / "diffusion_pytorch_model-00001-of-00002.safetensors").write_bytes(b"\x00" * 64)
-    with pytest.raises(UserError, match="corrupt or truncated"):
+    with pytest.raises(UserError, match=r"corrupt or truncated"):
         load(path)
 
 
@@ -102,7 +102,7 @@ def test_pth_with_arbitrary_objects_is_refused(official_folder, tmp_path, capsys
     path = copy_of(official_folder, tmp_path)
     with open(path / "Wan2.1_VAE.pth", "wb") as f:
         pickle.dump({"x": Evil()}, f)
-    with pytest.raises(UserError, match="tensor-only .pth"):
+    with pytest.raises(UserError, match=r"tensor-only .pth"):
         load(path)
     assert "pickle executed" not in capsys.readouterr().out
 
@@ -110,9 +110,9 @@ def test_pth_with_arbitrary_objects_is_refused(official_folder, tmp_path, capsys
 def test_missing_t5_file_and_unknown_folder(official_folder, tmp_path):
     path = copy_of(official_folder, tmp_path)
     (path / "models_t5_umt5-xxl-enc-bf16.pth").unlink()
-    with pytest.raises(UserError, match="missing checkpoint file .*models_t5"):
+    with pytest.raises(UserError, match=r"missing checkpoint file .*models_t5"):
         load(path)
-    with pytest.raises(UserError, match="neither a diffusers folder"):
+    with pytest.raises(UserError, match=r"neither a diffusers folder"):
         load(tmp_path)
-    with pytest.raises(UserError, match="no such folder"):
+    with pytest.raises(UserError, match=r"no such folder"):
         load(tmp_path / "nope")
