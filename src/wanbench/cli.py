@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -36,7 +37,33 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention", default="auto", help="auto, cudnn, flash, sdpa, efficient or math")
     p.add_argument("--output", default="none", help="none, or a path ending in .mp4, .gif or .npy")
     p.add_argument("--json", default=None, help="write the RunResult JSON here")
+    p.add_argument("--save-latents", default=None, help="write the final latents (.safetensors)")
     p.add_argument("--tag", default="", help="free-form label stored with the result")
+    par = p.add_argument_group("parallelism and memory")
+    par.add_argument("--gpus", type=int, default=1, help="GPUs (or CPU processes) for one generation")
+    par.add_argument("--strategy", default="auto", help="auto, none, cfg, ulysses, ring or hybrid")
+    par.add_argument("--cfg-parallel", action="store_true", help="guidance branches on two ranks")
+    par.add_argument("--ulysses", type=int, default=1, help="Ulysses sequence-parallel degree")
+    par.add_argument("--ring", type=int, default=1, help="ring-attention sequence-parallel degree")
+    par.add_argument("--fsdp", default="", help="shard with FSDP2: dit, t5 or dit,t5")
+    par.add_argument("--t5-cpu", action="store_true", help="keep the text encoder on the CPU")
+    par.add_argument("--offload", default="none", help="single GPU: none, model or group")
+    par.add_argument("--max-gpu-memory", type=float, default=None, help="cap device memory (GB)")
+    par.add_argument("--nnodes", type=int, default=1)
+    par.add_argument("--node-rank", type=int, default=0)
+    par.add_argument("--master-addr", default="127.0.0.1")
+    par.add_argument("--master-port", type=int, default=None, help="default: a free port (one node)")
+    par.add_argument("--timeout", type=float, default=3600.0, help="seconds before a run is killed")
+
+
+def parallel_from_args(args: argparse.Namespace) -> ParallelConfig:
+    return ParallelConfig(
+        gpus=args.gpus, strategy=args.strategy, cfg_parallel=args.cfg_parallel, ulysses=args.ulysses,
+        ring=args.ring, fsdp=tuple(x for x in args.fsdp.split(",") if x), t5_cpu=args.t5_cpu,
+        offload=args.offload, max_gpu_memory_gb=args.max_gpu_memory, nnodes=args.nnodes,
+        node_rank=args.node_rank, master_addr=args.master_addr,
+        master_port=args.master_port if args.master_port is not None else ParallelConfig.master_port,
+    )
 
 
 def config_from_args(args: argparse.Namespace):
@@ -55,7 +82,7 @@ def config_from_args(args: argparse.Namespace):
         "attention": args.attention,
         "output": args.output,
         "tag": args.tag,
-        "parallel": ParallelConfig(),
+        "parallel": parallel_from_args(args),
     }
     if args.size is not None:
         overrides["width"], overrides["height"] = parse_size(args.size)
@@ -64,28 +91,92 @@ def config_from_args(args: argparse.Namespace):
     return config_for_preset(args.model, **overrides)
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
     from wanbench.config import get_preset
-    from wanbench.engine.generate import generate
+    from wanbench.engine.parallel import validate_parallel_flags
+    from wanbench.launch.distributed import shutdown_distributed, under_torchrun
 
     get_preset(args.model)
     config = config_from_args(args)
-    generation = generate(config, progress=sys.stderr.isatty())
+    validate_parallel_flags(config.parallel)
+    if (config.parallel.gpus > 1 or config.parallel.nnodes > 1) and not under_torchrun():
+        from wanbench.config import validate
+        from wanbench.engine.parallel import resolve_dims
+
+        validate(config)
+        resolve_dims(config, config.parallel.gpus)  # impossible degrees fail here, before any worker starts
+        return launch_generate(args, argv, config)
+    from wanbench.engine.generate import generate
+
+    try:
+        generation = generate(config, progress=sys.stderr.isatty(), timeout_s=args.timeout)
+    finally:
+        shutdown_distributed()
     result = generation.result
-    if args.json:
+    rank = int(os.environ.get("RANK", "0"))
+    if args.json and rank == 0:
         result.write_json(args.json)
+    if args.save_latents and rank == 0 and generation.latents is not None:
+        from safetensors.torch import save_file
+
+        save_file({"latents": generation.latents.detach().float().cpu().contiguous()}, args.save_latents)
     if result.status != "ok":
         raise UserError(result.error or "generation failed")
+    if rank == 0:
+        print_summary(result)
+    return 0
+
+
+def launch_generate(args: argparse.Namespace, argv: list[str], config) -> int:
+    """Parent of a multi-process run: start torchrun, bound it by --timeout, keep a record either way."""
+    import tempfile
+    from pathlib import Path
+
+    from wanbench.launch.torchrun import launch_workers
+    from wanbench.result import RunResult
+
+    workdir = Path(tempfile.mkdtemp(prefix="wanbench-"))
+    json_path = Path(args.json) if args.json else workdir / "run.json"
+    worker_argv = [*argv, "--json", str(json_path)] if not args.json else list(argv)
+    log = workdir / "workers.log"
+    done = launch_workers(worker_argv, config.parallel, args.timeout, log, auto_port=args.master_port is None)
+    result = RunResult.from_dict(json.loads(json_path.read_text())) if json_path.exists() else None
+    if done.returncode == 0 and result is not None and result.status == "ok":
+        return 0
+    result = result or RunResult(config=config.to_dict())
+    if done.timed_out:
+        result.status, result.error = "timeout", f"workers killed after --timeout {args.timeout:.0f} s (log: {log})"
+    elif done.returncode != 0:
+        cause = result.error if result.status != "ok" and result.error else last_error_line(log)
+        result.status = result.status if result.status != "ok" else "failed"
+        result.error = f"a worker exited with code {done.returncode} (log: {log}): {cause}"
+    result.write_json(json_path)
+    raise UserError(result.error or "generation failed")
+
+
+def last_error_line(log) -> str:
+    """The most telling line of a worker log: a wanbench error if any, else the last exception line."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "no log"
+    for marker in ("wanbench: error:", "Error:", "error:"):
+        hits = [line.strip() for line in lines if marker in line]
+        if hits:
+            return hits[-1][:300]
+    return (lines[-1].strip() if lines else "no output")[:300]
+
+
+def print_summary(result) -> None:
     p = result.phases
     print(
         f"ok: total {p['total_s']:.2f} s = load {p['load_s']:.2f} + text {p['text_encode_s']:.2f} + denoise "
         f"{p['denoise_s']:.2f} ({len(p['step_s'])} steps) + vae {p['vae_decode_s']:.2f} + save {p['save_s']:.2f}"
         f" + other {p['other_s']:.2f}" + (f"; wrote {result.output}" if result.output else "")
     )
-    return 0
 
 
-def cmd_env(args: argparse.Namespace) -> int:
+def cmd_env(args: argparse.Namespace, argv: list[str]) -> int:
     from wanbench.measure.env import capture_environment
 
     print(json.dumps(capture_environment(), indent=2))
@@ -114,9 +205,10 @@ def quiet_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args)
+        return args.func(args, argv)
     except UserError as exc:
         print(f"wanbench: error: {exc}", file=sys.stderr)
         return exc.exit_code

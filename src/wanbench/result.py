@@ -27,6 +27,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)  # per step: index, timestep, expert
     output: str | None = None
+    per_rank_phases: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     schema_version: int = SCHEMA_VERSION
 

@@ -24,12 +24,14 @@ AUTO_CANDIDATES = ("sdpa", "cudnn", "flash", "efficient")
 
 def resolve_backend(
     choice: str, device: torch.device, shape: tuple[int, int, int, int] | None = None,
-    dtype: torch.dtype = torch.bfloat16,
+    dtype: torch.dtype = torch.bfloat16, allow_cpu_flash: bool = False,
 ) -> tuple[str, dict[str, float]]:
     """(diffusers backend name, measured ms per candidate) for --attention; shape is [B, S, H, D]."""
     if choice not in BACKENDS and choice != "auto":
         raise UserError(f"bad --attention {choice!r}: choose auto, {', '.join(BACKENDS)}")
     if device.type != "cuda":
+        if choice == "flash" and allow_cpu_flash:
+            return BACKENDS["flash"], {}  # CPU ring attention (launch/distributed.py routes the kernel)
         if choice in ("cudnn", "flash", "efficient"):
             raise UserError(f"--attention {choice} needs a CUDA device: use --attention sdpa on {device.type}")
         return BACKENDS["sdpa" if choice == "auto" else choice], {}

@@ -1,11 +1,13 @@
-"""One generation, end to end, with every phase timed and its memory recorded.
+"""One generation, end to end, with every phase timed and its memory recorded, on 1..N ranks.
 
-Order: load -> text encode -> denoise -> VAE decode -> save. The RunResult is filled as phases end,
-so a failure part-way still reports what was measured.
+Order: load (build, offload or parallelize) -> text encode -> denoise -> VAE decode -> save.
+The RunResult is filled as phases end, so a failure part-way still reports what was measured.
+Under torchrun every rank runs this; rank 0 decodes, saves and holds the gathered record.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from diffusers.utils.torch_utils import randn_tensor
 
 from wanbench.analysis.flops import run_flops, video_tokens
@@ -23,15 +26,27 @@ from wanbench.engine.attention import apply_backend, resolve_backend
 from wanbench.engine.decode import decode_latents, video_to_frames
 from wanbench.engine.denoise import denoise, plan_steps
 from wanbench.engine.guidance import SequentialCFG
+from wanbench.engine.offload import apply_offload, cap_device_memory
 from wanbench.engine.output import save_frames
+from wanbench.engine.parallel import (
+    ParallelCFG,
+    ParallelDims,
+    build_mesh,
+    parallelize,
+    resolve_dims,
+    validate_parallel_flags,
+)
 from wanbench.engine.text import encode_prompts
 from wanbench.errors import UserError
+from wanbench.launch.distributed import DistContext, init_distributed, under_torchrun
 from wanbench.measure.env import capture_environment
 from wanbench.measure.host import peak_rss_gb, rss_gb
 from wanbench.measure.timers import PhaseTimer, StepTimer, synchronize
 from wanbench.models import WanComponents, build_components
 from wanbench.models.dtypes import torch_dtype
 from wanbench.result import RunResult, phase_summary
+
+OOM_FIX = "use --offload group, --fsdp dit,t5, more --gpus or a smaller --size"
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -51,7 +66,7 @@ def resolve_device(choice: str) -> torch.device:
     return device
 
 
-def initial_latents(config: RunConfig, components: WanComponents, device: torch.device) -> torch.Tensor:
+def initial_latents(config: RunConfig, device: torch.device) -> torch.Tensor:
     """Seeded fp32 noise drawn on the CPU, so it is the same on every device and GPU count."""
     preset = config.preset
     shape = (
@@ -83,34 +98,6 @@ class Generation:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def generate(config: RunConfig, progress: bool = False) -> Generation:
-    result = RunResult(config=config.to_dict())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        validate(config)
-    result.notes.extend(str(w.message) for w in caught)
-    device = resolve_device(config.device)
-    result.env = capture_environment()
-    timer = PhaseTimer(device)
-    generation = Generation(result)
-    start = time.perf_counter()
-    try:
-        _run_phases(config, device, timer, generation, progress)
-    except Exception as exc:
-        result.status, result.error = classify_failure(exc, timer.current)
-        generation.exception = exc
-    finally:
-        synchronize(device)
-        total_s = time.perf_counter() - start
-        result.phases = phase_summary(timer.seconds, result.phases.get("step_s", []), total_s)
-        result.memory = _memory_block(device, timer)
-        _add_flops(config, result)
-    return generation
-
-
-OOM_FIX = "use --offload group, --fsdp dit,t5, more --gpus or a smaller --size"
-
-
 def classify_failure(exc: BaseException, phase: str | None) -> tuple[str, str]:
     """(status, one-line reason) for a failed run."""
     where = f" during {phase}" if phase else ""
@@ -122,21 +109,81 @@ def classify_failure(exc: BaseException, phase: str | None) -> tuple[str, str]:
     return "failed", f"{type(exc).__name__}{where}: {first_line}"
 
 
-def _run_phases(
-    config: RunConfig, device: torch.device, timer: PhaseTimer, generation: Generation, progress: bool
-) -> None:
-    preset, result = config.preset, generation.result
+def generate(config: RunConfig, progress: bool = False, timeout_s: float = 1800.0) -> Generation:
+    """Run one generation on this process (and, under torchrun, together with the other ranks)."""
+    result = RunResult(config=config.to_dict())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validate(config)
+    validate_parallel_flags(config.parallel)
+    result.notes.extend(str(w.message) for w in caught)
+    device = resolve_device(config.device)
+    if under_torchrun():
+        ctx = init_distributed(device, timeout_s)
+    else:
+        if config.parallel.gpus > 1:
+            raise UserError("--gpus N > 1 runs through torchrun: use the wanbench CLI, which starts it")
+        ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
+    dims = resolve_dims(config, ctx.world_size)
+    result.env = capture_environment()
+    result.notes.append(f"parallel: {dims.describe()} on {ctx.world_size} rank(s)")
+    timer = PhaseTimer(ctx.device)
+    generation = Generation(result)
+    start = time.perf_counter()
+    try:
+        _run_phases(config, ctx, dims, timer, generation, progress)
+    except Exception as exc:
+        result.status, result.error = classify_failure(exc, timer.current)
+        generation.exception = exc
+    finally:
+        synchronize(ctx.device)
+        total_s = time.perf_counter() - start
+        result.phases = phase_summary(timer.seconds, result.phases.get("step_s", []), total_s)
+        result.memory = _memory_block(ctx, timer)
+        if ctx.world_size > 1 and generation.exception is None:
+            _gather_ranks(result)
+        _add_flops(config, result, ctx.world_size)
+    return generation
+
+
+def _load(config: RunConfig, ctx: DistContext, dims: ParallelDims, result: RunResult) -> WanComponents:
+    device, p = ctx.device, config.parallel
     dtype, vae_dtype = torch_dtype(config.dtype), torch_dtype(config.vae_dtype)
-    with timer.phase("load"):
-        components = build_components(preset, config.weights, device, dtype, vae_dtype, config.shift, config.seed)
-        backend, backend_ms = resolve_backend(config.attention, device, attention_shape(config), dtype)
-        apply_backend(components.experts, backend)
-    result.notes.extend(components.notes)
+    components = build_components(config.preset, config.weights, device, dtype, vae_dtype, config.shift, config.seed)
+    choice = config.attention
+    if dims.ring > 1 and choice in ("auto", "sdpa"):
+        choice = "cudnn" if device.type == "cuda" else "flash"  # ring needs the log-sum-exp
+    shape = attention_shape(config) if dims.sp == 1 else None
+    backend, backend_ms = resolve_backend(choice, device, shape, dtype, allow_cpu_flash=dims.ring > 1)
+    apply_backend(components.experts, backend)
     result.notes.append(f"attention backend: {backend}")
     if backend_ms:
-        result.notes.append(
-            "attention backends timed (ms per call): " + ", ".join(f"{k} {v:.2f}" for k, v in backend_ms.items())
-        )
+        result.notes.append("attention backends timed (ms per call): "
+                            + ", ".join(f"{k} {v:.2f}" for k, v in backend_ms.items()))
+    if p.t5_cpu:
+        components.text_encoder.to("cpu")
+    if p.offload != "none":
+        apply_offload(components, p.offload, device)
+        result.notes.append(f"offload: {p.offload}")
+    if p.max_gpu_memory_gb:
+        cap_device_memory(device, p.max_gpu_memory_gb)
+        result.notes.append(f"device memory capped at {p.max_gpu_memory_gb} GB (after loading)")
+    if ctx.world_size > 1:
+        mesh = build_mesh(dims, device)
+        parallelize(components, dims, mesh)
+        components.mesh = mesh  # type: ignore[attr-defined]
+    return components
+
+
+def _run_phases(
+    config: RunConfig, ctx: DistContext, dims: ParallelDims, timer: PhaseTimer, generation: Generation,
+    progress: bool,
+) -> None:
+    preset, result, device = config.preset, generation.result, ctx.device
+    dtype = torch_dtype(config.dtype)
+    with timer.phase("load"):
+        components = _load(config, ctx, dims, result)
+    result.notes.extend(components.notes)
 
     use_cfg = config.guidance_high > 1.0
     with timer.phase("text_encode"):
@@ -144,7 +191,10 @@ def _run_phases(
         embeds = encode_prompts(
             components.tokenizer, components.text_encoder, prompts, preset.text_encoder.text_len, device, dtype
         )
-    predict = SequentialCFG(embeds[:1], embeds[1:2] if use_cfg else None)
+    if dims.cfg == 2:
+        predict = ParallelCFG(embeds[:1], embeds[1:2], components.mesh)  # type: ignore[attr-defined]
+    else:
+        predict = SequentialCFG(embeds[:1], embeds[1:2] if use_cfg else None)
 
     scheduler = components.scheduler
     scheduler.set_timesteps(config.steps, device=device)
@@ -154,16 +204,18 @@ def _run_phases(
         config.guidance_low,
     )
     result.steps = [{"index": s.index, "timestep": s.timestep, "expert": s.expert} for s in plan]
-    latents = initial_latents(config, components, device)
+    latents = initial_latents(config, device)
     step_timer = StepTimer(device)
+    inject_fault(ctx.rank)
     with timer.phase("denoise"):
         latents = denoise(
             components.experts, scheduler, latents, plan, predict, dtype, step_timer,
-            expand_timesteps=preset.expand_timesteps, progress=progress,
+            expand_timesteps=preset.expand_timesteps, progress=progress and ctx.is_main,
         )
     result.phases["step_s"] = step_timer.step_seconds()
     generation.latents = latents
-
+    if not ctx.is_main:
+        return
     with timer.phase("vae_decode"):
         video = decode_latents(components.vae, latents)
         frames = video_to_frames(video, preset.vae.stride_hw)
@@ -172,22 +224,47 @@ def _run_phases(
         result.output = save_frames(frames, config.output, config.fps)
 
 
-def _memory_block(device: torch.device, timer: PhaseTimer) -> dict[str, Any]:
+def inject_fault(rank: int) -> None:
+    """Fault injection for tests of failure handling: WANBENCH_FAULT=die:RANK or hang:RANK."""
+    fault = os.environ.get("WANBENCH_FAULT", "")
+    kind, _, target = fault.partition(":")
+    if not fault or target != str(rank):
+        return
+    if kind == "die":
+        os._exit(9)
+    if kind == "hang":
+        while True:
+            time.sleep(1.0)
+
+
+def _memory_block(ctx: DistContext, timer: PhaseTimer) -> dict[str, Any]:
     memory: dict[str, Any] = {"host_rss_gb": rss_gb(), "host_peak_rss_gb": peak_rss_gb()}
+    rank: dict[str, Any] = {"rank": ctx.rank, "host_rss_gb": memory["host_rss_gb"],
+                            "host_peak_rss_gb": memory["host_peak_rss_gb"]}
+    device = ctx.device
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        memory["ranks"] = [{
-            "rank": 0,
+        rank.update({
             "device": index,
             "max_allocated_gb": max(timer.peak_allocated_gb.values(), default=0.0),
             "max_reserved_gb": torch.cuda.max_memory_reserved(device) / 1e9,
             "phase_peak_allocated_gb": dict(timer.peak_allocated_gb),
             "capacity_gb": torch.cuda.get_device_properties(index).total_memory / 1e9,
-        }]
+        })
+    memory["ranks"] = [rank]
     return memory
 
 
-def _add_flops(config: RunConfig, result: RunResult) -> None:
+def _gather_ranks(result: RunResult) -> None:
+    """Every rank's phases and memory, into rank 0's record (ranks combined by listing, not averaging)."""
+    mine = {"rank": dist.get_rank(), "phases": result.phases, "memory": result.memory["ranks"][0]}
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, mine)
+    result.memory["ranks"] = [g["memory"] for g in gathered]
+    result.per_rank_phases = [{"rank": g["rank"], **g["phases"]} for g in gathered]
+
+
+def _add_flops(config: RunConfig, result: RunResult, world: int) -> None:
     flops = run_flops(
         config.preset, config.width, config.height, config.frames, config.steps, config.guidance_high > 1.0
     )
@@ -196,9 +273,8 @@ def _add_flops(config: RunConfig, result: RunResult) -> None:
     denoise_s = result.phases.get("denoise_s", 0.0)
     if not gpus or result.status != "ok" or denoise_s <= 0:
         return
-    num_gpus = max(1, config.parallel.gpus)
     peak = peak_tflops(gpus[0]["name"])
-    verdict = judge(flops.denoise, denoise_s, num_gpus, peak)
+    verdict = judge(flops.denoise, denoise_s, world, peak)
     result.mfu = {
         "denoise": verdict.mfu,
         "implied_tflops_per_gpu": verdict.implied_tflops_per_gpu,

@@ -1,0 +1,54 @@
+"""Single-GPU offload for GPUs smaller than the model, and a memory cap that emulates such a GPU.
+
+`model`: whole modules move to the GPU when called and back after (accelerate's hooks, chained
+text encoder -> expert 1 -> expert 2 -> VAE, as diffusers' enable_model_cpu_offload does).
+`group`: diffusers group offloading, one DiT block at a time on CUDA streams, so the transfer of
+the next block overlaps the compute of this one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from wanbench.errors import UserError
+
+
+def cap_device_memory(device: torch.device, max_gb: float) -> None:
+    """Limit this process's allocator to max_gb on `device`, as if the GPU were that small."""
+    if device.type != "cuda":
+        raise UserError("--max-gpu-memory applies to a CUDA device")
+    capacity = torch.cuda.get_device_properties(device).total_memory
+    fraction = max_gb * 1e9 / capacity
+    if not 0 < fraction <= 1:
+        raise UserError(f"--max-gpu-memory {max_gb} must be between 0 and the GPU's {capacity / 1e9:.0f} GB")
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+
+
+def apply_offload(components, mode: str, device: torch.device) -> None:
+    """Move the components to the CPU and attach the hooks that bring each to `device` when used."""
+    if mode == "none":
+        return
+    modules = [components.text_encoder, *components.experts, components.vae]
+    for module in modules:
+        module.to("cpu")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if mode == "model":
+        from accelerate import cpu_offload_with_hook
+
+        hook = None
+        for module in modules:
+            _, hook = cpu_offload_with_hook(module, device, prev_module_hook=hook)
+        return
+    from diffusers.hooks import apply_group_offloading
+
+    use_stream = device.type == "cuda"
+    for expert in components.experts:
+        expert.enable_group_offload(
+            onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",
+            num_blocks_per_group=1, use_stream=use_stream,
+        )
+    for module in (components.text_encoder, components.vae):
+        apply_group_offloading(
+            module, onload_device=device, offload_type="leaf_level", use_stream=use_stream,
+        )

@@ -1,0 +1,175 @@
+"""Parallel strategies for one generation, applied to the model in one place and one order.
+
+Degrees live in ParallelDims (checked once against the world size); the device mesh has the
+dimensions ("cfg", "ring", "ulysses"). `parallelize` applies, in this order:
+  1. context parallelism (Ulysses / ring) through diffusers' ContextParallelConfig,
+  2. FSDP2 `fully_shard` of every DiT block then each expert root, and of every T5 block then the root.
+CFG parallelism is not a model transform: it is the noise predictor `ParallelCFG`, which runs the
+conditional branch on cfg rank 0 and the unconditional on cfg rank 1 and exchanges the prediction
+once per step. Offload (engine/offload.py) is the single-GPU alternative and is applied instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+
+from wanbench.config import ParallelConfig, RunConfig
+from wanbench.errors import UserError
+
+STRATEGIES = ("auto", "none", "cfg", "ulysses", "ring", "hybrid")
+
+
+@dataclass(frozen=True)
+class ParallelDims:
+    world: int
+    cfg: int = 1
+    ring: int = 1
+    ulysses: int = 1
+    fsdp_dit: bool = False
+    fsdp_t5: bool = False
+
+    @property
+    def sp(self) -> int:
+        return self.ring * self.ulysses
+
+    def describe(self) -> str:
+        parts = [f"cfg {self.cfg}"] if self.cfg > 1 else []
+        parts += [f"ulysses {self.ulysses}"] if self.ulysses > 1 else []
+        parts += [f"ring {self.ring}"] if self.ring > 1 else []
+        parts += ["fsdp " + ",".join(n for n, on in (("dit", self.fsdp_dit), ("t5", self.fsdp_t5)) if on)] if (
+            self.fsdp_dit or self.fsdp_t5) else []
+        return " x ".join(parts) or "single"
+
+
+def resolve_dims(config: RunConfig, world: int) -> ParallelDims:
+    """Degrees from --strategy / --cfg-parallel / --ulysses / --ring for `world` ranks, checked up front."""
+    p, spec = config.parallel, config.preset.transformer
+    if p.strategy not in STRATEGIES:
+        raise UserError(f"bad --strategy {p.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    uses_cfg = config.guidance_high > 1.0
+    explicit = p.cfg_parallel or p.ulysses > 1 or p.ring > 1
+    if explicit:
+        cfg, ulysses, ring = (2 if p.cfg_parallel else 1), p.ulysses, p.ring
+        if cfg * ulysses * ring == 1 and world > 1:
+            raise UserError(f"{world} ranks but no strategy uses them: set --strategy or degrees")
+    else:
+        cfg, ulysses, ring = _strategy_degrees(p.strategy, world, uses_cfg, spec.num_attention_heads)
+    dims = ParallelDims(world, cfg, ring, ulysses, "dit" in p.fsdp, "t5" in p.fsdp)
+    check_dims(dims, config)
+    return dims
+
+
+def _strategy_degrees(strategy: str, world: int, uses_cfg: bool, heads: int) -> tuple[int, int, int]:
+    if world == 1 or strategy == "none":
+        if world > 1:
+            raise UserError(f"--strategy none runs on one rank, not {world}: drop --gpus or pick a strategy")
+        return 1, 1, 1
+    if strategy == "cfg":
+        return 2, 1, 1
+    if strategy == "ulysses":
+        return 1, world, 1
+    if strategy == "ring":
+        return 1, 1, world
+    if strategy == "hybrid":
+        return 2, world // 2, 1
+    # auto: CFG parallel first (one exchange per step), then Ulysses, then ring for what heads can't split.
+    cfg = 2 if uses_cfg and world % 2 == 0 else 1
+    sp = world // cfg
+    if heads % sp == 0:
+        return cfg, sp, 1
+    ulysses = max(d for d in range(1, sp + 1) if sp % d == 0 and heads % d == 0)
+    return cfg, ulysses, sp // ulysses
+
+
+def check_dims(dims: ParallelDims, config: RunConfig) -> None:
+    from wanbench.analysis.flops import video_tokens
+
+    product = dims.cfg * dims.ring * dims.ulysses
+    if product != dims.world:
+        raise UserError(
+            f"parallel degrees cfg {dims.cfg} x ring {dims.ring} x ulysses {dims.ulysses} = {product}, "
+            f"but {dims.world} GPUs/processes: make the product equal --gpus"
+        )
+    if dims.cfg not in (1, 2):
+        raise UserError("CFG parallel splits the two guidance branches: its degree is 1 or 2")
+    if dims.cfg == 2 and config.guidance_high <= 1.0:
+        raise UserError("--cfg-parallel needs classifier-free guidance (--guidance > 1)")
+    heads = config.preset.transformer.num_attention_heads
+    if heads % dims.ulysses:
+        raise UserError(f"--ulysses {dims.ulysses} must divide the {heads} attention heads of {config.model}")
+    tokens = video_tokens(config.preset, config.width, config.height, config.frames)
+    if tokens % dims.sp:
+        raise UserError(
+            f"sequence parallel degree {dims.sp} must divide the {tokens} video tokens of this size: "
+            "pick another degree or size"
+        )
+    if (dims.fsdp_dit or dims.fsdp_t5) and dims.world == 1:
+        raise UserError("--fsdp shards across GPUs: use it with --gpus 2 or more (or --offload on one GPU)")
+
+
+def build_mesh(dims: ParallelDims, device: torch.device) -> DeviceMesh:
+    return init_device_mesh(
+        device.type, (dims.cfg, dims.ring, dims.ulysses), mesh_dim_names=("cfg", "ring", "ulysses")
+    )
+
+
+def parallelize(components, dims: ParallelDims, mesh: DeviceMesh) -> None:
+    """Apply context parallelism, then FSDP2, to the components (in place)."""
+    if dims.sp > 1:
+        from diffusers import ContextParallelConfig
+
+        for expert in components.experts:
+            expert.enable_parallelism(config=ContextParallelConfig(
+                ring_degree=dims.ring, ulysses_degree=dims.ulysses, mesh=mesh["ring", "ulysses"]
+            ))
+    if dims.fsdp_dit or dims.fsdp_t5:
+        from torch.distributed.fsdp import fully_shard
+
+        flat = mesh._flatten("fsdp") if mesh.ndim > 1 else mesh
+        if dims.fsdp_dit:
+            for expert in components.experts:
+                for block in expert.blocks:
+                    fully_shard(block, mesh=flat)
+                fully_shard(expert, mesh=flat)
+        if dims.fsdp_t5:
+            encoder = components.text_encoder
+            for block in encoder.encoder.block:
+                fully_shard(block, mesh=flat)
+            fully_shard(encoder, mesh=flat)
+
+
+class ParallelCFG:
+    """CFG across two ranks: each runs one branch, then one all-gather of the prediction per step."""
+
+    def __init__(self, cond: torch.Tensor, uncond: torch.Tensor, mesh: DeviceMesh) -> None:
+        self.group = mesh.get_group("cfg")
+        self.cfg_rank = mesh.get_local_rank("cfg")
+        self.embeds = cond if self.cfg_rank == 0 else uncond
+
+    def __call__(
+        self, model: torch.nn.Module, latent_input: torch.Tensor, timestep: torch.Tensor, guidance: float
+    ) -> torch.Tensor:
+        local = model(hidden_states=latent_input, timestep=timestep, encoder_hidden_states=self.embeds,
+                      return_dict=False)[0].contiguous()
+        both = torch.empty((2, *local.shape), dtype=local.dtype, device=local.device)
+        dist.all_gather_into_tensor(both, local.unsqueeze(0), group=self.group)
+        noise, noise_uncond = both[0], both[1]
+        return noise_uncond + guidance * (noise - noise_uncond)
+
+
+def validate_parallel_flags(p: ParallelConfig) -> None:
+    if p.gpus < 1:
+        raise UserError(f"bad --gpus {p.gpus}: use 1 or more")
+    unknown = set(p.fsdp) - {"dit", "t5"}
+    if unknown:
+        raise UserError(f"bad --fsdp {','.join(sorted(unknown))}: use dit, t5 or dit,t5")
+    if p.offload not in ("none", "model", "group"):
+        raise UserError(f"bad --offload {p.offload!r}: use none, model or group")
+    if p.offload != "none" and p.gpus > 1:
+        raise UserError("--offload is for one GPU; with several use --fsdp dit,t5 to cut memory per GPU")
+    if p.ulysses < 1 or p.ring < 1:
+        raise UserError("--ulysses and --ring are degrees of 1 or more")

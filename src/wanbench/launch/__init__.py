@@ -1,0 +1,1 @@
+"""Where workers run: this process, or torchrun workers (single and multi-node)."""

@@ -1,0 +1,90 @@
+"""The process group of a torchrun worker: detection, start, rank/device, teardown."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from wanbench.errors import UserError
+
+
+def under_torchrun() -> bool:
+    """True inside a worker started by torchrun or a scheduler that set the rendezvous variables."""
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+def init_distributed(device: torch.device, timeout_s: float) -> DistContext:
+    """Join the process group (NCCL on GPUs, gloo on CPU) and pick this rank's device."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(
+                f"rank {rank} wants GPU {local_rank} but this node has {torch.cuda.device_count()}: "
+                "lower --gpus to the GPUs per node"
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device = torch.device("cpu")
+        backend = "gloo"
+        allow_context_parallel_on_cpu()
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+            device_id=device if device.type == "cuda" else None,
+        )
+    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+_CPU_PATCHED = False
+
+
+def allow_context_parallel_on_cpu() -> None:
+    """Make diffusers' context parallelism run on CPU gloo workers (tests and CPU trials).
+
+    diffusers computes `rank % torch.accelerator.device_count()`, which is 0 without an accelerator,
+    and its ring attention needs `aten::_scaled_dot_product_flash_attention` (the one that returns
+    the log-sum-exp), which has no CPU kernel; the CPU flash kernel is routed to it here.
+    """
+    global _CPU_PATCHED
+    if _CPU_PATCHED:
+        return
+    torch.accelerator.device_count = lambda: 1  # type: ignore[assignment]
+    lib = torch.library.Library("aten", "IMPL")
+
+    def flash_on_cpu(query, key, value, dropout_p=0.0, is_causal=False, return_debug_mask=False, scale=None):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, dropout_p, is_causal, scale=scale
+        )
+        empty = torch.empty(0, dtype=torch.int64)
+        return out, lse, empty, empty, query.shape[2], key.shape[2], empty, empty, torch.empty(0, dtype=query.dtype)
+
+    lib.impl("_scaled_dot_product_flash_attention", flash_on_cpu, "CPU")
+    allow_context_parallel_on_cpu._library = lib  # keep the registration alive
+    _CPU_PATCHED = True

@@ -1,0 +1,77 @@
+"""Child processes that always end: a timeout, and the whole process tree killed with them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+
+import psutil
+
+
+def kill_tree(pid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM the process and all its descendants, then SIGKILL whatever is left after grace_s."""
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+
+
+@dataclass(frozen=True)
+class Finished:
+    returncode: int
+    timed_out: bool
+    elapsed_s: float
+
+
+def run_with_timeout(
+    cmd: list[str], timeout_s: float | None, env: dict[str, str] | None = None, stdout=None, stderr=None,
+) -> Finished:
+    """Run cmd in its own session; past timeout_s kill its whole tree. Ctrl-C also kills the tree."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
+    try:
+        returncode = proc.wait(timeout=timeout_s)
+        return Finished(returncode, False, time.perf_counter() - start)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        proc.wait()
+        return Finished(proc.returncode if proc.returncode is not None else -9, True, time.perf_counter() - start)
+    except BaseException:
+        kill_tree(proc.pid)
+        proc.wait()
+        raise
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for workers: ours, NVLink multicast off (shared hosts), no tokenizer threads."""
+    env = dict(os.environ)
+    env.setdefault("NCCL_NVLS_ENABLE", "0")
+    env.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
+    env.setdefault("NVSHMEM_DISABLE_NVLS", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra or {})
+    return env

@@ -1,0 +1,32 @@
+"""Start `wanbench <verb>` as N torchrun workers (one per GPU, or gloo processes on the CPU)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from wanbench.config import ParallelConfig
+from wanbench.launch.process import Finished, child_env, free_port, run_with_timeout
+
+
+def torchrun_command(argv: list[str], parallel: ParallelConfig, port: int | None = None) -> list[str]:
+    """torchrun with our rendezvous settings, running the wanbench CLI with argv in each worker."""
+    nproc = parallel.gpus // parallel.nnodes
+    master_port = port if port is not None else parallel.master_port
+    return [
+        sys.executable, "-m", "torch.distributed.run",
+        f"--nproc-per-node={nproc}", f"--nnodes={parallel.nnodes}", f"--node-rank={parallel.node_rank}",
+        f"--master-addr={parallel.master_addr}", f"--master-port={master_port}", "--max-restarts=0",
+        "-m", "wanbench.cli", *argv,
+    ]
+
+
+def launch_workers(
+    argv: list[str], parallel: ParallelConfig, timeout_s: float | None, log_path: Path, auto_port: bool
+) -> Finished:
+    """Run the workers to completion or timeout; their stderr goes to log_path, stdout passes through."""
+    port = free_port() if auto_port and parallel.nnodes == 1 else None
+    cmd = torchrun_command(argv, parallel, port)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        return run_with_timeout(cmd, timeout_s, env=child_env({"OMP_NUM_THREADS": "1"}), stderr=log)

@@ -1,0 +1,121 @@
+"""Every strategy gives the single-process result (tiny, CPU, gloo); failures end cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from wanbench.cli import main
+
+BASE = ["generate", "--model", "tiny", "--steps", "3", "--device", "cpu"]
+
+
+def run_cli(args: list[str], tmp_path, name: str, env: dict | None = None, timeout: float = 300):
+    latents, record = tmp_path / f"{name}.safetensors", tmp_path / f"{name}.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "wanbench.cli", *BASE, *args, "--save-latents", str(latents), "--json", str(record)],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+    return proc, latents, record
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    proc, latents, _ = run_cli([], tmp, "single")
+    assert proc.returncode == 0, proc.stderr
+    return load_file(latents)["latents"]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        "--gpus 2 --cfg-parallel",
+        "--gpus 2 --ulysses 2",
+        "--gpus 2 --ring 2",
+        "--gpus 2 --ulysses 2 --fsdp dit,t5",
+        "--gpus 4 --strategy hybrid",
+    ],
+)
+def test_strategy_matches_single_process(reference, tmp_path, flags):
+    proc, latents, record = run_cli(flags.split(), tmp_path, "run")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ours = load_file(latents)["latents"]
+    rel = ((ours - reference).norm() / reference.norm()).item()
+    assert rel < 1e-5, f"{flags}: relative latent error {rel:.2e}"
+    result = json.loads(record.read_text())
+    gpus = int(flags.split()[1]) if flags.startswith("--gpus") else 1
+    assert len(result["memory"]["ranks"]) == gpus
+    if gpus > 1:
+        assert [r["rank"] for r in result["per_rank_phases"]] == list(range(gpus))
+
+
+@pytest.mark.parametrize("mode", ["group", "model"])
+def test_offload_matches_single_process(reference, tmp_path, mode):
+    latents = tmp_path / "offload.safetensors"
+    assert main([*BASE, "--offload", mode, "--save-latents", str(latents)]) == 0
+    ours = load_file(latents)["latents"]
+    assert ((ours - reference).norm() / reference.norm()).item() < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ("--gpus 2 --ulysses 3", "make the product equal --gpus"),
+        ("--gpus 3 --strategy ulysses", "must divide the 4 attention heads"),
+        ("--gpus 2 --ulysses 2 --offload group", "--offload is for one GPU"),
+        ("--fsdp dit", "--fsdp shards across GPUs"),
+        ("--gpus 2 --strategy none", "--strategy none runs on one rank"),
+        ("--gpus 2 --cfg-parallel --guidance 1", "needs classifier-free guidance"),
+        ("--gpus 2 --strategy sideways", "bad --strategy"),
+    ],
+)
+def test_impossible_parallel_settings_are_refused_up_front(capsys, flags, message):
+    assert main([*BASE, *flags.split()]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def wanbench_processes(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if marker in " ".join(proc.info["cmdline"] or []):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+@pytest.mark.parametrize(("fault", "status", "message"), [
+    ("die:1", "failed", "a worker exited with code"),
+    ("hang:1", "timeout", "workers killed after --timeout"),
+])
+def test_a_dying_or_hanging_rank_ends_the_run_cleanly(tmp_path, fault, status, message):
+    marker = f"--tag fault-{fault.replace(':', '-')}-{time.time_ns()}"
+    start = time.perf_counter()
+    proc, _, record = run_cli(
+        ["--gpus", "2", "--cfg-parallel", "--timeout", "25", *marker.split()], tmp_path, "fault",
+        env={"WANBENCH_FAULT": fault},
+    )
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and message in err[0], proc.stderr[-2000:]
+    assert time.perf_counter() - start < 120
+    result = json.loads(record.read_text())
+    assert result["status"] == status and message in result["error"]
+    time.sleep(1.0)
+    assert wanbench_processes(marker.split()[1]) == [], "orphan worker processes left behind"
+
+
+def test_torch_device_count_untouched_in_single_process():
+    # The CPU context-parallel shim is applied only inside gloo workers.
+    assert torch.accelerator.device_count() == 0
