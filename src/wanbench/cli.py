@@ -183,12 +183,62 @@ def cmd_env(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
+    import dataclasses
+    import time
+    from pathlib import Path
+
+    from wanbench.bench.runner import run_suite
+    from wanbench.bench.suite import default_preset, load_suite_file, preset_suite
+
+    if args.suite and args.preset:
+        raise UserError("give a suite file or --preset, not both")
+    suite = load_suite_file(args.suite) if args.suite else preset_suite(args.preset or default_preset())
+    overrides = {k: v for k, v in (("warmup", args.warmup), ("warmup_steps", args.warmup_steps),
+                                   ("repeats", args.repeats), ("cooldown_s", args.cooldown),
+                                   ("timeout_s", args.timeout), ("sample_interval_s", args.sample_interval))
+                 if v is not None}
+    suite = dataclasses.replace(suite, **overrides)
+    if suite.repeats < 1 or suite.warmup < 0:
+        raise UserError("--repeats must be 1 or more and --warmup 0 or more")
+    out = Path(args.out) if args.out else Path("wanbench-results") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"suite {suite.name}: results in {out}", file=sys.stderr)
+    summary = run_suite(suite, out, resume=args.resume)
+    rate = summary["success_rate"]
+    print(
+        f"suite {summary['suite']}: {summary['configs']} configurations run ({summary['configs_skipped']} "
+        f"skipped), {summary['runs_ok']}/{summary['runs']} runs ok"
+        + (f" ({rate:.0%})" if rate is not None else "")
+        + f", wall {summary['wall_s']:.1f} s, cooldown {summary['cooldown_s']:.1f} s, loading "
+        f"{summary['load_s']:.1f} s"
+    )
+    if not args.no_report:
+        from wanbench.report import write_report
+
+        paths = write_report(out)
+        print("report: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="wanbench", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     gen = sub.add_parser("generate", help="make one video and record where time and memory went")
     add_generate_arguments(gen)
     gen.set_defaults(func=cmd_generate)
+    bench = sub.add_parser("bench", help="run a suite of configurations and keep every result")
+    bench.add_argument("suite", nargs="?", default=None, help="suite TOML file (default: --preset)")
+    bench.add_argument("--preset", default=None, help="smoke, seed or scaling (default: seed on GPUs, else smoke)")
+    bench.add_argument("--out", default=None, help="results folder (default: wanbench-results/<suite>-<time>)")
+    bench.add_argument("--resume", action="store_true", help="continue the suite in --out, skipping finished runs")
+    bench.add_argument("--warmup", type=int, default=None, help="uncounted runs per configuration")
+    bench.add_argument("--warmup-steps", type=int, default=None, help="steps per warm-up run (0 = all)")
+    bench.add_argument("--repeats", type=int, default=None, help="counted runs per configuration")
+    bench.add_argument("--cooldown", type=float, default=None, help="seconds between configurations")
+    bench.add_argument("--timeout", type=float, default=None, help="seconds per configuration before it is killed")
+    bench.add_argument("--sample-interval", type=float, default=None, help="memory sampling period (s)")
+    bench.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    bench.set_defaults(func=cmd_bench)
     env = sub.add_parser("env", help="print the environment capture")
     env.set_defaults(func=cmd_env)
     return parser

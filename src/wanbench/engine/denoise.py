@@ -45,6 +45,7 @@ def per_token_timestep(t: torch.Tensor, latents: torch.Tensor, patch: tuple[int,
 def denoise(
     experts: list[torch.nn.Module], scheduler, latents: torch.Tensor, plan: list[StepPlan], predict: Predictor,
     model_dtype: torch.dtype, timer: StepTimer, expand_timesteps: bool = False, progress: bool = False,
+    on_step: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Run every step of `plan`; latents stay fp32 between steps as in WanPipeline."""
     device_timesteps = scheduler.timesteps
@@ -56,4 +57,6 @@ def denoise(
         noise = predict(experts[step.expert], latents.to(model_dtype), timestep, step.guidance)
         latents = scheduler.step(noise, t, latents, return_dict=False)[0]
         timer.mark()
+        if on_step is not None:
+            on_step(step.index)
     return latents

@@ -8,8 +8,10 @@ Under torchrun every rank runs this; rank 0 decodes, saves and holds the gathere
 from __future__ import annotations
 
 import os
+import signal
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,14 +111,28 @@ def classify_failure(exc: BaseException, phase: str | None) -> tuple[str, str]:
     return "failed", f"{type(exc).__name__}{where}: {first_line}"
 
 
-def generate(config: RunConfig, progress: bool = False, timeout_s: float = 1800.0) -> Generation:
-    """Run one generation on this process (and, under torchrun, together with the other ranks)."""
-    result = RunResult(config=config.to_dict())
+@dataclass
+class Session:
+    """A loaded engine: the components on their devices, reusable for several generations."""
+
+    config: RunConfig
+    ctx: DistContext
+    dims: ParallelDims
+    env: dict[str, Any]
+    notes: list[str]
+    load_s: float = 0.0
+    load_peak_gb: float | None = None
+    components: WanComponents | None = None
+    load_failure: tuple[str, str] | None = None
+    load_exception: BaseException | None = None
+
+
+def open_session(config: RunConfig, timeout_s: float = 1800.0) -> Session:
+    """Validate, join the process group if under torchrun, and load the components (the load phase)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         validate(config)
     validate_parallel_flags(config.parallel)
-    result.notes.extend(str(w.message) for w in caught)
     device = resolve_device(config.device)
     if under_torchrun():
         ctx = init_distributed(device, timeout_s)
@@ -125,19 +141,52 @@ def generate(config: RunConfig, progress: bool = False, timeout_s: float = 1800.
             raise UserError("--gpus N > 1 runs through torchrun: use the wanbench CLI, which starts it")
         ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
     dims = resolve_dims(config, ctx.world_size)
-    result.env = capture_environment()
-    result.notes.append(f"parallel: {dims.describe()} on {ctx.world_size} rank(s)")
+    notes = [str(w.message) for w in caught] + [f"parallel: {dims.describe()} on {ctx.world_size} rank(s)"]
+    session = Session(config, ctx, dims, capture_environment(), notes)
     timer = PhaseTimer(ctx.device)
+    try:
+        with timer.phase("load"):
+            session.components = _load(config, ctx, dims, session.notes)
+        session.notes.extend(session.components.notes)
+    except Exception as exc:
+        session.load_failure = classify_failure(exc, "load")
+        session.load_exception = exc
+    session.load_s = timer.seconds.get("load", 0.0)
+    session.load_peak_gb = timer.peak_allocated_gb.get("load")
+    return session
+
+
+def generate(config: RunConfig, progress: bool = False, timeout_s: float = 1800.0) -> Generation:
+    """Load and run one generation on this process (and, under torchrun, with the other ranks)."""
+    return run_once(open_session(config, timeout_s), progress=progress)
+
+
+def run_once(
+    session: Session, config: RunConfig | None = None, progress: bool = False,
+    on_step: Callable[[int], None] | None = None,
+) -> Generation:
+    """One generation with a loaded session; `config` may change sampling settings (e.g. steps)."""
+    config = config or session.config
+    ctx = session.ctx
+    result = RunResult(config=config.to_dict(), env=session.env, notes=list(session.notes))
     generation = Generation(result)
+    timer = PhaseTimer(ctx.device)
+    timer.seconds["load"] = session.load_s
+    if session.load_peak_gb is not None:
+        timer.peak_allocated_gb["load"] = session.load_peak_gb
     start = time.perf_counter()
     try:
-        _run_phases(config, ctx, dims, timer, generation, progress)
+        if session.load_failure is not None:
+            result.status, result.error = session.load_failure
+            generation.exception = session.load_exception
+        else:
+            _run_phases(config, session, timer, generation, progress, on_step)
     except Exception as exc:
         result.status, result.error = classify_failure(exc, timer.current)
         generation.exception = exc
     finally:
         synchronize(ctx.device)
-        total_s = time.perf_counter() - start
+        total_s = session.load_s + time.perf_counter() - start
         result.phases = phase_summary(timer.seconds, result.phases.get("step_s", []), total_s)
         result.memory = _memory_block(ctx, timer)
         if ctx.world_size > 1 and generation.exception is None:
@@ -146,7 +195,7 @@ def generate(config: RunConfig, progress: bool = False, timeout_s: float = 1800.
     return generation
 
 
-def _load(config: RunConfig, ctx: DistContext, dims: ParallelDims, result: RunResult) -> WanComponents:
+def _load(config: RunConfig, ctx: DistContext, dims: ParallelDims, notes: list[str]) -> WanComponents:
     device, p = ctx.device, config.parallel
     dtype, vae_dtype = torch_dtype(config.dtype), torch_dtype(config.vae_dtype)
     components = build_components(config.preset, config.weights, device, dtype, vae_dtype, config.shift, config.seed)
@@ -156,18 +205,18 @@ def _load(config: RunConfig, ctx: DistContext, dims: ParallelDims, result: RunRe
     shape = attention_shape(config) if dims.sp == 1 else None
     backend, backend_ms = resolve_backend(choice, device, shape, dtype, allow_cpu_flash=dims.ring > 1)
     apply_backend(components.experts, backend)
-    result.notes.append(f"attention backend: {backend}")
+    notes.append(f"attention backend: {backend}")
     if backend_ms:
-        result.notes.append("attention backends timed (ms per call): "
+        notes.append("attention backends timed (ms per call): "
                             + ", ".join(f"{k} {v:.2f}" for k, v in backend_ms.items()))
     if p.t5_cpu:
         components.text_encoder.to("cpu")
     if p.offload != "none":
         apply_offload(components, p.offload, device)
-        result.notes.append(f"offload: {p.offload}")
+        notes.append(f"offload: {p.offload}")
     if p.max_gpu_memory_gb:
         cap_device_memory(device, p.max_gpu_memory_gb)
-        result.notes.append(f"device memory capped at {p.max_gpu_memory_gb} GB (after loading)")
+        notes.append(f"device memory capped at {p.max_gpu_memory_gb} GB (after loading)")
     if ctx.world_size > 1:
         mesh = build_mesh(dims, device)
         parallelize(components, dims, mesh)
@@ -176,15 +225,12 @@ def _load(config: RunConfig, ctx: DistContext, dims: ParallelDims, result: RunRe
 
 
 def _run_phases(
-    config: RunConfig, ctx: DistContext, dims: ParallelDims, timer: PhaseTimer, generation: Generation,
-    progress: bool,
+    config: RunConfig, session: Session, timer: PhaseTimer, generation: Generation, progress: bool,
+    on_step: Callable[[int], None] | None,
 ) -> None:
-    preset, result, device = config.preset, generation.result, ctx.device
+    preset, result, ctx, dims = config.preset, generation.result, session.ctx, session.dims
+    device, components = ctx.device, session.components
     dtype = torch_dtype(config.dtype)
-    with timer.phase("load"):
-        components = _load(config, ctx, dims, result)
-    result.notes.extend(components.notes)
-
     use_cfg = config.guidance_high > 1.0
     with timer.phase("text_encode"):
         prompts = [config.prompt, config.negative_prompt] if use_cfg else [config.prompt]
@@ -206,11 +252,11 @@ def _run_phases(
     result.steps = [{"index": s.index, "timestep": s.timestep, "expert": s.expert} for s in plan]
     latents = initial_latents(config, device)
     step_timer = StepTimer(device)
-    inject_fault(ctx.rank)
+    inject_fault(ctx.rank, config.tag)
     with timer.phase("denoise"):
         latents = denoise(
             components.experts, scheduler, latents, plan, predict, dtype, step_timer,
-            expand_timesteps=preset.expand_timesteps, progress=progress and ctx.is_main,
+            expand_timesteps=preset.expand_timesteps, progress=progress and ctx.is_main, on_step=on_step,
         )
     result.phases["step_s"] = step_timer.step_seconds()
     generation.latents = latents
@@ -224,14 +270,15 @@ def _run_phases(
         result.output = save_frames(frames, config.output, config.fps)
 
 
-def inject_fault(rank: int) -> None:
-    """Fault injection for tests of failure handling: WANBENCH_FAULT=die:RANK or hang:RANK."""
+def inject_fault(rank: int, tag: str) -> None:
+    """Fault injection for tests of failure handling: WANBENCH_FAULT=die:RANK or hang:RANK[:TAG]."""
     fault = os.environ.get("WANBENCH_FAULT", "")
-    kind, _, target = fault.partition(":")
-    if not fault or target != str(rank):
+    kind, _, rest = fault.partition(":")
+    target, _, only_tag = rest.partition(":")
+    if not fault or target != str(rank) or (only_tag and only_tag != tag):
         return
     if kind == "die":
-        os._exit(9)
+        os.kill(os.getpid(), signal.SIGKILL)
     if kind == "hang":
         while True:
             time.sleep(1.0)

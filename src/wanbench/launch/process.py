@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
@@ -39,24 +40,34 @@ class Finished:
 
 def run_with_timeout(
     cmd: list[str], timeout_s: float | None, env: dict[str, str] | None = None, stdout=None, stderr=None,
+    on_start: Callable[[int], None] | None = None, on_tick: Callable[[float], None] | None = None,
 ) -> Finished:
-    """Run cmd in its own session; past timeout_s kill its whole tree. Ctrl-C also kills the tree."""
+    """Run cmd in its own session; past timeout_s kill its whole tree. Ctrl-C also kills the tree.
+
+    on_start(pid) runs once the process exists; on_tick(elapsed_s) about once a second while it runs.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
     try:
-        returncode = proc.wait(timeout=timeout_s)
-        return Finished(returncode, False, time.perf_counter() - start)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc.pid)
-        proc.wait()
-        return Finished(proc.returncode if proc.returncode is not None else -9, True, time.perf_counter() - start)
-    except BaseException:
-        kill_tree(proc.pid)
-        proc.wait()
-        raise
+        if on_start is not None:
+            on_start(proc.pid)
+        while True:
+            elapsed = time.perf_counter() - start
+            if timeout_s is not None and elapsed >= timeout_s:
+                kill_tree(proc.pid)
+                proc.wait()
+                return Finished(proc.returncode, True, time.perf_counter() - start)
+            wait_s = 1.0 if timeout_s is None else max(0.01, min(1.0, timeout_s - elapsed))
+            try:
+                returncode = proc.wait(timeout=wait_s)
+                return Finished(returncode, False, time.perf_counter() - start)
+            except subprocess.TimeoutExpired:
+                if on_tick is not None:
+                    on_tick(time.perf_counter() - start)
     finally:
         if proc.poll() is None:
             kill_tree(proc.pid)
+            proc.wait()
 
 
 def free_port() -> int:

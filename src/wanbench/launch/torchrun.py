@@ -9,15 +9,17 @@ from wanbench.config import ParallelConfig
 from wanbench.launch.process import Finished, child_env, free_port, run_with_timeout
 
 
-def torchrun_command(argv: list[str], parallel: ParallelConfig, port: int | None = None) -> list[str]:
-    """torchrun with our rendezvous settings, running the wanbench CLI with argv in each worker."""
+def torchrun_command(
+    argv: list[str], parallel: ParallelConfig, port: int | None = None, module: str = "wanbench.cli"
+) -> list[str]:
+    """torchrun with our rendezvous settings, running `python -m module argv` in each worker."""
     nproc = parallel.gpus // parallel.nnodes
     master_port = port if port is not None else parallel.master_port
     return [
         sys.executable, "-m", "torch.distributed.run",
         f"--nproc-per-node={nproc}", f"--nnodes={parallel.nnodes}", f"--node-rank={parallel.node_rank}",
         f"--master-addr={parallel.master_addr}", f"--master-port={master_port}", "--max-restarts=0",
-        "-m", "wanbench.cli", *argv,
+        "-m", module, *argv,
     ]
 
 

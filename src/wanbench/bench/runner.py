@@ -1,0 +1,237 @@
+"""The suite runner: each configuration in a fresh worker, sampled, bounded in time, stored as it ends.
+
+For every configuration: skip what the store already holds (--resume), check that the GPUs hold no
+memory from earlier workers, start the worker (torchrun for N > 1), sample memory while it runs,
+kill its whole process tree past the timeout, store every repeat (failed ones with their reason),
+then cool down. A failure ends that configuration only; the suite goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wanbench.bench.suite import SuiteConfig, expand, label
+from wanbench.config import RunConfig
+from wanbench.launch.process import child_env, free_port, run_with_timeout
+from wanbench.launch.torchrun import torchrun_command
+from wanbench.measure.sampler import MemorySampler, gpu_used_gb, reduce_window
+from wanbench.result import RunResult
+from wanbench.store import ResultsStore, config_key
+
+CLEAN_GPU_GB = 1.0  # more than this in use before a worker starts means an earlier one left memory
+CLEAN_WAIT_S = 30.0
+
+
+@dataclass
+class SuiteTotals:
+    configs: int = 0
+    configs_skipped: int = 0
+    runs: int = 0
+    runs_ok: int = 0
+    wall_s: float = 0.0
+    cooldown_s: float = 0.0
+    load_s: float = 0.0
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["success_rate"] = self.runs_ok / self.runs if self.runs else None
+        return d
+
+
+class Progress:
+    """One line per configuration; live updates only on a terminal."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+
+    def update(self, text: str) -> None:
+        if self.live:
+            self.stream.write("\r\033[K" + text)
+            self.stream.flush()
+
+    def line(self, text: str) -> None:
+        if self.live:
+            self.stream.write("\r\033[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def gpu_indices(config: RunConfig) -> list[int]:
+    if config.device == "cpu":
+        return []
+    if config.device.startswith("cuda:"):
+        return [int(config.device.split(":")[1])]
+    return list(range(config.parallel.gpus))
+
+
+def wait_for_clean_gpus(indices: list[int]) -> str | None:
+    """None when the GPUs are free, else the reason (after waiting up to CLEAN_WAIT_S)."""
+    deadline = time.perf_counter() + CLEAN_WAIT_S
+    while True:
+        used = gpu_used_gb(indices)
+        busy = {i: gb for i, gb in used.items() if gb > CLEAN_GPU_GB}
+        if not busy:
+            return None
+        if time.perf_counter() > deadline:
+            return "GPU memory in use before start: " + ", ".join(f"GPU {i} {gb:.1f} GB" for i, gb in busy.items())
+        time.sleep(2.0)
+
+
+def failure_record(config: RunConfig, status: str, error: str) -> dict[str, Any]:
+    result = RunResult(config=config.to_dict(), status=status, error=error)
+    result.phases = {"step_s": []}
+    return result.to_dict()
+
+
+def classify_worker_exit(timed_out: bool, returncode: int, log: Path, timeout_s: float) -> tuple[str, str]:
+    if timed_out:
+        return "timeout", f"worker killed after the {timeout_s:.0f} s timeout (log: {log})"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    if "out of memory" in text.lower():
+        return "oom", f"worker ran out of device memory (log: {log})"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    hint = next((ln for ln in reversed(lines) if "Error" in ln or "error:" in ln), lines[-1] if lines else "")
+    how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+    return "failed", f"worker {how} before finishing (log: {log}): {hint[:240]}"
+
+
+def run_suite(suite: SuiteConfig, out: Path, resume: bool = False, progress: Progress | None = None) -> dict:
+    progress = progress or Progress()
+    configs = expand(suite)
+    store = ResultsStore(out)
+    if not resume and store.runs():
+        from wanbench.errors import UserError
+
+        store.close()
+        raise UserError(f"{out} already holds results: pass --resume to continue it, or choose a new --out")
+    totals, suite_id, started = SuiteTotals(), uuid.uuid4().hex, time.time()
+    work = Path(tempfile.mkdtemp(prefix="wanbench-bench-", dir=out))
+    try:
+        for index, config in enumerate(configs):
+            if index and suite.cooldown_s > 0:
+                time.sleep(suite.cooldown_s)
+                totals.cooldown_s += suite.cooldown_s
+            run_configuration(suite, config, index, len(configs), store, work, totals, progress)
+    finally:
+        totals.wall_s = time.time() - started
+        summary = {"suite": suite.name, **totals.to_dict()}
+        store.add_suite(suite_id, suite.name, started, time.time(), summary)
+        store.close()
+    return summary
+
+
+def run_configuration(
+    suite: SuiteConfig, config: RunConfig, index: int, count: int, store: ResultsStore, work: Path,
+    totals: SuiteTotals, progress: Progress,
+) -> None:
+    name, key = label(config), config_key(config.to_dict())
+    todo = [r for r in range(suite.repeats) if r not in store.done(key)]
+    head = f"[{index + 1}/{count}] {name}"
+    if not todo:
+        totals.configs_skipped += 1
+        progress.line(f"{head}: already done, skipped")
+        return
+    totals.configs += 1
+    problem = check_config(config)
+    if problem:
+        for repeat in todo:
+            record = failure_record(config, "failed", problem)
+            store.add_run(record, suite.name, name, repeat)
+            count_run(totals, record)
+        progress.line(f"{head}: invalid, not run: {problem}")
+        return
+    indices = gpu_indices(config)
+    dirty = wait_for_clean_gpus(indices)
+    stem = f"{index:03d}-{key}"
+    pending, progress_file, log = work / f"{stem}.jsonl", work / f"{stem}.progress", work / f"{stem}.log"
+    spec = {"config": config.to_dict(), "warmup": suite.warmup, "warmup_steps": suite.warmup_steps,
+            "repeats": todo, "pending": str(pending), "progress": str(progress_file),
+            "timeout_s": suite.timeout_s}
+    spec_path = work / f"{stem}.spec.json"
+    spec_path.write_text(json.dumps(spec, ensure_ascii=False))
+    cmd = worker_command(config, spec_path)
+    sampler = MemorySampler(indices, suite.sample_interval_s)
+
+    def tick(elapsed: float) -> None:
+        text = progress_file.read_text() if progress_file.exists() else "loading"
+        progress.update(f"{head}: {text}, {elapsed:.0f} s")
+
+    with open(log, "w") as log_file:
+        done = run_with_timeout(cmd, suite.timeout_s, env=child_env(), stdout=log_file, stderr=log_file,
+                                on_start=sampler.start, on_tick=tick)
+    samples = sampler.stop()
+    finished = [json.loads(line) for line in pending.read_text().splitlines() if line.strip()] if (
+        pending.exists()) else []
+    for item in finished:
+        record = item["record"]
+        window = reduce_window(samples, item["wall_start"], item["wall_end"])
+        record["memory"]["gpus"] = window["gpus"]
+        record["memory"]["host_rss"] = window["host_rss"]
+        if dirty:
+            record["flags"].append({"kind": "gpu_not_clean", "message": dirty})
+        store.add_run(record, suite.name, name, item["repeat"])
+        count_run(totals, record)
+    if finished:
+        totals.load_s += finished[0]["record"]["phases"].get("load_s", 0.0)
+    missing = [r for r in todo if r not in {item["repeat"] for item in finished}]
+    if missing:
+        status, error = classify_worker_exit(done.timed_out, done.returncode, log, suite.timeout_s)
+        for repeat in missing:
+            record = failure_record(config, status, error)
+            store.add_run(record, suite.name, name, repeat)
+            count_run(totals, record)
+    pending.unlink(missing_ok=True)
+    progress.line(f"{head}: {summarise(store, key)} ({done.elapsed_s:.0f} s)")
+
+
+def check_config(config: RunConfig) -> str | None:
+    """The reason a configuration cannot run, found without starting a worker; None if it can."""
+    import warnings
+
+    from wanbench.config import validate
+    from wanbench.engine.parallel import resolve_dims, validate_parallel_flags
+    from wanbench.errors import UserError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            validate(config)
+        validate_parallel_flags(config.parallel)
+        resolve_dims(config, config.parallel.gpus)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+def worker_command(config: RunConfig, spec_path: Path) -> list[str]:
+    if config.parallel.gpus > 1:
+        return torchrun_command([str(spec_path)], config.parallel, port=free_port(), module="wanbench.bench.worker")
+    return [sys.executable, "-m", "wanbench.bench.worker", str(spec_path)]
+
+
+def count_run(totals: SuiteTotals, record: dict[str, Any]) -> None:
+    totals.runs += 1
+    status = record.get("status", "failed")
+    totals.statuses[status] = totals.statuses.get(status, 0) + 1
+    totals.runs_ok += status == "ok"
+
+
+def summarise(store: ResultsStore, key: str) -> str:
+    rows = store.conn.execute("SELECT status, total_s, error FROM runs WHERE config_key=?", (key,)).fetchall()
+    ok = sorted(r[1] for r in rows if r[0] == "ok")
+    failed = [r for r in rows if r[0] != "ok"]
+    parts = [f"{len(ok)}/{len(rows)} ok"]
+    if ok:
+        parts.append(f"median total {ok[len(ok) // 2]:.2f} s")
+    if failed:
+        parts.append(f"{failed[0][0]}: {failed[0][2]}")
+    return ", ".join(parts)

@@ -1,0 +1,163 @@
+"""Suites: axes x fixed settings (or an explicit list) -> the configurations to run.
+
+A suite file is TOML:
+    name = "mine"
+    warmup = 1            # uncounted runs per configuration (each in the same worker, after loading)
+    warmup_steps = 0      # steps of a warm-up run; 0 = the configuration's own
+    repeats = 3           # counted runs per configuration
+    cooldown_s = 10
+    timeout_s = 1800      # per configuration (its worker: load, warm-up and repeats)
+    sample_interval_s = 0.5
+    [fixed]
+    model = "a14b"
+    size = "832*480"
+    [axes]
+    steps = [10, 20]
+    gpus = [1, 2]
+    [[configs]]           # optional explicit list, each merged over [fixed]; used instead of axes
+    gpus = 2
+    strategy = "cfg"
+Keys are RunConfig fields (model, weights, frames, steps, seed, prompt, ...), `size` as W*H,
+`guidance` as "HIGH,LOW", and the parallel fields (gpus, strategy, cfg_parallel, ulysses, ring,
+fsdp, t5_cpu, offload, max_gpu_memory_gb).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wanbench.config import ParallelConfig, RunConfig, config_for_preset, parse_guidance, parse_size
+from wanbench.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_PARALLEL_KEYS = {f.name for f in dataclasses.fields(ParallelConfig)}
+_RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - {"parallel"}
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    name: str
+    fixed: dict[str, Any] = field(default_factory=dict)
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    configs: tuple[dict[str, Any], ...] = ()
+    warmup: int = 1
+    warmup_steps: int = 0
+    repeats: int = 3
+    cooldown_s: float = 0.0
+    timeout_s: float = 1800.0
+    sample_interval_s: float = 0.5
+
+
+def run_config_from(settings: dict[str, Any]) -> RunConfig:
+    settings = dict(settings)
+    model = settings.pop("model", "a14b")
+    overrides: dict[str, Any] = {}
+    parallel: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key == "size":
+            overrides["width"], overrides["height"] = parse_size(str(value))
+        elif key == "guidance":
+            overrides["guidance_high"], overrides["guidance_low"] = parse_guidance(str(value))
+        elif key == "fsdp":
+            parallel["fsdp"] = tuple(value.split(",") if isinstance(value, str) else value)
+        elif key in _PARALLEL_KEYS:
+            parallel[key] = value
+        elif key in _RUN_KEYS:
+            overrides[key] = value
+        else:
+            raise UserError(f"unknown suite setting {key!r}: use RunConfig or parallel field names")
+    return config_for_preset(model, parallel=ParallelConfig(**parallel), **overrides)
+
+
+def expand(suite: SuiteConfig) -> list[RunConfig]:
+    if suite.configs:
+        rows = [{**suite.fixed, **row} for row in suite.configs]
+    else:
+        names = list(suite.axes)
+        rows = [{**suite.fixed, **dict(zip(names, values, strict=False))}
+                for values in itertools.product(*(suite.axes[n] for n in names))]
+    return [run_config_from(row) for row in rows] if rows else [run_config_from(dict(suite.fixed))]
+
+
+def label(config: RunConfig) -> str:
+    p = config.parallel
+    parts = [config.model, f"{config.size}x{config.frames}", f"{config.steps} steps", f"{p.gpus} GPU"]
+    if p.gpus > 1 or p.strategy != "auto":
+        parts.append(p.strategy if not (p.cfg_parallel or p.ulysses > 1 or p.ring > 1) else
+                     "+".join(x for x in (["cfg"] if p.cfg_parallel else []) + ([f"ulysses{p.ulysses}"] if
+                              p.ulysses > 1 else []) + ([f"ring{p.ring}"] if p.ring > 1 else [])))
+    if p.fsdp:
+        parts.append("fsdp " + ",".join(p.fsdp))
+    if p.offload != "none":
+        parts.append(f"offload {p.offload}")
+    if p.max_gpu_memory_gb:
+        parts.append(f"cap {p.max_gpu_memory_gb:g} GB")
+    if config.tag:
+        parts.append(config.tag)
+    return " | ".join(parts)
+
+
+def load_suite_file(path: str | Path) -> SuiteConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"no suite file {path}: give a TOML file or --preset NAME") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"bad suite file {path}: {exc}") from None
+    known = {f.name for f in dataclasses.fields(SuiteConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise UserError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
+    data.setdefault("name", path.stem)
+    data["configs"] = tuple(data.get("configs", ()))
+    return SuiteConfig(**data)
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def preset_suite(name: str, gpus_available: int | None = None) -> SuiteConfig:
+    n = gpu_count() if gpus_available is None else gpus_available
+    if name == "smoke":
+        return SuiteConfig(
+            name="smoke", fixed={"model": "tiny", "device": "cpu"}, axes={"steps": [2, 4], "gpus": [1, 2]},
+            warmup=1, repeats=2, cooldown_s=0.0, timeout_s=300.0, sample_interval_s=0.2,
+        )
+    if name == "seed":
+        return SuiteConfig(
+            name="seed", fixed={"model": "a14b", "weights": "random", "size": "480*832", "frames": 81},
+            axes={"steps": [10, 20], "gpus": sorted({1, max(1, n)})},
+            warmup=1, warmup_steps=2, repeats=2, cooldown_s=10.0, timeout_s=1800.0,
+        )
+    if name == "scaling":
+        rows: list[dict[str, Any]] = [{"gpus": 1}]
+        for g in (2, 4, 8):
+            if g > max(n, 1):
+                break
+            rows += [{"gpus": g, "ulysses": g}, {"gpus": g, "ulysses": g, "fsdp": "dit,t5"}]
+            rows += [{"gpus": 2, "cfg_parallel": True}] if g == 2 else [
+                {"gpus": g, "cfg_parallel": True, "ulysses": g // 2}]
+        return SuiteConfig(
+            name="scaling", fixed={"model": "a14b", "weights": "random", "size": "480*832", "frames": 81,
+                                   "steps": 20},
+            configs=tuple(rows), warmup=1, warmup_steps=2, repeats=2, cooldown_s=10.0, timeout_s=1800.0,
+        )
+    raise UserError(f"unknown suite preset {name!r}: choose smoke, seed or scaling, or give a TOML file")
+
+
+def default_preset() -> str:
+    """`seed` on a GPU machine, `smoke` on a CPU-only one."""
+    return "seed" if gpu_count() > 0 else "smoke"

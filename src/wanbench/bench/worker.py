@@ -1,0 +1,71 @@
+"""The bench worker: one configuration in a fresh process (or torchrun group).
+
+Loads once (the load phase is measured), runs the warm-up runs (not recorded), then each counted
+repeat, appending each finished record to the pending file at once (rank 0), so that a worker
+killed part-way keeps what it finished. Usage: python -m wanbench.bench.worker SPEC.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from wanbench.config import RunConfig
+
+
+def append_line(path: Path, data: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(data, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def run_worker(spec: dict) -> int:
+    from wanbench.engine.generate import open_session, run_once
+    from wanbench.launch.distributed import shutdown_distributed
+
+    config = RunConfig.from_dict(spec["config"])
+    pending, progress = Path(spec["pending"]), Path(spec["progress"])
+    is_main = int(os.environ.get("RANK", "0")) == 0
+
+    def report(text: str) -> None:
+        if is_main:
+            progress.write_text(text)
+
+    try:
+        session = open_session(config, timeout_s=spec["timeout_s"])
+        warm_config = dataclasses.replace(config, steps=spec["warmup_steps"] or config.steps)
+        for i in range(spec["warmup"]):
+            report(f"warm-up {i + 1}/{spec['warmup']}")
+            warm = run_once(session, warm_config)
+            if warm.result.status != "ok":
+                break  # the counted runs will record the failure
+        for repeat in spec["repeats"]:
+            report(f"repeat {repeat + 1}")
+            wall_start = time.time()
+            generation = run_once(
+                session, on_step=lambda i, r=repeat: report(f"repeat {r + 1} step {i + 1}/{config.steps}")
+            )
+            record = generation.result.to_dict()
+            if is_main:
+                append_line(pending, {"repeat": repeat, "wall_start": wall_start, "wall_end": time.time(),
+                                      "record": record})
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+def main() -> int:
+    from wanbench.cli import quiet_libraries
+
+    quiet_libraries()
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    return run_worker(spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

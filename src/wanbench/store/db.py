@@ -1,0 +1,182 @@
+"""results.db (SQLite, schema versioned) plus runs.jsonl, written one run at a time.
+
+Each run is inserted in one transaction, then appended to runs.jsonl (flushed and fsynced), so a
+crash loses at most the run in flight. Opening the store reconciles the two files by run id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+STORE_SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    suite TEXT NOT NULL,
+    config_key TEXT NOT NULL,
+    label TEXT NOT NULL,
+    repeat INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    started_at REAL,
+    total_s REAL,
+    load_s REAL,
+    denoise_s REAL,
+    step_median_s REAL,
+    peak_gb REAL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_config ON runs (config_key, repeat);
+CREATE TABLE IF NOT EXISTS suites (
+    suite_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    summary TEXT
+);
+"""
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """A stable id of a configuration: the hash of its canonical JSON (tag included)."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _peak_gb(record: dict[str, Any]) -> float | None:
+    memory = record.get("memory") or {}
+    samples = memory.get("gpus") or []
+    peaks = [g.get("peak_gb") for g in samples if g.get("peak_gb") is not None]
+    peaks += [r.get("max_allocated_gb") for r in memory.get("ranks", []) if r.get("max_allocated_gb") is not None]
+    return max(peaks) if peaks else None
+
+
+class ResultsStore:
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.folder / "results.db"
+        self.jsonl_path = self.folder / "runs.jsonl"
+        self.conn = sqlite3.connect(self.db_path)
+        self.conn.executescript(_SCHEMA)
+        version = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if version is None:
+            with self.conn:
+                self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(STORE_SCHEMA_VERSION),))
+        elif int(version[0]) > STORE_SCHEMA_VERSION:
+            from wanbench.errors import UserError
+
+            raise UserError(f"{self.db_path} has schema {version[0]}, newer than this wanbench: upgrade wanbench")
+        self.reconcile()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add_run(self, record: dict[str, Any], suite: str, label: str, repeat: int) -> str:
+        """Store one finished run (any status) in both files; returns its run id."""
+        record = dict(record)
+        record.setdefault("run_id", uuid.uuid4().hex)
+        record["suite"], record["label"], record["repeat"] = suite, label, repeat
+        record.setdefault("config_key", config_key(record.get("config", {})))
+        self._insert(record)
+        self._append_jsonl(record)
+        return record["run_id"]
+
+    def _insert(self, record: dict[str, Any]) -> None:
+        phases = record.get("phases") or {}
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    record["run_id"], record["suite"], record["config_key"], record["label"], record["repeat"],
+                    record.get("status", "failed"), record.get("error"), record.get("started_at"),
+                    phases.get("total_s"), phases.get("load_s"), phases.get("denoise_s"),
+                    _median(phases.get("step_s") or []), _peak_gb(record),
+                    json.dumps(record, ensure_ascii=False),
+                ),
+            )
+
+    def _append_jsonl(self, record: dict[str, Any]) -> None:
+        with open(self.jsonl_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def reconcile(self) -> None:
+        """Make results.db and runs.jsonl hold the same runs (after a crash between the two writes)."""
+        in_db = {row[0] for row in self.conn.execute("SELECT run_id FROM runs")}
+        records, broken = self._read_jsonl()
+        if broken:
+            # A line cut by a crash mid-write: rewrite the file without it (its run is in results.db
+            # if the transaction committed, and is re-appended below).
+            tmp = self.jsonl_path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+            tmp.replace(self.jsonl_path)
+        in_jsonl = {record["run_id"]: record for record in records}
+        for run_id, record in in_jsonl.items():
+            if run_id not in in_db:
+                self._insert(record)
+        for run_id in sorted(in_db - set(in_jsonl)):
+            row = self.conn.execute("SELECT record FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            self._append_jsonl(json.loads(row[0]))
+
+    def _read_jsonl(self) -> tuple[list[dict[str, Any]], int]:
+        """(records, number of unreadable lines)."""
+        if not self.jsonl_path.exists():
+            return [], 0
+        records, broken = [], 0
+        with open(self.jsonl_path, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    broken += 1
+        return records, broken
+
+    def runs(self, suite: str | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT record FROM runs", ()
+        if suite is not None:
+            query, args = query + " WHERE suite=?", (suite,)
+        return [json.loads(row[0]) for row in self.conn.execute(query + " ORDER BY started_at, repeat", args)]
+
+    def done(self, key: str) -> set[int]:
+        """Repeats already recorded for a configuration key."""
+        return {row[0] for row in self.conn.execute("SELECT repeat FROM runs WHERE config_key=?", (key,))}
+
+    def add_suite(self, suite_id: str, name: str, started_at: float, finished_at: float, summary: dict) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO suites VALUES (?,?,?,?,?)",
+                (suite_id, name, started_at, finished_at, json.dumps(summary)),
+            )
+
+    def suites(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT suite_id, name, started_at, finished_at, summary FROM suites")
+        return [
+            {"suite_id": r[0], "name": r[1], "started_at": r[2], "finished_at": r[3], "summary": json.loads(r[4])}
+            for r in rows
+        ]
