@@ -35,6 +35,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae-dtype", default=None, choices=["bfloat16", "float16", "float32"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--attention", default="auto", help="auto, cudnn, flash, sdpa, efficient or math")
+    p.add_argument("--compile", action="store_true", help="fused projections + regional torch.compile")
     p.add_argument("--output", default="none", help="none, or a path ending in .mp4, .gif or .npy")
     p.add_argument("--json", default=None, help="write the RunResult JSON here")
     p.add_argument("--save-latents", default=None, help="write the final latents (.safetensors)")
@@ -81,6 +82,7 @@ def config_from_args(args: argparse.Namespace):
         "device": args.device,
         "attention": args.attention,
         "output": args.output,
+        "compile": args.compile,
         "tag": args.tag,
         "parallel": parallel_from_args(args),
     }
@@ -170,7 +172,9 @@ def last_error_line(log) -> str:
 def print_summary(result) -> None:
     p = result.phases
     print(
-        f"ok: total {p['total_s']:.2f} s = load {p['load_s']:.2f} + text {p['text_encode_s']:.2f} + denoise "
+        f"ok: total {p['total_s']:.2f} s = load {p['load_s']:.2f}"
+        + (f" + compile {p['compile_s']:.2f}" if p.get("compile_s") else "")
+        + f" + text {p['text_encode_s']:.2f} + denoise "
         f"{p['denoise_s']:.2f} ({len(p['step_s'])} steps) + vae {p['vae_decode_s']:.2f} + save {p['save_s']:.2f}"
         f" + other {p['other_s']:.2f}" + (f"; wrote {result.output}" if result.output else "")
     )

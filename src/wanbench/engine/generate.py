@@ -24,20 +24,17 @@ from wanbench.analysis.flops import run_flops, video_tokens
 from wanbench.analysis.peaks import peak_tflops
 from wanbench.analysis.plausibility import judge
 from wanbench.config import RunConfig, validate
-from wanbench.engine.attention import apply_backend, resolve_backend
 from wanbench.engine.decode import decode_latents, video_to_frames
 from wanbench.engine.denoise import denoise, plan_steps
 from wanbench.engine.guidance import SequentialCFG
-from wanbench.engine.offload import apply_offload, cap_device_memory
 from wanbench.engine.output import save_frames
 from wanbench.engine.parallel import (
     ParallelCFG,
     ParallelDims,
-    build_mesh,
-    parallelize,
     resolve_dims,
     validate_parallel_flags,
 )
+from wanbench.engine.prepare import prepare
 from wanbench.engine.text import encode_prompts
 from wanbench.errors import UserError
 from wanbench.launch.distributed import DistContext, init_distributed, under_torchrun
@@ -121,6 +118,7 @@ class Session:
     env: dict[str, Any]
     notes: list[str]
     load_s: float = 0.0
+    compile_s: float = 0.0
     load_peak_gb: float | None = None
     components: WanComponents | None = None
     load_failure: tuple[str, str] | None = None
@@ -148,10 +146,14 @@ def open_session(config: RunConfig, timeout_s: float = 1800.0) -> Session:
         with timer.phase("load"):
             session.components = _load(config, ctx, dims, session.notes)
         session.notes.extend(session.components.notes)
+        if config.compile:
+            with timer.phase("compile"):
+                warm_compile(config, session)
     except Exception as exc:
         session.load_failure = classify_failure(exc, "load")
         session.load_exception = exc
     session.load_s = timer.seconds.get("load", 0.0)
+    session.compile_s = timer.seconds.get("compile", 0.0)
     session.load_peak_gb = timer.peak_allocated_gb.get("load")
     return session
 
@@ -172,6 +174,7 @@ def run_once(
     generation = Generation(result)
     timer = PhaseTimer(ctx.device)
     timer.seconds["load"] = session.load_s
+    timer.seconds["compile"] = session.compile_s
     if session.load_peak_gb is not None:
         timer.peak_allocated_gb["load"] = session.load_peak_gb
     start = time.perf_counter()
@@ -186,7 +189,7 @@ def run_once(
         generation.exception = exc
     finally:
         synchronize(ctx.device)
-        total_s = session.load_s + time.perf_counter() - start
+        total_s = session.load_s + session.compile_s + time.perf_counter() - start
         result.phases = phase_summary(timer.seconds, result.phases.get("step_s", []), total_s)
         result.memory = _memory_block(ctx, timer)
         if ctx.world_size > 1 and generation.exception is None:
@@ -196,32 +199,24 @@ def run_once(
 
 
 def _load(config: RunConfig, ctx: DistContext, dims: ParallelDims, notes: list[str]) -> WanComponents:
-    device, p = ctx.device, config.parallel
     dtype, vae_dtype = torch_dtype(config.dtype), torch_dtype(config.vae_dtype)
-    components = build_components(config.preset, config.weights, device, dtype, vae_dtype, config.shift, config.seed)
-    choice = config.attention
-    if dims.ring > 1 and choice in ("auto", "sdpa"):
-        choice = "cudnn" if device.type == "cuda" else "flash"  # ring needs the log-sum-exp
-    shape = attention_shape(config) if dims.sp == 1 else None
-    backend, backend_ms = resolve_backend(choice, device, shape, dtype, allow_cpu_flash=dims.ring > 1)
-    apply_backend(components.experts, backend)
-    notes.append(f"attention backend: {backend}")
-    if backend_ms:
-        notes.append("attention backends timed (ms per call): "
-                            + ", ".join(f"{k} {v:.2f}" for k, v in backend_ms.items()))
-    if p.t5_cpu:
-        components.text_encoder.to("cpu")
-    if p.offload != "none":
-        apply_offload(components, p.offload, device)
-        notes.append(f"offload: {p.offload}")
-    if p.max_gpu_memory_gb:
-        cap_device_memory(device, p.max_gpu_memory_gb)
-        notes.append(f"device memory capped at {p.max_gpu_memory_gb} GB (after loading)")
-    if ctx.world_size > 1:
-        mesh = build_mesh(dims, device)
-        parallelize(components, dims, mesh)
-        components.mesh = mesh  # type: ignore[attr-defined]
+    components = build_components(
+        config.preset, config.weights, ctx.device, dtype, vae_dtype, config.shift, config.seed
+    )
+    prepare(config, components, ctx, dims, dtype, attention_shape(config), notes)
     return components
+
+
+def warm_compile(config: RunConfig, session: Session) -> None:
+    """One forward per expert at the run's shapes, so compilation is timed apart from generation."""
+    components, device = session.components, session.ctx.device
+    preset, dtype = config.preset, torch_dtype(config.dtype)
+    latents = initial_latents(config, device).to(dtype)
+    text = torch.zeros(1, preset.text_encoder.text_len, preset.transformer.text_dim, device=device, dtype=dtype)
+    timestep = torch.full((1,), 999, device=device, dtype=torch.int64)
+    with torch.no_grad():
+        for expert in components.experts:
+            expert(hidden_states=latents, timestep=timestep, encoder_hidden_states=text, return_dict=False)
 
 
 def _run_phases(

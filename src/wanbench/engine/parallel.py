@@ -1,9 +1,10 @@
 """Parallel strategies for one generation, applied to the model in one place and one order.
 
 Degrees live in ParallelDims (checked once against the world size); the device mesh has the
-dimensions ("cfg", "ring", "ulysses"). `parallelize` applies, in this order:
-  1. context parallelism (Ulysses / ring) through diffusers' ContextParallelConfig,
-  2. FSDP2 `fully_shard` of every DiT block then each expert root, and of every T5 block then the root.
+dimensions ("cfg", "ring", "ulysses"). engine/prepare.py applies, in this order:
+  1. context parallelism (Ulysses / ring) through diffusers' ContextParallelConfig (`context_parallelize`),
+  2. regional compile of the blocks (engine/prepare.py),
+  3. FSDP2 `fully_shard` of every DiT block then each expert root, and of every T5 block then the root.
 CFG parallelism is not a model transform: it is the noise predictor `ParallelCFG`, which runs the
 conditional branch on cfg rank 0 and the unconditional on cfg rank 1 and exchanges the prediction
 once per step. Offload (engine/offload.py) is the single-GPU alternative and is applied instead.
@@ -117,29 +118,35 @@ def build_mesh(dims: ParallelDims, device: torch.device) -> DeviceMesh:
     )
 
 
-def parallelize(components, dims: ParallelDims, mesh: DeviceMesh) -> None:
-    """Apply context parallelism, then FSDP2, to the components (in place)."""
-    if dims.sp > 1:
-        from diffusers import ContextParallelConfig
+def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh) -> None:
+    """Ulysses / ring sequence parallelism of both experts through diffusers' context parallelism."""
+    if dims.sp == 1:
+        return
+    from diffusers import ContextParallelConfig
 
+    for expert in components.experts:
+        expert.enable_parallelism(config=ContextParallelConfig(
+            ring_degree=dims.ring, ulysses_degree=dims.ulysses, mesh=mesh["ring", "ulysses"]
+        ))
+
+
+def fsdp_shard(components, dims: ParallelDims, mesh: DeviceMesh) -> None:
+    """FSDP2: every DiT block then each expert root, and every T5 block then the encoder, over all ranks."""
+    if not (dims.fsdp_dit or dims.fsdp_t5):
+        return
+    from torch.distributed.fsdp import fully_shard
+
+    flat = mesh._flatten("fsdp") if mesh.ndim > 1 else mesh
+    if dims.fsdp_dit:
         for expert in components.experts:
-            expert.enable_parallelism(config=ContextParallelConfig(
-                ring_degree=dims.ring, ulysses_degree=dims.ulysses, mesh=mesh["ring", "ulysses"]
-            ))
-    if dims.fsdp_dit or dims.fsdp_t5:
-        from torch.distributed.fsdp import fully_shard
-
-        flat = mesh._flatten("fsdp") if mesh.ndim > 1 else mesh
-        if dims.fsdp_dit:
-            for expert in components.experts:
-                for block in expert.blocks:
-                    fully_shard(block, mesh=flat)
-                fully_shard(expert, mesh=flat)
-        if dims.fsdp_t5:
-            encoder = components.text_encoder
-            for block in encoder.encoder.block:
+            for block in expert.blocks:
                 fully_shard(block, mesh=flat)
-            fully_shard(encoder, mesh=flat)
+            fully_shard(expert, mesh=flat)
+    if dims.fsdp_t5:
+        encoder = components.text_encoder
+        for block in encoder.encoder.block:
+            fully_shard(block, mesh=flat)
+        fully_shard(encoder, mesh=flat)
 
 
 class ParallelCFG:

@@ -1,0 +1,70 @@
+"""Everything done to the freshly built components before generating, in one place and one order.
+
+  1. attention backend (measured choice on CUDA; ring attention needs one that returns the LSE)
+  2. fused QKV / KV projections (--compile): one matmul instead of three, same function
+  3. context parallelism (Ulysses / ring), then
+  4. regional torch.compile of the repeated transformer blocks (--compile), then
+  5. FSDP2 of DiT blocks and T5 blocks (--fsdp)            [3-5: engine/parallel.py's order]
+  6. text encoder to the CPU (--t5-cpu), offload (--offload), memory cap (--max-gpu-memory)
+Each step is a no-op when its flag is off.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from wanbench.config import RunConfig
+from wanbench.engine.attention import apply_backend, resolve_backend
+from wanbench.engine.offload import apply_offload, cap_device_memory
+from wanbench.engine.parallel import ParallelDims, build_mesh, context_parallelize, fsdp_shard
+from wanbench.launch.distributed import DistContext
+from wanbench.models import WanComponents
+
+
+def choose_attention(
+    config: RunConfig, components: WanComponents, device: torch.device, dims: ParallelDims, dtype: torch.dtype,
+    shape: tuple[int, int, int, int], notes: list[str],
+) -> None:
+    choice = config.attention
+    if dims.ring > 1 and choice in ("auto", "sdpa"):
+        choice = "cudnn" if device.type == "cuda" else "flash"  # ring merges partial results by LSE
+    backend, backend_ms = resolve_backend(choice, device, shape if dims.sp == 1 else None, dtype,
+                                          allow_cpu_flash=dims.ring > 1)
+    apply_backend(components.experts, backend)
+    notes.append(f"attention backend: {backend}")
+    if backend_ms:
+        notes.append("attention backends timed (ms per call): " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                                         backend_ms.items()))
+
+
+def compile_blocks(components: WanComponents, fullgraph: bool) -> None:
+    for expert in components.experts:
+        expert.compile_repeated_blocks(fullgraph=fullgraph)
+
+
+def prepare(
+    config: RunConfig, components: WanComponents, ctx: DistContext, dims: ParallelDims, dtype: torch.dtype,
+    attention_shape: tuple[int, int, int, int], notes: list[str],
+) -> None:
+    device, p = ctx.device, config.parallel
+    choose_attention(config, components, device, dims, dtype, attention_shape, notes)
+    if config.compile:
+        for expert in components.experts:
+            expert.fuse_qkv_projections()
+    mesh = build_mesh(dims, device) if ctx.world_size > 1 else None
+    if mesh is not None:
+        context_parallelize(components, dims, mesh)
+    if config.compile:
+        compile_blocks(components, fullgraph=not dims.fsdp_dit)
+        notes.append("compiled: fused QKV projections, regional torch.compile of the transformer blocks")
+    if mesh is not None:
+        fsdp_shard(components, dims, mesh)
+        components.mesh = mesh  # type: ignore[attr-defined]
+    if p.t5_cpu:
+        components.text_encoder.to("cpu")
+    if p.offload != "none":
+        apply_offload(components, p.offload, device)
+        notes.append(f"offload: {p.offload}")
+    if p.max_gpu_memory_gb:
+        cap_device_memory(device, p.max_gpu_memory_gb)
+        notes.append(f"device memory capped at {p.max_gpu_memory_gb} GB (after loading)")
