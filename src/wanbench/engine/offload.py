@@ -17,11 +17,12 @@ def cap_device_memory(device: torch.device, max_gb: float) -> None:
     """Limit this process's allocator to max_gb on `device`, as if the GPU were that small."""
     if device.type != "cuda":
         raise UserError("--max-gpu-memory applies to a CUDA device")
-    capacity = torch.cuda.get_device_properties(device).total_memory
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    capacity = torch.cuda.get_device_properties(index).total_memory
     fraction = max_gb * 1e9 / capacity
     if not 0 < fraction <= 1:
         raise UserError(f"--max-gpu-memory {max_gb} must be between 0 and the GPU's {capacity / 1e9:.0f} GB")
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    torch.cuda.set_per_process_memory_fraction(fraction, index)
 
 
 def apply_offload(components, mode: str, device: torch.device) -> None:
