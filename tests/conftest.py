@@ -17,3 +17,16 @@ def tiny_components():
     return build_components(
         get_preset("tiny"), "random", torch.device("cpu"), torch.float32, torch.float32, shift=12.0, seed=0
     )
+
+
+@pytest.fixture(scope="session")
+def smoke_results(tmp_path_factory):
+    """The smoke suite run once through the CLI: (results folder, completed process)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("smoke")
+    proc = subprocess.run([sys.executable, "-m", "wanbench.cli", "bench", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc

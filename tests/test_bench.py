@@ -28,15 +28,6 @@ def jsonl_records(folder):
     return [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="session")
-def smoke_results(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke")
-    proc = subprocess.run([sys.executable, "-m", "wanbench.cli", "bench", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
-
-
 def test_smoke_suite_end_to_end(smoke_results):
     out, proc = smoke_results
     assert "suite smoke: 4 configurations run (0 skipped), 8/8 runs ok (100%)" in proc.stdout

@@ -183,7 +183,55 @@ def print_summary(result) -> None:
 def cmd_env(args: argparse.Namespace, argv: list[str]) -> int:
     from wanbench.measure.env import capture_environment
 
-    print(json.dumps(capture_environment(), indent=2))
+    env = capture_environment()
+    if args.measure_peak:
+        from wanbench.measure.peak import measure_matmul_tflops
+
+        env["measured_peak_bf16_tflops"] = measure_matmul_tflops()
+    print(json.dumps(env, indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
+    from wanbench.report import write_report
+
+    paths = write_report(args.results, args.out, peak_tflops=args.peak_tflops)
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
+    from wanbench.analysis.compare import compare
+    from wanbench.report.write import load_records
+
+    base, _ = load_records(args.base)
+    new, _ = load_records(args.new)
+    changes = compare(base, new, args.max_slowdown, args.min_seconds, args.max_slowdown, args.min_memory_gb)
+    if not changes:
+        raise UserError("no configuration appears in both result sets: compare runs of the same suite")
+    for c in changes:
+        t = f"{c.time_change:+.1%}" if c.time_change is not None else "n/a"
+        m = f"{c.peak_change:+.1%}" if c.peak_change is not None else "n/a"
+        print(f"{'REGRESSION' if c.regression else 'ok':10s} time {t:>7s} memory {m:>7s}  {c.label}"
+              + (f"  ({c.reason})" if c.reason else ""))
+    regressions = sum(c.regression for c in changes)
+    print(f"{regressions} regression(s) in {len(changes)} compared configuration(s)")
+    return 1 if regressions else 0
+
+
+def cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
+    from wanbench.analysis.check import check_table
+
+    rows = check_table(args.table, peak_override=args.peak_tflops)
+    for r in rows:
+        mfu = f"{r['implied_mfu']:.0%}" if r["implied_mfu"] is not None else "n/a"
+        print(f"line {r['line']}: {r['model']} {r['width']}x{r['height']}x{r['frames']} {r['steps']} steps on "
+              f"{r['num_gpus']}x {r['gpu']} in {r['seconds']} s -> {r['flops']:.3e} FLOP, "
+              f"{r['implied_tflops_per_gpu']:.0f} TFLOP/s per GPU, MFU {mfu}: {r['verdict'].upper()}")
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
 
 
@@ -244,7 +292,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-report", action="store_true", help="skip the report at the end")
     bench.set_defaults(func=cmd_bench)
     env = sub.add_parser("env", help="print the environment capture")
+    env.add_argument("--measure-peak", action="store_true", help="time a large bf16 matmul on this GPU")
     env.set_defaults(func=cmd_env)
+    report = sub.add_parser("report", help="Markdown + HTML report with plots from a results folder")
+    report.add_argument("results", help="a results folder (or its results.db)")
+    report.add_argument("--out", default=None, help="report folder (default: RESULTS/report)")
+    report.add_argument("--peak-tflops", type=float, default=None, help="use this peak (e.g. measured) for MFU")
+    report.set_defaults(func=cmd_report)
+    comp = sub.add_parser("compare", help="regressions of NEW against BASE (exit 1 if any)")
+    comp.add_argument("base")
+    comp.add_argument("new")
+    comp.add_argument("--max-slowdown", type=float, default=0.08, help="fraction (default 0.08)")
+    comp.add_argument("--min-seconds", type=float, default=0.5, help="and at least this many seconds")
+    comp.add_argument("--min-memory-gb", type=float, default=0.5, help="memory growth floor in GB")
+    comp.set_defaults(func=cmd_compare)
+    check = sub.add_parser("check", help="plausibility of published numbers (CSV)")
+    check.add_argument("table", help="CSV: model,gpu,num_gpus,width,height,frames,steps,seconds[,cfg]")
+    check.add_argument("--json", default=None, help="also write the verdicts as JSON")
+    check.add_argument("--peak-tflops", type=float, default=None, help="use this peak instead of the table")
+    check.set_defaults(func=cmd_check)
     return parser
 
 

@@ -90,7 +90,8 @@ def expand(suite: SuiteConfig) -> list[RunConfig]:
 
 def label(config: RunConfig) -> str:
     p = config.parallel
-    parts = [config.model, f"{config.size}x{config.frames}", f"{config.steps} steps", f"{p.gpus} GPU"]
+    unit = "CPU proc" if config.device == "cpu" else "GPU"
+    parts = [config.model, f"{config.size}x{config.frames}", f"{config.steps} steps", f"{p.gpus} {unit}"]
     if p.gpus > 1 or p.strategy != "auto":
         parts.append(p.strategy if not (p.cfg_parallel or p.ulysses > 1 or p.ring > 1) else
                      "+".join(x for x in (["cfg"] if p.cfg_parallel else []) + ([f"ulysses{p.ulysses}"] if

@@ -288,7 +288,9 @@ def _memory_block(ctx: DistContext, timer: PhaseTimer) -> dict[str, Any]:
         index = device.index if device.index is not None else torch.cuda.current_device()
         rank.update({
             "device": index,
-            "max_allocated_gb": max(timer.peak_allocated_gb.values(), default=0.0),
+            # Generation peak; the load peak is apart (a random-weight build runs in fp32 first).
+            "max_allocated_gb": max((v for k, v in timer.peak_allocated_gb.items() if k != "load"), default=0.0),
+            "load_max_allocated_gb": timer.peak_allocated_gb.get("load"),
             "max_reserved_gb": torch.cuda.max_memory_reserved(device) / 1e9,
             "phase_peak_allocated_gb": dict(timer.peak_allocated_gb),
             "capacity_gb": torch.cuda.get_device_properties(index).total_memory / 1e9,

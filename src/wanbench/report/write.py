@@ -1,17 +1,68 @@
-"""Placeholder until the full report lands: a plain summary file."""
+"""wanbench report: results folder or results.db -> report.md, report.html, PNG plots, summary CSV/JSON."""
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
+from typing import Any
 
+from wanbench.analysis.summary import analyse
+from wanbench.errors import UserError
+from wanbench.report import plots
+from wanbench.report.content import build_document
+from wanbench.report.document import to_html, to_markdown
 from wanbench.store import ResultsStore
 
 
-def write_report(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
+def load_records(source: str | Path) -> tuple[list[dict[str, Any]], Path]:
+    path = Path(source)
+    folder = path.parent if path.suffix == ".db" else path
+    if not (folder / "results.db").exists():
+        raise UserError(f"no results.db in {folder}: give a folder written by 'wanbench bench' or its results.db")
     with ResultsStore(folder) as store:
-        runs = store.runs()
-    lines = [f"{r['label']} repeat {r['repeat']}: {r['status']} total {r['phases'].get('total_s')}" for r in runs]
-    path = folder / "summary.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return [path]
+        return store.runs(), folder
+
+
+def write_report(source: str | Path, out: str | Path | None = None, peak_tflops: float | None = None) -> list[Path]:
+    records, folder = load_records(source)
+    target = Path(out) if out else folder / "report"
+    target.mkdir(parents=True, exist_ok=True)
+    analysis = analyse(records, peak_override=peak_tflops)
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_key.setdefault(record.get("config_key", ""), []).append(record)
+    made = {
+        "speedup": plots.speedup_plot(analysis["rows"], target / "speedup.png"),
+        "memory": plots.memory_plot(records, target / "memory.png"),
+        "phases": plots.phase_plot(analysis["rows"], by_key, target / "phases.png"),
+        "steps": plots.steps_plot(analysis["step_fits"], target / "steps.png"),
+    }
+    doc = build_document(analysis, records, made, str(folder / "results.db"))
+    md, page = target / "report.md", target / "report.html"
+    md.write_text(to_markdown(doc, target), encoding="utf-8")
+    page.write_text(to_html(doc), encoding="utf-8")
+    rows = [row.to_dict() for row in analysis["rows"]]
+    summary = {"runs_total": analysis["runs_total"], "runs_ok": analysis["runs_ok"],
+               "success_rate": analysis["success_rate"], "recommendations": analysis["recommendations"],
+               "step_fits": analysis["step_fits"], "rows": rows}
+    (target / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    with open(target / "summary.csv", "w", newline="", encoding="utf-8") as f:
+        fields = ["label", "gpus", "gpu_name", "runs_ok", "runs_total", "generation_median_s", "generation_min_s",
+                  "generation_max_s", "generation_cv", "step_median_s", "load_median_s", "total_median_s",
+                  "peak_gb", "peak_pct", "speedup", "efficiency", "mfu", "verdict"]
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in analysis["rows"]:
+            g = row.generation
+            writer.writerow({
+                "label": row.label, "gpus": row.gpus, "gpu_name": row.gpu_name, "runs_ok": row.runs_ok,
+                "runs_total": row.runs_total, "generation_median_s": g.median if g else None,
+                "generation_min_s": g.min if g else None, "generation_max_s": g.max if g else None,
+                "generation_cv": g.cv if g else None, "step_median_s": row.step.median if row.step else None,
+                "load_median_s": row.load.median if row.load else None,
+                "total_median_s": row.total.median if row.total else None, "peak_gb": row.peak_gb,
+                "peak_pct": row.peak_pct, "speedup": row.speedup, "efficiency": row.efficiency, "mfu": row.mfu,
+                "verdict": row.verdict,
+            })
+    return [md, page, target / "summary.csv", target / "summary.json", *[p for p in made.values() if p]]

@@ -1,0 +1,54 @@
+"""Compare two result sets per configuration: change in median generation time and peak memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from wanbench.analysis.summary import ConfigRow, analyse, comparable_key
+
+
+@dataclass(frozen=True)
+class Change:
+    label: str
+    base_s: float | None
+    new_s: float | None
+    time_change: float | None  # fraction, + = slower
+    base_peak_gb: float | None
+    new_peak_gb: float | None
+    peak_change: float | None
+    regression: bool
+    reason: str
+
+
+def _match_key(row: ConfigRow) -> tuple:
+    return (comparable_key(row.config), tuple(sorted(row.config.get("parallel", {}).items(), key=str)))
+
+
+def compare(
+    base: list[dict[str, Any]], new: list[dict[str, Any]], max_slowdown: float = 0.08, min_seconds: float = 0.5,
+    max_memory_growth: float = 0.08, min_memory_gb: float = 0.5,
+) -> list[Change]:
+    """A regression is worse by more than max_slowdown (fraction) AND more than min_seconds (same for memory)."""
+    base_rows = {_match_key(r): r for r in analyse(base)["rows"]}
+    changes = []
+    for row in analyse(new)["rows"]:
+        old = base_rows.get(_match_key(row))
+        if old is None:
+            continue
+        b = old.generation.median if old.generation else None
+        n = row.generation.median if row.generation else None
+        reasons = []
+        time_change = (n - b) / b if b and n is not None else None
+        if b is not None and n is None:
+            reasons.append("failed in NEW, ran in BASE")
+        if time_change is not None and time_change > max_slowdown and n - b > min_seconds:
+            reasons.append(f"{time_change:+.1%} generation time ({b:.2f} -> {n:.2f} s)")
+        peak_change = None
+        if old.peak_gb and row.peak_gb is not None:
+            peak_change = (row.peak_gb - old.peak_gb) / old.peak_gb
+            if peak_change > max_memory_growth and row.peak_gb - old.peak_gb > min_memory_gb:
+                reasons.append(f"{peak_change:+.1%} peak memory ({old.peak_gb:.1f} -> {row.peak_gb:.1f} GB)")
+        changes.append(Change(row.label, b, n, time_change, old.peak_gb, row.peak_gb, peak_change,
+                              bool(reasons), "; ".join(reasons)))
+    return changes

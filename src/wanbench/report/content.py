@@ -1,0 +1,198 @@
+"""The report's content: sections laid out like the hand-written seed report, every number computed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wanbench.analysis.plausibility import IMPOSSIBLE_MFU, SUSPICIOUS_MFU
+from wanbench.analysis.stats import CV_LIMIT, Stat
+from wanbench.analysis.summary import ConfigRow
+from wanbench.report.document import Bullets, Document, Heading, Image, Paragraph, Table
+
+
+def fmt_stat(stat: Stat | None, unit: str = "s") -> str:
+    if stat is None:
+        return "—"
+    if stat.n == 1:
+        return f"{stat.median:.2f} {unit} (n=1)"
+    return f"{stat.median:.2f} {unit} ({stat.min:.2f}–{stat.max:.2f}, CV {stat.cv:.1%}, n={stat.n})"
+
+
+def fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    return "—" if value is None else f"{value:{spec}}{suffix}"
+
+
+def generation_cell(row: ConfigRow) -> str:
+    if row.generation is None:
+        return "failed: " + (row.failures[0]["error"][:120] if row.failures else "no run finished")
+    text = fmt_stat(row.generation)
+    if row.verdict in ("impossible", "suspicious"):
+        text = f"{row.verdict.upper()}: {text}"
+    return text
+
+
+def memory_cell(row: ConfigRow) -> str:
+    if row.peak_gb is None:
+        return "—"
+    pct = f" ({row.peak_pct:.1f}% of {row.capacity_gb:.0f} GB)" if row.peak_pct is not None else ""
+    return f"{row.peak_gb:.1f} GB{pct}"
+
+
+def scaling_cell(row: ConfigRow) -> tuple[str, str]:
+    if row.speedup is None:
+        return ("baseline" if row.gpus == 1 else "—"), "—"
+    return f"{row.speedup:.2f}x", f"{row.efficiency:.0%} ({row.efficiency_words})"
+
+
+def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plots: dict[str, Any],
+                   source: str) -> Document:
+    rows: list[ConfigRow] = analysis["rows"]
+    doc = Document("Wan 2.2 benchmark report")
+    rate = analysis["success_rate"]
+    doc.add(Paragraph(
+        f"Produced by wanbench from {source}: {analysis['runs_total']} runs of {len(rows)} configurations, "
+        f"{analysis['runs_ok']} ok" + (f" (success rate {rate:.0%})." if rate is not None else ".")
+    ))
+    doc.add(Heading("Executive summary"))
+    doc.add(Table(
+        ["Configuration", "Generation time", "Model loading", "Total", "Peak memory per GPU", "Speedup",
+         "Parallel efficiency", "MFU", "Runs ok"],
+        [[r.label, generation_cell(r), fmt_stat(r.load), fmt_stat(r.total), memory_cell(r), *scaling_cell(r),
+          fmt(r.mfu, ".0%") if r.mfu is not None else r.verdict, f"{r.runs_ok}/{r.runs_total}"] for r in rows],
+    ))
+    doc.add(Heading("Recommendations"))
+    doc.add(Bullets(analysis["recommendations"]))
+    _scaling(doc, rows, plots)
+    _steps(doc, analysis, plots)
+    _memory(doc, rows, plots)
+    _phases(doc, rows, plots)
+    _flags(doc, rows)
+    _configuration(doc, rows)
+    _environment(doc, records)
+    _methodology(doc)
+    return doc
+
+
+def _scaling(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:
+    doc.add(Heading("Scaling"))
+    scaled = [r for r in rows if r.speedup is not None]
+    if not scaled:
+        doc.add(Paragraph("No multi-GPU configuration has a 1-GPU baseline with the same settings in these results."))
+        return
+    doc.add(Table(
+        ["Configuration", "GPUs", "Baseline (1 GPU)", "Speedup (generation)", "Speedup (per step)",
+         "Parallel efficiency", "In words"],
+        [[r.label, str(r.gpus), r.baseline_label or "", f"{r.speedup:.2f}x", fmt(r.step_speedup, ".2f", "x"),
+          f"{r.efficiency:.0%}", r.efficiency_words or ""] for r in scaled],
+    ))
+    if plots.get("speedup"):
+        doc.add(Image(plots["speedup"], "Speedup of generation time over 1 GPU, against ideal linear scaling"))
+
+
+def _steps(doc: Document, analysis: dict[str, Any], plots: dict[str, Any]) -> None:
+    doc.add(Heading("Step count"))
+    fits = analysis["step_fits"]
+    if not fits:
+        doc.add(Paragraph("No configuration was run at two or more step counts."))
+        return
+    doc.add(Table(
+        ["Configurations", "Fixed cost", "Per step", "R²", "Points"],
+        [[" / ".join(f["labels"]), f"{f['fixed_s']:.2f} s", f"{f['per_step_s']:.3f} s",
+          fmt(f["r2"], ".4f"), str(len(f["points"]))] for f in fits],
+    ))
+    if plots.get("steps"):
+        doc.add(Image(plots["steps"], "Generation time against steps, with the least-squares line"))
+
+
+def _memory(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:
+    doc.add(Heading("Memory"))
+    doc.add(Table(
+        ["Configuration", "Peak per GPU", "Average per GPU", "Capacity", "Source"],
+        [[r.label, fmt(r.peak_gb, ".1f", " GB"), fmt(r.avg_gb, ".1f", " GB"), fmt(r.capacity_gb, ".0f", " GB"),
+          r.peak_source or "—"] for r in rows],
+    ))
+    if plots.get("memory"):
+        doc.add(Image(plots["memory"], "Memory in use over time, per GPU (host RSS where no GPU was used)"))
+
+
+def _phases(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:
+    doc.add(Heading("Model loading and phases"))
+    doc.add(Table(
+        ["Configuration", "Loading", "Compile", "Denoise", "Per step", "Largest untimed (other)"],
+        [[r.label, fmt_stat(r.load), fmt_stat(r.compile), fmt_stat(r.denoise), fmt_stat(r.step),
+          fmt(r.other_max_s, ".3f", " s")] for r in rows],
+    ))
+    if plots.get("phases"):
+        doc.add(Image(plots["phases"], "Median time per phase and configuration"))
+
+
+def _flags(doc: Document, rows: list[ConfigRow]) -> None:
+    doc.add(Heading("Flags and failures"))
+    items = [f"{r.label}: {flag}" for r in rows for flag in r.flags]
+    items += [f"{r.label}: {f['status']} — {f['error']}" for r in rows for f in r.failures]
+    doc.add(Bullets(items or ["None."]))
+
+
+def _configuration(doc: Document, rows: list[ConfigRow]) -> None:
+    doc.add(Heading("Configuration"))
+    doc.add(Table(
+        ["Configuration", "Model", "Weights", "Size", "Frames", "Steps", "GPUs", "Parallel", "Compile", "Prompt"],
+        [[r.label, r.config.get("model"), r.config.get("weights"), f"{r.config.get('width')}*{r.config.get('height')}",
+          str(r.config.get("frames")), str(r.config.get("steps")), str(r.gpus), _parallel_text(r.config),
+          str(r.config.get("compile", False)), str(r.config.get("prompt", ""))[:80]] for r in rows],
+    ))
+
+
+def _parallel_text(config: dict[str, Any]) -> str:
+    p = config.get("parallel", {})
+    parts = [f"strategy {p.get('strategy')}"]
+    parts += ["cfg-parallel"] if p.get("cfg_parallel") else []
+    parts += [f"ulysses {p['ulysses']}"] if p.get("ulysses", 1) > 1 else []
+    parts += [f"ring {p['ring']}"] if p.get("ring", 1) > 1 else []
+    parts += [f"fsdp {','.join(p['fsdp'])}"] if p.get("fsdp") else []
+    parts += [f"offload {p['offload']}"] if p.get("offload", "none") != "none" else []
+    return ", ".join(parts)
+
+
+def _environment(doc: Document, records: list[dict[str, Any]]) -> None:
+    doc.add(Heading("Environment"))
+    envs = {}
+    for record in records:
+        env = record.get("env") or {}
+        if env:
+            key = (env.get("hostname"), tuple(env.get("gpu_names") or ()), env.get("torch"))
+            envs.setdefault(key, env)
+    rows = []
+    for env in envs.values():
+        git = env.get("git") or {}
+        rows.append([env.get("hostname", ""), ", ".join(env.get("gpu_names") or []) or "none",
+                     str(env.get("gpu_count", 0)), str(env.get("driver")), str(env.get("cuda")), str(env.get("torch")),
+                     str(env.get("diffusers")), str(env.get("nccl")),
+                     f"{git.get('commit') or 'unknown'}{' (dirty)' if git.get('dirty') else ''}"])
+    doc.add(Table(["Host", "GPUs", "Count", "Driver", "CUDA", "torch", "diffusers", "NCCL", "wanbench revision"],
+                  rows))
+
+
+def _methodology(doc: Document) -> None:
+    doc.add(Heading("Methodology"))
+    doc.add(Bullets([
+        "Each configuration runs in a fresh worker process (torchrun for several GPUs): the model is loaded "
+        "once and timed (model loading), warm-up runs follow and are not counted, then the counted repeats.",
+        "Phase times are wall-clock times bracketed by device synchronisation; per-step times come from CUDA "
+        "events read after the loop. Generation time = total - loading - compile = text encoding + denoising "
+        "+ VAE decode + saving + untimed remainder ('other', shown, never hidden). Total = loading + compile "
+        "+ generation of that repeat.",
+        f"Statistics: median with min–max over repeats; coefficient of variation above {CV_LIMIT:.0%} is flagged.",
+        "Peak memory per GPU: NVML used memory sampled by the runner (outside the worker), else the torch "
+        "allocator's peak; percent of the GPU's capacity.",
+        "FLOPs per DiT forward (L video tokens, T=512 text tokens, width d, FFN f, n blocks): "
+        "n(12Ld² + 4Td² + 4Ldf) linear + n(4L²d + 4LTd) attention, plus patch/output/text projections; "
+        "two forwards per step with classifier-free guidance. MFU = denoise FLOPs / denoise time / GPUs / "
+        "peak dense bf16 rate (datasheet table, or a measured peak).",
+        f"Plausibility: a time implying more than {IMPOSSIBLE_MFU:.0%} of peak is IMPOSSIBLE, more than "
+        f"{SUSPICIOUS_MFU:.0%} SUSPICIOUS; such a number is never shown without its flag.",
+        "Speedup = 1-GPU generation time / N-GPU generation time with otherwise identical settings; parallel "
+        "efficiency = speedup / N. Only efficiency of 90% or more is called near-linear (75% good, 50% "
+        "moderate, below that poor).",
+        "Step fit: least squares of generation time = fixed + per_step x steps over every ok run.",
+    ]))

@@ -1,0 +1,109 @@
+"""PNG plots (matplotlib, Agg): speedup vs GPUs, memory over time, phase breakdown, time vs steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from wanbench.analysis.summary import ConfigRow
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def speedup_plot(rows: list[ConfigRow], path: Path) -> Path | None:
+    scaled = [r for r in rows if r.speedup is not None]
+    if not scaled:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    top = max(r.gpus for r in scaled)
+    ax.plot([1, top], [1, top], "k--", label="ideal (linear)")
+    for r in scaled:
+        ax.scatter([r.gpus], [r.speedup], s=40)
+        ax.annotate(r.label.split(" | ", 3)[-1][:40], (r.gpus, r.speedup), fontsize=7, xytext=(4, 2),
+                    textcoords="offset points")
+    ax.set_xlabel("GPUs")
+    ax.set_ylabel("speedup of generation time over 1 GPU")
+    ax.set_title("Speedup vs GPUs")
+    ax.legend()
+    return _save(fig, path)
+
+
+def memory_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
+    series = []
+    seen = set()
+    for record in records:
+        key = record.get("config_key")
+        if key in seen or record.get("status") != "ok":
+            continue
+        seen.add(key)
+        memory = record.get("memory") or {}
+        for gpu in memory.get("gpus", []):
+            s = gpu.get("samples") or {}
+            if s.get("t"):
+                series.append((f"{record.get('label', key)[:50]} GPU {gpu['index']}", s["t"], s["used_gb"], "GB"))
+        if not memory.get("gpus"):
+            s = (memory.get("host_rss") or {}).get("samples") or {}
+            if s.get("t"):
+                series.append((f"{record.get('label', key)[:50]} host RSS", s["t"], s["rss_gb"], "GB"))
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, t, values, _ in series:
+        ax.plot(t, values, label=name, linewidth=1)
+    ax.set_xlabel("seconds since the run started")
+    ax.set_ylabel("memory in use (GB)")
+    ax.set_title("Memory over time (one run per configuration)")
+    ax.legend(fontsize=6, loc="best")
+    return _save(fig, path)
+
+
+PHASE_NAMES = ("load_s", "compile_s", "text_encode_s", "denoise_s", "vae_decode_s", "save_s", "other_s")
+
+
+def phase_plot(rows: list[ConfigRow], records: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
+    ok_rows = [r for r in rows if r.runs_ok]
+    if not ok_rows:
+        return None
+    import statistics
+
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(ok_rows) + 1.8))
+    lefts = [0.0] * len(ok_rows)
+    for phase in PHASE_NAMES:
+        values = []
+        for r in ok_rows:
+            vals = [x["phases"].get(phase, 0.0) for x in records[r.key] if x.get("status") == "ok"]
+            values.append(max(0.0, statistics.median(vals)) if vals else 0.0)
+        ax.barh(range(len(ok_rows)), values, left=lefts, label=phase.removesuffix("_s"))
+        lefts = [a + b for a, b in zip(lefts, values, strict=True)]
+    ax.set_yticks(range(len(ok_rows)), [r.label[:60] for r in ok_rows], fontsize=7)
+    ax.set_xlabel("seconds (median over repeats)")
+    ax.set_title("Where the time goes")
+    ax.legend(fontsize=7, ncol=4)
+    return _save(fig, path)
+
+
+def steps_plot(fits: list[dict[str, Any]], path: Path) -> Path | None:
+    if not fits:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for fit in fits:
+        xs = [p[0] for p in fit["points"]]
+        ax.scatter(xs, [p[1] for p in fit["points"]], s=20)
+        grid = [min(xs), max(xs)]
+        ax.plot(grid, [fit["fixed_s"] + fit["per_step_s"] * x for x in grid],
+                label=f"{fit['fixed_s']:.2f} s + {fit['per_step_s']:.3f} s x steps")
+    ax.set_xlabel("denoising steps")
+    ax.set_ylabel("generation time (s)")
+    ax.set_title("Time vs steps with the linear fit")
+    ax.legend(fontsize=7)
+    return _save(fig, path)

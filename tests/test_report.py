@@ -1,0 +1,130 @@
+"""Report, compare and check: numbers trace to results.db, user strings are escaped, gates work."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import statistics
+
+import pytest
+
+from wanbench.analysis.scaling import describe_efficiency, efficiency, fit_steps, speedup
+from wanbench.analysis.stats import summarize
+from wanbench.cli import main
+from wanbench.report import write_report
+from wanbench.store import ResultsStore
+
+
+def test_stats_by_hand():
+    s = summarize([1.0, 2.0, 3.0, 10.0])
+    assert (s.median, s.min, s.max, s.n) == (2.5, 1.0, 10.0, 4)
+    mean = 4.0
+    var = ((1 - mean) ** 2 + (2 - mean) ** 2 + (3 - mean) ** 2 + (10 - mean) ** 2) / 4
+    assert s.cv == pytest.approx(var**0.5 / mean) and s.noisy
+    assert not summarize([1.0, 1.01]).noisy
+
+
+def test_scaling_words_match_the_number():
+    # The seed report: 3.27x on 8 GPUs was called "near-linear".
+    eff = efficiency(speedup(134.0, 41.0), 8)
+    assert eff == pytest.approx(134.0 / 41.0 / 8)
+    assert describe_efficiency(eff) == "poor"
+    assert describe_efficiency(0.90) == "near-linear" and describe_efficiency(0.89) == "good"
+    assert describe_efficiency(0.6) == "moderate"
+
+
+def test_step_fit_recovers_fixed_and_per_step_cost():
+    steps = [10, 10, 20, 20, 40]
+    seconds = [5 + 3 * s for s in steps]
+    fit = fit_steps(steps, seconds)
+    assert fit.fixed_s == pytest.approx(5) and fit.per_step_s == pytest.approx(3) and fit.r2 == pytest.approx(1)
+    assert fit_steps([10, 10], [1.0, 2.0]) is None
+
+
+def test_check_quotes_the_seed_reports_table(tmp_path, capsys):
+    table = tmp_path / "seed.csv"
+    table.write_text("model,gpu,num_gpus,width,height,frames,steps,seconds\n"
+                     "a14b,RTX 5090,1,480,832,81,10,9.57\n"
+                     "a14b,H200,8,832,480,81,40,400\n")
+    out = tmp_path / "v.json"
+    assert main(["check", str(table), "--json", str(out)]) == 0
+    verdicts = json.loads(out.read_text())
+    assert [v["verdict"] for v in verdicts] == ["impossible", "plausible"]
+    # 10 steps x 2 forwards x the analytic forward FLOPs, over 9.57 s on one GPU.
+    assert verdicts[0]["implied_tflops_per_gpu"] == pytest.approx(verdicts[0]["flops"] / 9.57 / 1e12)
+    assert "IMPOSSIBLE" in capsys.readouterr().out
+
+
+def test_check_refuses_unknown_gpu_and_missing_columns(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,gpu,num_gpus,width,height,frames,steps,seconds\na14b,Voodoo 2,1,480,832,81,10,9\n")
+    assert main(["check", str(bad)]) == 2
+    assert "unknown GPU 'Voodoo 2'" in capsys.readouterr().err
+    bad.write_text("model,gpu\na14b,H200\n")
+    assert main(["check", str(bad)]) == 2
+    assert "lacks columns" in capsys.readouterr().err
+
+
+def test_report_numbers_trace_to_results_db(smoke_results):
+    folder, _ = smoke_results
+    paths = write_report(folder, folder / "report-test")
+    md = (folder / "report-test" / "report.md").read_text()
+    html = (folder / "report-test" / "report.html").read_text()
+    assert (folder / "report-test" / "speedup.png").exists() and (folder / "report-test" / "memory.png").exists()
+    with sqlite3.connect(folder / "results.db") as conn:
+        records = [json.loads(r[0]) for r in conn.execute("SELECT record FROM runs WHERE status='ok'")]
+    by_label: dict[str, list[float]] = {}
+    for r in records:
+        p = r["phases"]
+        by_label.setdefault(r["label"], []).append(p["total_s"] - p["load_s"] - p["compile_s"])
+    for label, values in by_label.items():
+        median = f"{statistics.median(values):.2f} s"
+        line = next(line for line in md.splitlines() if line.startswith("| " + label.replace("|", "\\|") + " |"))
+        assert median in line, (label, median, line)
+    summary = json.loads((folder / "report-test" / "summary.json").read_text())
+    assert summary["runs_total"] == 8 and summary["success_rate"] == 1.0
+    assert "Executive summary" in html and "<table>" in html and "data:image/png;base64," in html
+    assert len(paths) >= 4
+
+
+def test_html_escapes_user_strings_and_failures_count(tmp_path):
+    evil = '<script>alert("x")</script>'
+    with ResultsStore(tmp_path) as store:
+        store.add_run({"config": {"model": "tiny", "prompt": evil, "width": 96, "height": 64, "frames": 9,
+                                  "steps": 2, "parallel": {"gpus": 1}}, "status": "oom",
+                       "error": f"out of memory {evil}", "phases": {}, "memory": {}}, "s", f"label {evil}", 0)
+    write_report(tmp_path)
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "0 ok (success rate 0%)" in md and "oom" in md
+
+
+def _fake_record(seconds: float, peak: float, gpus: int = 1):
+    return {"config": {"model": "a14b", "width": 832, "height": 480, "frames": 81, "steps": 10, "weights": "random",
+                       "parallel": {"gpus": gpus, "strategy": "auto"}},
+            "status": "ok", "phases": {"total_s": seconds + 2, "load_s": 2.0, "compile_s": 0.0, "denoise_s": seconds,
+                                       "step_s": [seconds / 10] * 10, "other_s": 0.0},
+            "memory": {"ranks": [{"max_allocated_gb": peak, "capacity_gb": 141.0}]},
+            "env": {"gpu_names": ["NVIDIA H200"]}}
+
+
+def test_compare_gates_on_regressions(tmp_path, capsys):
+    base, new = tmp_path / "base", tmp_path / "new"
+    for folder, seconds, peak in ((base, 60.0, 70.0), (new, 66.0, 70.2)):
+        with ResultsStore(folder) as store:
+            for i in range(2):
+                store.add_run(_fake_record(seconds, peak), "s", "a14b 10 steps", i)
+    assert main(["compare", str(base), str(new)]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "+10.0% generation time" in out
+    assert main(["compare", str(base), str(new), "--max-slowdown", "0.2"]) == 0
+
+
+def test_impossible_time_is_flagged_in_the_report(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        store.add_run(_fake_record(1.0, 50.0), "s", "too fast", 0)
+    write_report(tmp_path)
+    md = (tmp_path / "report" / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| too fast"))
+    assert "IMPOSSIBLE" in row
