@@ -220,6 +220,7 @@ class ParallelConfig:
     """Degrees of the parallel strategies; their product with cfg must equal the world size."""
 
     gpus: int = 1
+    dp: int = 1  # data-parallel replicas (independent videos); gpus / dp ranks per video
     strategy: str = "auto"  # auto | none | cfg | ulysses | ring | hybrid
     cfg_parallel: bool = False
     ulysses: int = 1

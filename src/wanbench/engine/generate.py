@@ -31,6 +31,7 @@ from wanbench.engine.output import save_frames
 from wanbench.engine.parallel import (
     ParallelCFG,
     ParallelDims,
+    replica_coordinates,
     resolve_dims,
     validate_parallel_flags,
 )
@@ -192,7 +193,8 @@ def run_once(
         total_s = session.load_s + session.compile_s + time.perf_counter() - start
         result.phases = phase_summary(timer.seconds, result.phases.get("step_s", []), total_s)
         result.memory = _memory_block(ctx, timer)
-        if ctx.world_size > 1 and generation.exception is None:
+        # Replicas (dp > 1) run different numbers of videos, so no world-wide gather: each keeps its own.
+        if ctx.world_size > 1 and session.dims.dp == 1 and generation.exception is None:
             _gather_ranks(result)
         _add_flops(config, result, ctx.world_size)
     return generation
@@ -255,7 +257,8 @@ def _run_phases(
         )
     result.phases["step_s"] = step_timer.step_seconds()
     generation.latents = latents
-    if not ctx.is_main:
+    _replica, lead = replica_coordinates(getattr(components, "mesh", None))
+    if not lead:
         return
     with timer.phase("vae_decode"):
         video = decode_latents(components.vae, latents)

@@ -1,7 +1,8 @@
 """Parallel strategies for one generation, applied to the model in one place and one order.
 
 Degrees live in ParallelDims (checked once against the world size); the device mesh has the
-dimensions ("cfg", "ring", "ulysses"). engine/prepare.py applies, in this order:
+dimensions ("dp", "cfg", "ring", "ulysses"); dp replicas each make their own videos (MLPerf
+Offline), the other three split one video. engine/prepare.py applies, in this order:
   1. context parallelism (Ulysses / ring) through diffusers' ContextParallelConfig (`context_parallelize`),
   2. regional compile of the blocks (engine/prepare.py),
   3. FSDP2 `fully_shard` of every DiT block then each expert root, and of every T5 block then the root.
@@ -32,10 +33,16 @@ class ParallelDims:
     ulysses: int = 1
     fsdp_dit: bool = False
     fsdp_t5: bool = False
+    dp: int = 1  # independent replicas, each generating its own videos (MLPerf Offline)
 
     @property
     def sp(self) -> int:
         return self.ring * self.ulysses
+
+    @property
+    def group(self) -> int:
+        """Ranks that generate one video together."""
+        return self.cfg * self.sp
 
     def describe(self) -> str:
         parts = [f"cfg {self.cfg}"] if self.cfg > 1 else []
@@ -43,7 +50,8 @@ class ParallelDims:
         parts += [f"ring {self.ring}"] if self.ring > 1 else []
         parts += ["fsdp " + ",".join(n for n, on in (("dit", self.fsdp_dit), ("t5", self.fsdp_t5)) if on)] if (
             self.fsdp_dit or self.fsdp_t5) else []
-        return " x ".join(parts) or "single"
+        text = " x ".join(parts) or "single"
+        return f"{self.dp} replicas of {text}" if self.dp > 1 else text
 
 
 def resolve_dims(config: RunConfig, world: int) -> ParallelDims:
@@ -51,15 +59,18 @@ def resolve_dims(config: RunConfig, world: int) -> ParallelDims:
     p, spec = config.parallel, config.preset.transformer
     if p.strategy not in STRATEGIES:
         raise UserError(f"bad --strategy {p.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    if p.dp < 1 or world % p.dp:
+        raise UserError(f"--dp {p.dp} must divide the {world} GPUs/processes")
+    group = world // p.dp
     uses_cfg = config.guidance_high > 1.0
     explicit = p.cfg_parallel or p.ulysses > 1 or p.ring > 1
     if explicit:
         cfg, ulysses, ring = (2 if p.cfg_parallel else 1), p.ulysses, p.ring
-        if cfg * ulysses * ring == 1 and world > 1:
-            raise UserError(f"{world} ranks but no strategy uses them: set --strategy or degrees")
+        if cfg * ulysses * ring == 1 and group > 1:
+            raise UserError(f"{group} ranks per video but no strategy uses them: set --strategy or degrees")
     else:
-        cfg, ulysses, ring = _strategy_degrees(p.strategy, world, uses_cfg, spec.num_attention_heads)
-    dims = ParallelDims(world, cfg, ring, ulysses, "dit" in p.fsdp, "t5" in p.fsdp)
+        cfg, ulysses, ring = _strategy_degrees(p.strategy, group, uses_cfg, spec.num_attention_heads)
+    dims = ParallelDims(world, cfg, ring, ulysses, "dit" in p.fsdp, "t5" in p.fsdp, p.dp)
     check_dims(dims, config)
     return dims
 
@@ -89,11 +100,11 @@ def _strategy_degrees(strategy: str, world: int, uses_cfg: bool, heads: int) -> 
 def check_dims(dims: ParallelDims, config: RunConfig) -> None:
     from wanbench.analysis.flops import video_tokens
 
-    product = dims.cfg * dims.ring * dims.ulysses
+    product = dims.dp * dims.cfg * dims.ring * dims.ulysses
     if product != dims.world:
         raise UserError(
-            f"parallel degrees cfg {dims.cfg} x ring {dims.ring} x ulysses {dims.ulysses} = {product}, "
-            f"but {dims.world} GPUs/processes: make the product equal --gpus"
+            f"parallel degrees dp {dims.dp} x cfg {dims.cfg} x ring {dims.ring} x ulysses {dims.ulysses} = "
+            f"{product}, but {dims.world} GPUs/processes: make the product equal --gpus"
         )
     if dims.cfg not in (1, 2):
         raise UserError("CFG parallel splits the two guidance branches: its degree is 1 or 2")
@@ -108,14 +119,22 @@ def check_dims(dims: ParallelDims, config: RunConfig) -> None:
             f"sequence parallel degree {dims.sp} must divide the {tokens} video tokens of this size: "
             "pick another degree or size"
         )
-    if (dims.fsdp_dit or dims.fsdp_t5) and dims.world == 1:
+    if (dims.fsdp_dit or dims.fsdp_t5) and dims.group == 1:
         raise UserError("--fsdp shards across GPUs: use it with --gpus 2 or more (or --offload on one GPU)")
 
 
 def build_mesh(dims: ParallelDims, device: torch.device) -> DeviceMesh:
     return init_device_mesh(
-        device.type, (dims.cfg, dims.ring, dims.ulysses), mesh_dim_names=("cfg", "ring", "ulysses")
+        device.type, (dims.dp, dims.cfg, dims.ring, dims.ulysses), mesh_dim_names=("dp", "cfg", "ring", "ulysses")
     )
+
+
+def replica_coordinates(mesh: DeviceMesh | None) -> tuple[int, bool]:
+    """(this rank's replica index, whether it leads its replica: decodes and saves its video)."""
+    if mesh is None:
+        return 0, True
+    lead = all(mesh.get_local_rank(name) == 0 for name in ("cfg", "ring", "ulysses"))
+    return mesh.get_local_rank("dp"), lead
 
 
 def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh) -> None:
@@ -136,7 +155,7 @@ def fsdp_shard(components, dims: ParallelDims, mesh: DeviceMesh) -> None:
         return
     from torch.distributed.fsdp import fully_shard
 
-    flat = mesh._flatten("fsdp") if mesh.ndim > 1 else mesh
+    flat = mesh["cfg", "ring", "ulysses"]._flatten("fsdp")
     if dims.fsdp_dit:
         for expert in components.experts:
             for block in expert.blocks:

@@ -1,0 +1,172 @@
+"""wanbench mlperf: LoadGen issues queries; wanbench's engine answers them, on 1..N GPUs.
+
+One process (rank 0) runs LoadGen in a thread; its main thread serves queries. Under torchrun every
+other rank waits for commands broadcast by rank 0 and takes part in each generation. SingleStream:
+one sample at a time across all GPUs. Offline: all samples at once, spread over `--dp` replicas
+(each replica of gpus/dp ranks makes its own videos); completions are reported when all are done.
+A sample is one prompt with its negative prompt; every sample starts from the same latent (seed).
+Performance only: accuracy needs the trained weights and VBench, which this tool does not carry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from wanbench.config import RunConfig
+from wanbench.errors import UserError
+
+SYNTHETIC_PROMPTS = tuple(
+    f"{subject} {action}, {style}, cinematic lighting"
+    for subject, action, style in [
+        ("A red fox", "runs through fresh snow in a pine forest", "slow motion"),
+        ("Two astronauts", "play chess on the surface of the moon", "wide shot"),
+        ("A paper boat", "drifts down a rain-soaked city street", "macro lens"),
+        ("An old fisherman", "mends a net on a wooden pier at dawn", "documentary style"),
+        ("A hummingbird", "hovers over a bright orange flower", "close-up"),
+        ("A cyclist", "rides along a mountain ridge at sunset", "drone shot"),
+        ("A chef", "flips a pancake high in a busy kitchen", "handheld camera"),
+        ("Lanterns", "rise into a night sky over a lake", "long exposure"),
+    ]
+)
+
+
+def load_prompts(path: str | None) -> list[str]:
+    if path is None:
+        return list(SYNTHETIC_PROMPTS)
+    try:
+        prompts = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise UserError(f"no prompt file {path}: give a text file with one prompt a line") from None
+    if not prompts:
+        raise UserError(f"{path} holds no prompts: one prompt a line")
+    return prompts
+
+
+def _broadcast(command: Any) -> Any:
+    box = [command]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def serve(session, config: RunConfig, prompts: list[str], records: list[dict], command: Any) -> list[tuple]:
+    """Run the samples of one command on this rank's replica; returns (sample index, end time) it led."""
+    from wanbench.engine.generate import run_once
+    from wanbench.engine.parallel import replica_coordinates
+
+    replica, lead = replica_coordinates(getattr(session.components, "mesh", None))
+    mine = command[replica::session.dims.dp]
+    done = []
+    for index in mine:
+        generation = run_once(session, dataclasses.replace(config, prompt=prompts[index % len(prompts)]))
+        if generation.result.status != "ok":
+            raise UserError(f"sample {index} failed: {generation.result.error}")
+        if lead:
+            records.append(generation.result.to_dict())
+            done.append((index, time.time()))
+    return done
+
+
+def run_mlperf(config: RunConfig, scenario: str, prompts: list[str], out: Path, min_duration_s: float,
+               min_query_count: int, expected_latency_s: float | None, timeout_s: float) -> dict[str, Any]:
+    """Every rank calls this; rank 0 returns the parsed LoadGen summary and the engine's own records."""
+    from wanbench.engine.generate import open_session
+
+    session = open_session(config, timeout_s=timeout_s)
+    if session.load_failure:
+        raise UserError(session.load_failure[1])
+    is_main = session.ctx.rank == 0
+    records: list[dict] = []
+    if not is_main:
+        while (command := _broadcast(None)) is not None:
+            finished = serve(session, config, prompts, records, command)
+            _gather_done(finished)
+        return {}
+    return _drive_loadgen(session, config, scenario, prompts, out, min_duration_s, min_query_count,
+                          expected_latency_s, records)
+
+
+def _gather_done(finished: list[tuple]) -> list[tuple]:
+    if not dist.is_initialized():
+        return finished
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, finished)
+    return [item for part in everyone for item in part]
+
+
+def _drive_loadgen(session, config, scenario, prompts, out, min_duration_s, min_query_count, expected_latency_s,
+                   records) -> dict[str, Any]:
+    import mlperf_loadgen as lg
+
+    from wanbench.mlperf.summary import headline, parse_summary
+
+    distributed = dist.is_initialized()
+    work: queue.Queue = queue.Queue()
+    issued: dict[int, tuple[int, float]] = {}
+    latencies: list[float] = []
+
+    def issue_queries(samples) -> None:
+        work.put(list(samples))
+
+    def flush_queries() -> None:
+        pass
+
+    settings = lg.TestSettings()
+    settings.scenario = {"SingleStream": lg.TestScenario.SingleStream, "Offline": lg.TestScenario.Offline}[scenario]
+    settings.mode = lg.TestMode.PerformanceOnly
+    settings.min_duration_ms = int(min_duration_s * 1000)
+    settings.min_query_count = min_query_count
+    if expected_latency_s:
+        settings.single_stream_expected_latency_ns = int(expected_latency_s * 1e9)
+        settings.offline_expected_qps = max(1e-3, session.dims.dp / expected_latency_s)
+    if scenario == "Offline":
+        settings.performance_sample_count_override = len(prompts)
+    log = lg.LogSettings()
+    log.log_output.outdir = str(out)
+    log.log_output.copy_summary_to_stdout = False
+    log.enable_trace = False
+    count = len(prompts)
+    sut = lg.ConstructSUT(issue_queries, flush_queries)
+    qsl = lg.ConstructQSL(count, count, lambda _: None, lambda _: None)
+    test = threading.Thread(target=lambda: (lg.StartTestWithLogSettings(sut, qsl, settings, log), work.put(None)))
+    test.start()
+    try:
+        while (samples := work.get()) is not None:
+            start = time.time()
+            for s in samples:
+                issued[s.id] = (s.index, start)
+            indices = [s.index for s in samples]
+            if distributed:
+                _broadcast(indices)
+            finished = serve(session, config, prompts, records, indices)
+            finished = _gather_done(finished) if distributed else finished
+            end_by_index = {}
+            for index, end in finished:
+                end_by_index.setdefault(index, []).append(end)
+            responses = []
+            for s in samples:
+                latencies.append(end_by_index[s.index].pop(0) - start)
+                responses.append(lg.QuerySampleResponse(s.id, 0, 0))
+            lg.QuerySamplesComplete(responses)
+    finally:
+        test.join()
+        if distributed:
+            _broadcast(None)
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(sut)
+    parsed = parse_summary(out / "mlperf_log_summary.txt")
+    figures = headline(parsed)
+    gpus = config.parallel.gpus
+    if figures["samples_per_second"]:
+        figures["gpu_seconds_per_video"] = gpus / figures["samples_per_second"]
+    return {"loadgen": figures, "loadgen_summary": parsed, "wanbench_latencies_s": latencies,
+            "records": records, "load_s": session.load_s, "compile_s": session.compile_s,
+            "settings": {"scenario": scenario, "prompts": len(prompts), "gpus": gpus, "dp": session.dims.dp,
+                         "parallel": session.dims.describe(), "min_duration_s": min_duration_s,
+                         "min_query_count": min_query_count}}
