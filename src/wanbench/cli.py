@@ -59,7 +59,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
 def parallel_from_args(args: argparse.Namespace) -> ParallelConfig:
     return ParallelConfig(
-        gpus=args.gpus, strategy=args.strategy, cfg_parallel=args.cfg_parallel, ulysses=args.ulysses,
+        gpus=args.gpus, dp=getattr(args, "dp", 1), strategy=args.strategy, cfg_parallel=args.cfg_parallel,
+        ulysses=args.ulysses,
         ring=args.ring, fsdp=tuple(x for x in args.fsdp.split(",") if x), t5_cpu=args.t5_cpu,
         offload=args.offload, max_gpu_memory_gb=args.max_gpu_memory, nnodes=args.nnodes,
         node_rank=args.node_rank, master_addr=args.master_addr,
@@ -130,7 +131,7 @@ def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def launch_generate(args: argparse.Namespace, argv: list[str], config) -> int:
-    """Parent of a multi-process run: start torchrun, bound it by --timeout, keep a record either way."""
+    """Parent of a multi-process generation: torchrun, bounded by --timeout, a record kept either way."""
     import tempfile
     from pathlib import Path
 
@@ -272,6 +273,66 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
+    import time
+    from pathlib import Path
+
+    from wanbench.engine.parallel import resolve_dims, validate_parallel_flags
+    from wanbench.launch.distributed import shutdown_distributed, under_torchrun
+    from wanbench.mlperf.run import load_prompts, run_mlperf
+
+    if args.accuracy:
+        raise UserError("accuracy mode needs the trained Wan2.2 weights and VBench, which wanbench does not carry: "
+                        "run --performance-only (the default)")
+    config = config_from_args(args)
+    validate_parallel_flags(config.parallel)
+    from wanbench.config import validate
+
+    validate(config)
+    resolve_dims(config, config.parallel.gpus)
+    if args.scenario == "SingleStream" and config.parallel.dp > 1:
+        raise UserError("SingleStream runs one sample at a time across all GPUs: --dp is for Offline")
+    prompts = load_prompts(args.prompts)
+    out = Path(args.out or f"wanbench-results/mlperf-{args.scenario.lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (config.parallel.gpus > 1 or config.parallel.nnodes > 1) and not under_torchrun():
+        from wanbench.launch.torchrun import launch_workers
+
+        out.mkdir(parents=True, exist_ok=True)
+        done = launch_workers(list(argv) + ([] if args.out else ["--out", str(out)]), config.parallel,
+                              args.timeout, out / "workers.log", auto_port=args.master_port is None)
+        if done.timed_out:
+            raise UserError(f"mlperf workers killed after --timeout {args.timeout:.0f} s (log: {out}/workers.log)")
+        if done.returncode != 0:
+            cause = last_error_line(out / "workers.log")
+            raise UserError(f"an mlperf worker exited with code {done.returncode}: {cause}")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    try:
+        result = run_mlperf(config, args.scenario, prompts, out, args.min_duration, args.min_query_count,
+                            args.expected_latency, args.timeout)
+    finally:
+        shutdown_distributed()
+    if not result:
+        return 0  # a non-zero rank
+    from wanbench.bench.suite import label
+    from wanbench.store import ResultsStore
+
+    name = f"mlperf {args.scenario} | {label(config)}"
+    with ResultsStore(out) as store:
+        for i, record in enumerate(result["records"]):
+            store.add_run(record, f"mlperf-{args.scenario}", name, i)
+        figures = {**result["loadgen"], "load_s": result["load_s"], "compile_s": result["compile_s"],
+                   "wanbench_mean_latency_s": (sum(result["wanbench_latencies_s"]) / len(result["wanbench_latencies_s"])
+                                               if result["wanbench_latencies_s"] else None)}
+        store.add_mlperf(args.scenario, name, figures, result["settings"], started)
+    (out / "mlperf_result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "records"}, indent=2))
+    f = result["loadgen"]
+    print(f"mlperf {args.scenario}: {f['valid']}; p90 latency {f['p90_latency_s']} s, "
+          f"{f['samples_per_second']} samples/s, {f.get('gpu_seconds_per_video')} GPU-seconds per video; logs in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="wanbench", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
@@ -291,6 +352,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sample-interval", type=float, default=None, help="memory sampling period (s)")
     bench.add_argument("--no-report", action="store_true", help="skip the report at the end")
     bench.set_defaults(func=cmd_bench)
+    ml = sub.add_parser("mlperf", help="the MLPerf text-to-video scenario through the real LoadGen")
+    add_generate_arguments(ml)
+    ml.set_defaults(func=cmd_mlperf, model="a14b", size="1280*720", steps=20, seed=42, vae_dtype="float32")
+    ml.add_argument("--scenario", choices=["SingleStream", "Offline"], default="SingleStream")
+    ml.add_argument("--dp", type=int, default=1, help="Offline: data-parallel replicas (gpus/dp GPUs each)")
+    ml.add_argument("--prompts", default=None, help="prompt file, one a line (default: a built-in list)")
+    ml.add_argument("--min-duration", type=float, default=60.0, help="LoadGen minimum duration (s)")
+    ml.add_argument("--min-query-count", type=int, default=3, help="LoadGen minimum query count")
+    ml.add_argument("--expected-latency", type=float, default=None, help="seconds per sample, a hint to LoadGen")
+    ml.add_argument("--performance-only", action="store_true", default=True, help="the only mode (default)")
+    ml.add_argument("--accuracy", action="store_true", help="refused: needs trained weights and VBench")
+    ml.add_argument("--out", default=None, help="folder for LoadGen logs and results.db")
     env = sub.add_parser("env", help="print the environment capture")
     env.add_argument("--measure-peak", action="store_true", help="time a large bf16 matmul on this GPU")
     env.set_defaults(func=cmd_env)

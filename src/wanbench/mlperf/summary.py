@@ -16,7 +16,7 @@ def parse_summary(path: str | Path) -> dict[str, Any]:
         if ":" not in line or line.startswith(("=", "*")):
             continue
         key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
+        key, value = key.strip().lstrip("* ").strip(), value.strip()
         if not key or not value:
             continue
         number = float(value) if _NUMBER.match(value) else None
@@ -35,12 +35,12 @@ def headline(parsed: dict[str, Any]) -> dict[str, Any]:
         "scenario": first("Scenario"),
         "mode": first("Mode"),
         "valid": first("Result is"),
-        "p90_latency_s": first("90.00 percentile latency (s)", "90th percentile latency (s)"),
-        "early_stopping_p90_s": first("Early stopping 90th percentile estimate (s)",
-                                      "Early Stopping 90th percentile estimate (s)"),
+        "p90_latency_s": first("90.0th percentile latency (s)", "90.00 percentile latency (s)"),
+        "early_stopping_p90_s": first("Early stopping 90.0th percentile estimate (s)",
+                                      "Early stopping 90th percentile estimate (s)"),
         "mean_latency_s": first("Mean latency (s)"),
         "min_latency_s": first("Min latency (s)"),
         "max_latency_s": first("Max latency (s)"),
-        "samples_per_second": first("Samples per second"),
+        "samples_per_second": first("Samples per second", "QPS w/o loadgen overhead"),
         "queries": first("Query count", "query_count"),
     }

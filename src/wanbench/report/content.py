@@ -45,7 +45,7 @@ def scaling_cell(row: ConfigRow) -> tuple[str, str]:
 
 
 def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plots: dict[str, Any],
-                   source: str) -> Document:
+                   source: str, mlperf: list[dict[str, Any]] | None = None) -> Document:
     rows: list[ConfigRow] = analysis["rows"]
     doc = Document("Wan 2.2 benchmark report")
     rate = analysis["success_rate"]
@@ -62,6 +62,8 @@ def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plot
     ))
     doc.add(Heading("Recommendations"))
     doc.add(Bullets(analysis["recommendations"]))
+    if mlperf:
+        _mlperf(doc, mlperf)
     _scaling(doc, rows, plots)
     _steps(doc, analysis, plots)
     _memory(doc, rows, plots)
@@ -71,6 +73,24 @@ def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plot
     _environment(doc, records)
     _methodology(doc)
     return doc
+
+
+def _mlperf(doc: Document, results: list[dict[str, Any]]) -> None:
+    doc.add(Heading("MLPerf (LoadGen)"))
+    doc.add(Paragraph("Figures parsed from LoadGen's mlperf_log_summary.txt (performance only: accuracy needs "
+                      "the trained weights and VBench). GPU-seconds per video = GPUs / samples per second."))
+    doc.add(Table(
+        ["Scenario", "Configuration", "Result", "p90 latency", "Mean latency", "Samples/s", "GPU-s per video",
+         "Model loading"],
+        [_mlperf_row(r) for r in results],
+    ))
+
+
+def _mlperf_row(result: dict[str, Any]) -> list[str]:
+    f = result["figures"]
+    return [result["scenario"], result["label"], str(f.get("valid")), fmt(f.get("p90_latency_s"), ".2f", " s"),
+            fmt(f.get("mean_latency_s"), ".2f", " s"), fmt(f.get("samples_per_second"), ".4f"),
+            fmt(f.get("gpu_seconds_per_video"), ".1f"), fmt(f.get("load_s"), ".1f", " s")]
 
 
 def _scaling(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:

@@ -38,14 +38,16 @@ def write_report(source: str | Path, out: str | Path | None = None, peak_tflops:
         "phases": plots.phase_plot(analysis["rows"], by_key, target / "phases.png"),
         "steps": plots.steps_plot(analysis["step_fits"], target / "steps.png"),
     }
-    doc = build_document(analysis, records, made, str(folder / "results.db"))
+    with ResultsStore(folder) as store:
+        mlperf = store.mlperf_results()
+    doc = build_document(analysis, records, made, str(folder / "results.db"), mlperf)
     md, page = target / "report.md", target / "report.html"
     md.write_text(to_markdown(doc, target), encoding="utf-8")
     page.write_text(to_html(doc), encoding="utf-8")
     rows = [row.to_dict() for row in analysis["rows"]]
     summary = {"runs_total": analysis["runs_total"], "runs_ok": analysis["runs_ok"],
                "success_rate": analysis["success_rate"], "recommendations": analysis["recommendations"],
-               "step_fits": analysis["step_fits"], "rows": rows}
+               "step_fits": analysis["step_fits"], "rows": rows, "mlperf": mlperf}
     (target / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
     with open(target / "summary.csv", "w", newline="", encoding="utf-8") as f:
         fields = ["label", "gpus", "gpu_name", "runs_ok", "runs_total", "generation_median_s", "generation_min_s",

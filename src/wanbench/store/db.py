@@ -35,6 +35,14 @@ CREATE TABLE IF NOT EXISTS runs (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_by_config ON runs (config_key, repeat);
+CREATE TABLE IF NOT EXISTS mlperf (
+    result_id TEXT PRIMARY KEY,
+    scenario TEXT NOT NULL,
+    started_at REAL,
+    label TEXT NOT NULL,
+    figures TEXT NOT NULL,
+    settings TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS suites (
     suite_id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -173,6 +181,19 @@ class ResultsStore:
                 "INSERT OR REPLACE INTO suites VALUES (?,?,?,?,?)",
                 (suite_id, name, started_at, finished_at, json.dumps(summary)),
             )
+
+    def add_mlperf(self, scenario: str, label: str, figures: dict, settings: dict, started_at: float) -> str:
+        result_id = uuid.uuid4().hex
+        with self.conn:
+            self.conn.execute("INSERT INTO mlperf VALUES (?,?,?,?,?,?)", (
+                result_id, scenario, started_at, label, json.dumps(figures), json.dumps(settings)))
+        return result_id
+
+    def mlperf_results(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT result_id, scenario, started_at, label, figures, settings FROM mlperf "
+                                 "ORDER BY started_at")
+        return [{"result_id": r[0], "scenario": r[1], "started_at": r[2], "label": r[3],
+                 "figures": json.loads(r[4]), "settings": json.loads(r[5])} for r in rows]
 
     def suites(self) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT suite_id, name, started_at, finished_at, summary FROM suites")
