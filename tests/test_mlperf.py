@@ -56,3 +56,18 @@ def test_offline_with_two_data_parallel_replicas(tmp_path):
 def test_accuracy_mode_is_refused_with_the_reason(capsys):
     assert main(["mlperf", *TINY, "--accuracy"]) == 2
     assert "VBench" in capsys.readouterr().err
+
+
+def test_bench_suite_in_mlperf_mode_stores_loadgen_figures(tmp_path):
+    suite = tmp_path / "ml.toml"
+    suite.write_text('name = "ml"\nwarmup = 0\nrepeats = 1\n[mlperf]\nscenario = "SingleStream"\n'
+                     'min_duration_s = 0.0\nmin_query_count = 2\n[fixed]\nmodel = "tiny"\ndevice = "cpu"\n'
+                     'steps = 2\n')
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "wanbench.cli", "bench", str(suite), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with ResultsStore(out) as store:
+        results = store.mlperf_results()
+    assert len(results) == 1 and results[0]["figures"]["scenario"] == "SingleStream"
+    assert "MLPerf (LoadGen)" in (out / "report" / "report.md").read_text()

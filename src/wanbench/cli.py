@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=None, help="counted runs per configuration")
     bench.add_argument("--cooldown", type=float, default=None, help="seconds between configurations")
     bench.add_argument("--timeout", type=float, default=None, help="seconds per configuration before it is killed")
-    bench.add_argument("--sample-interval", type=float, default=None, help="memory sampling period (s)")
+    bench.add_argument("--sample-interval", type=float, default=None, help="memory sampling period (s); 0 = off")
     bench.add_argument("--no-report", action="store_true", help="skip the report at the end")
     bench.set_defaults(func=cmd_bench)
     ml = sub.add_parser("mlperf", help="the MLPerf text-to-video scenario through the real LoadGen")

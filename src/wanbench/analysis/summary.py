@@ -225,7 +225,7 @@ def recommendations(rows: list[ConfigRow]) -> list[str]:
     out.append(f"Fastest: {fastest.label} — {fastest.generation.median:.2f} s per video.")
     cheapest = min(ok, key=lambda r: r.gpu_seconds)
     out.append(f"Cheapest in GPU time: {cheapest.label} — {cheapest.gpu_seconds:.1f} GPU-seconds per video.")
-    sized = [r for r in ok if r.peak_gb is not None]
+    sized = [r for r in ok if r.peak_gb is not None and not (r.peak_source or "").startswith("host")]
     previous = None
     for tier in MEMORY_TIERS_GB:
         fits = [r for r in sized if r.peak_gb <= tier]
@@ -242,7 +242,8 @@ def recommendations(rows: list[ConfigRow]) -> list[str]:
 def analyse(records: list[dict[str, Any]], peak_override: float | None = None) -> dict[str, Any]:
     by_key: dict[str, list[dict[str, Any]]] = {}
     for record in records:
-        by_key.setdefault(record.get("config_key", ""), []).append(record)
+        if record.get("kind") != "mlperf":
+            by_key.setdefault(record.get("config_key", ""), []).append(record)
     rows = [make_row(rs, peak_override) for rs in by_key.values()]
     add_scaling(rows)
     total = sum(r.runs_total for r in rows)

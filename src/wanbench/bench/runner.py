@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -86,7 +85,7 @@ def wait_for_clean_gpus(indices: list[int]) -> str | None:
         time.sleep(2.0)
 
 
-def failure_record(config: RunConfig, status: str, error: str) -> dict[str, Any]:
+def failure_record(config: RunConfig, status: str, error: str | None) -> dict[str, Any]:
     result = RunResult(config=config.to_dict(), status=status, error=error)
     result.phases = {"step_s": []}
     return result.to_dict()
@@ -114,7 +113,8 @@ def run_suite(suite: SuiteConfig, out: Path, resume: bool = False, progress: Pro
         store.close()
         raise UserError(f"{out} already holds results: pass --resume to continue it, or choose a new --out")
     totals, suite_id, started = SuiteTotals(), uuid.uuid4().hex, time.time()
-    work = Path(tempfile.mkdtemp(prefix="wanbench-bench-", dir=out))
+    work = out / "workers"  # specs, logs and pending records of each configuration's worker
+    work.mkdir(exist_ok=True)
     try:
         for index, config in enumerate(configs):
             if index and suite.cooldown_s > 0:
@@ -155,11 +155,11 @@ def run_configuration(
     pending, progress_file, log = work / f"{stem}.jsonl", work / f"{stem}.progress", work / f"{stem}.log"
     spec = {"config": config.to_dict(), "warmup": suite.warmup, "warmup_steps": suite.warmup_steps,
             "repeats": todo, "pending": str(pending), "progress": str(progress_file),
-            "timeout_s": suite.timeout_s}
+            "timeout_s": suite.timeout_s, "mlperf": suite.mlperf}
     spec_path = work / f"{stem}.spec.json"
     spec_path.write_text(json.dumps(spec, ensure_ascii=False))
     cmd = worker_command(config, spec_path)
-    sampler = MemorySampler(indices, suite.sample_interval_s)
+    sampler = MemorySampler(indices, suite.sample_interval_s) if suite.sample_interval_s > 0 else None
 
     def tick(elapsed: float) -> None:
         text = progress_file.read_text() if progress_file.exists() else "loading"
@@ -167,15 +167,18 @@ def run_configuration(
 
     with open(log, "w") as log_file:
         done = run_with_timeout(cmd, suite.timeout_s, env=child_env(), stdout=log_file, stderr=log_file,
-                                on_start=sampler.start, on_tick=tick)
-    samples = sampler.stop()
+                                on_start=sampler.start if sampler else None, on_tick=tick)
+    samples = sampler.stop() if sampler else None
     finished = [json.loads(line) for line in pending.read_text().splitlines() if line.strip()] if (
         pending.exists()) else []
+    if suite.mlperf:
+        finished = store_mlperf(finished, suite, config, name, store, totals)
     for item in finished:
         record = item["record"]
-        window = reduce_window(samples, item["wall_start"], item["wall_end"])
-        record["memory"]["gpus"] = window["gpus"]
-        record["memory"]["host_rss"] = window["host_rss"]
+        if samples is not None:
+            window = reduce_window(samples, item["wall_start"], item["wall_end"])
+            record["memory"]["gpus"] = window["gpus"]
+            record["memory"]["host_rss"] = window["host_rss"]
         if dirty:
             record["flags"].append({"kind": "gpu_not_clean", "message": dirty})
         store.add_run(record, suite.name, name, item["repeat"])
@@ -210,6 +213,24 @@ def check_config(config: RunConfig) -> str | None:
     except UserError as exc:
         return str(exc)
     return None
+
+
+def store_mlperf(finished: list[dict], suite: SuiteConfig, config: RunConfig, name: str, store: ResultsStore,
+                 totals: SuiteTotals) -> list[dict]:
+    """Store an MLPerf worker's LoadGen figures and per-sample records; returns it as repeat 0 when done."""
+    out = []
+    for item in finished:
+        for i, record in enumerate(item["records"]):
+            store.add_run(record, f"{suite.name}-samples", f"{name} | sample {i}", i)
+        figures = {**item["mlperf"], "load_s": item["load_s"], "logs": item["logs"]}
+        store.add_mlperf(suite.mlperf["scenario"], name, figures, item["settings"], item["wall_start"])
+        marker = failure_record(config, "ok", None)
+        marker["phases"] = {"total_s": item["wall_end"] - item["wall_start"], "load_s": item["load_s"],
+                            "step_s": []}
+        marker["kind"] = "mlperf"  # a resume marker, not a timed generation: the analysis skips it
+        marker["notes"] = [f"MLPerf {suite.mlperf['scenario']} run; LoadGen logs in {item['logs']}"]
+        out.append({"repeat": 0, "wall_start": item["wall_start"], "wall_end": item["wall_end"], "record": marker})
+    return out
 
 
 def worker_command(config: RunConfig, spec_path: Path) -> list[str]:

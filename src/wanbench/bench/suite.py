@@ -55,6 +55,9 @@ class SuiteConfig:
     cooldown_s: float = 0.0
     timeout_s: float = 1800.0
     sample_interval_s: float = 0.5
+    # When set, each configuration runs the MLPerf scenario through LoadGen instead of plain repeats:
+    # {"scenario": "SingleStream" | "Offline", "min_duration_s": ..., "min_query_count": ...}
+    mlperf: dict[str, Any] = field(default_factory=dict)
 
 
 def run_config_from(settings: dict[str, Any]) -> RunConfig:
@@ -156,7 +159,16 @@ def preset_suite(name: str, gpus_available: int | None = None) -> SuiteConfig:
                                    "steps": 20},
             configs=tuple(rows), warmup=1, warmup_steps=2, repeats=2, cooldown_s=10.0, timeout_s=1800.0,
         )
-    raise UserError(f"unknown suite preset {name!r}: choose smoke, seed or scaling, or give a TOML file")
+    if name == "mlperf":
+        # MLPerf Inference text-to-video reference settings: 720x1280, 81 frames, 20 steps, guidance 4/3,
+        # boundary 0.875, seed 42, fp32 VAE; SingleStream across all GPUs with the auto strategy.
+        return SuiteConfig(
+            name="mlperf", fixed={"model": "a14b", "weights": "random", "size": "1280*720", "frames": 81,
+                                  "steps": 20, "seed": 42, "vae_dtype": "float32", "gpus": max(1, n)},
+            warmup=1, warmup_steps=2, repeats=1, timeout_s=3600.0,
+            mlperf={"scenario": "SingleStream", "min_duration_s": 600.0, "min_query_count": 3},
+        )
+    raise UserError(f"unknown suite preset {name!r}: choose smoke, seed, scaling or mlperf, or a TOML file")
 
 
 def default_preset() -> str:

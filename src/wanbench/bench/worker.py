@@ -36,6 +36,8 @@ def run_worker(spec: dict) -> int:
         if is_main:
             progress.write_text(text)
 
+    if spec.get("mlperf"):
+        return run_mlperf_worker(spec, config, pending, is_main)
     try:
         session = open_session(config, timeout_s=spec["timeout_s"])
         warm_config = dataclasses.replace(config, steps=spec["warmup_steps"] or config.steps)
@@ -56,6 +58,27 @@ def run_worker(spec: dict) -> int:
                                       "record": record})
     finally:
         shutdown_distributed()
+    return 0
+
+
+def run_mlperf_worker(spec: dict, config: RunConfig, pending: Path, is_main: bool) -> int:
+    """The configuration as an MLPerf run: LoadGen drives the engine; one pending line holds it all."""
+    from wanbench.launch.distributed import shutdown_distributed
+    from wanbench.mlperf.run import load_prompts, run_mlperf
+
+    m = spec["mlperf"]
+    out = pending.with_suffix(".mlperf")
+    out.mkdir(parents=True, exist_ok=True)
+    wall_start = time.time()
+    try:
+        result = run_mlperf(config, m["scenario"], load_prompts(m.get("prompts")), out, m["min_duration_s"],
+                            m["min_query_count"], m.get("expected_latency_s"), spec["timeout_s"])
+    finally:
+        shutdown_distributed()
+    if is_main and result:
+        append_line(pending, {"mlperf": result["loadgen"], "settings": result["settings"], "logs": str(out),
+                              "load_s": result["load_s"], "records": result["records"],
+                              "wall_start": wall_start, "wall_end": time.time()})
     return 0
 
 
