@@ -20,21 +20,18 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import WanPipeline
 
+from wanbench.analysis.stats import summarize
 from wanbench.config import config_for_preset, parse_size
 from wanbench.engine.generate import generate
 from wanbench.measure.env import capture_environment
 from wanbench.models import build_components
-from wanbench.models.components import make_scheduler
+from wanbench.models.components import stock_pipeline
 from wanbench.models.dtypes import torch_dtype
 
 
 def spread(values: list[float]) -> dict[str, float]:
-    return {
-        "median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values),
-        "cv": statistics.pstdev(values) / statistics.mean(values) if len(values) > 1 else 0.0,
-    }
+    return summarize(values).to_dict()
 
 
 def run_wanbench(config, repeats: int, out: Path) -> list[dict]:
@@ -63,11 +60,7 @@ def run_stock(config, repeats: int) -> dict:
     )
     torch.cuda.synchronize()
     load_s = time.perf_counter() - start
-    pipe = WanPipeline(
-        tokenizer=components.tokenizer, text_encoder=components.text_encoder, vae=components.vae,
-        scheduler=make_scheduler(config.shift), transformer=components.transformer,
-        transformer_2=components.transformer_2, boundary_ratio=config.boundary,
-    )
+    pipe = stock_pipeline(components, config.shift, config.boundary)
     pipe.set_progress_bar_config(disable=True)
     events: list[torch.cuda.Event] = []
 

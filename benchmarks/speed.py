@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,14 +23,15 @@ import torch
 
 from wanbench.analysis.flops import dit_forward_flops, run_flops, video_tokens
 from wanbench.analysis.peaks import peak_tflops
+from wanbench.analysis.stats import summarize
 from wanbench.config import config_for_preset, parse_size
 from wanbench.measure.env import capture_environment
 from wanbench.models import build_components
-from wanbench.models.components import make_scheduler
+from wanbench.models.components import stock_pipeline
 
 
 def spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+    return summarize(values).to_dict()
 
 
 def timed(fn, repeats: int) -> tuple[list[float], object]:
@@ -88,8 +88,6 @@ def forward_part(config, repeats: int, save) -> dict:
 
 
 def e2e_part(config, repeats: int, steps: int, save) -> dict:
-    from diffusers import WanPipeline
-
     from wanbench.engine.generate import open_session, run_once
 
     out: dict = {}
@@ -112,9 +110,7 @@ def e2e_part(config, repeats: int, steps: int, save) -> dict:
 
     c = build_components(config.preset, "random", torch.device("cuda"), torch.bfloat16, torch.float32,
                          config.shift, config.seed)
-    pipe = WanPipeline(tokenizer=c.tokenizer, text_encoder=c.text_encoder, vae=c.vae,
-                       scheduler=make_scheduler(config.shift), transformer=c.transformer,
-                       transformer_2=c.transformer_2, boundary_ratio=config.boundary)
+    pipe = stock_pipeline(c, config.shift, config.boundary)
     pipe.set_progress_bar_config(disable=True)
 
     def call(n: int):

@@ -11,10 +11,9 @@ import re
 from pathlib import Path
 
 import torch
-from diffusers import WanPipeline
 from safetensors.torch import save_file
 
-from wanbench.models.components import WanComponents, make_scheduler
+from wanbench.models.components import WanComponents, stock_pipeline
 
 _TRANSFORMER_INVERSE = (
     ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
@@ -117,11 +116,7 @@ def official_t5_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 def write_diffusers_folder(components: WanComponents, path: Path) -> Path:
-    pipe = WanPipeline(
-        tokenizer=components.tokenizer, text_encoder=components.text_encoder, vae=components.vae,
-        scheduler=make_scheduler(12.0), transformer=components.transformer,
-        transformer_2=components.transformer_2, boundary_ratio=0.875,
-    )
+    pipe = stock_pipeline(components, 12.0, 0.875)
     pipe.save_pretrained(str(path), safe_serialization=True)
     return path
 

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers import WanPipeline
 
 from wanbench.config import config_for_preset
 from wanbench.engine.generate import generate
 from wanbench.models import build_components
-from wanbench.models.components import make_scheduler
-
-
-def stock_pipeline(components) -> WanPipeline:
-    return WanPipeline(
-        tokenizer=components.tokenizer, text_encoder=components.text_encoder, vae=components.vae,
-        scheduler=make_scheduler(12.0), transformer=components.transformer,
-        transformer_2=components.transformer_2, boundary_ratio=0.875,
-    )
+from wanbench.models.components import stock_pipeline
 
 
 def test_latents_and_frames_match_stock_wan_pipeline(monkeypatch):
@@ -33,7 +24,7 @@ def test_latents_and_frames_match_stock_wan_pipeline(monkeypatch):
     # Both experts must have been used: the boundary splits 5 steps at t >= 875.
     assert {s["expert"] for s in ours.result.steps} == {0, 1}
 
-    pipe = stock_pipeline(components)
+    pipe = stock_pipeline(components, 12.0, 0.875)
     common = dict(
         prompt=config.prompt, negative_prompt=config.negative_prompt, height=config.height, width=config.width,
         num_frames=config.frames, num_inference_steps=config.steps, guidance_scale=config.guidance_high,

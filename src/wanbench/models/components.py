@@ -72,3 +72,14 @@ def build_components(
     from wanbench.models.official import load_official
 
     return load_official(preset, path, device, dtype, vae_dtype, shift)
+
+
+def stock_pipeline(components: WanComponents, shift: float, boundary: float | None):
+    """Stock diffusers WanPipeline around the same modules: the baseline that tests and benchmarks compare to."""
+    from diffusers import WanPipeline
+
+    return WanPipeline(
+        tokenizer=components.tokenizer, text_encoder=components.text_encoder, vae=components.vae,
+        scheduler=make_scheduler(shift), transformer=components.transformer,
+        transformer_2=components.transformer_2, boundary_ratio=boundary if components.transformer_2 else None,
+    )
