@@ -156,7 +156,6 @@ TI2V_5B = ModelPreset(
         extra=(
             ("decoder_base_dim", 256), ("is_residual", True), ("in_channels", 12), ("out_channels", 12),
             ("patch_size", 2), ("scale_factor_spatial", 16), ("scale_factor_temporal", 4),
-            ("clip_output", False),
         ),
     ),
     sampling=SamplingDefaults(
