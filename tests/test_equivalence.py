@@ -44,3 +44,22 @@ def test_different_seed_gives_different_latents(tiny_components, monkeypatch):
     a = generate(config_for_preset("tiny", steps=2, device="cpu", seed=1)).latents
     b = generate(config_for_preset("tiny", steps=2, device="cpu", seed=2)).latents
     assert (a - b).abs().max() > 1e-3
+
+
+def test_single_expert_per_token_timestep_path_matches_stock(monkeypatch):
+    """TI2V-5B's path (one expert, expand_timesteps, Wan2.2 VAE) on its tiny twin."""
+    from wanbench.config import get_preset
+
+    config = config_for_preset("tiny-ti2v", steps=3, device="cpu", seed=3)
+    preset = get_preset("tiny-ti2v")
+    components = build_components(preset, "random", torch.device("cpu"), torch.float32, torch.float32, 5.0, 0)
+    monkeypatch.setattr("wanbench.engine.generate.build_components", lambda *a, **k: components)
+    ours = generate(config)
+    assert ours.result.status == "ok", ours.result.error
+    pipe = stock_pipeline(components, 5.0, None, expand_timesteps=True)
+    stock = pipe(prompt=config.prompt, negative_prompt=config.negative_prompt, height=config.height,
+                 width=config.width, num_frames=config.frames, num_inference_steps=config.steps,
+                 guidance_scale=config.guidance_high, max_sequence_length=preset.text_encoder.text_len,
+                 generator=torch.Generator("cpu").manual_seed(3), output_type="latent").frames
+    rel = (ours.latents - stock).norm() / stock.norm()
+    assert rel < 1e-5, f"relative latent error {rel:.2e}"

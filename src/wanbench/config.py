@@ -182,7 +182,26 @@ TINY = ModelPreset(
     ),
 )
 
-PRESETS: dict[str, ModelPreset] = {p.name: p for p in (A14B, TI2V_5B, TINY)}
+TINY_TI2V = ModelPreset(
+    name="tiny-ti2v",
+    description="the TI2V-5B pipeline (one expert, per-token timesteps, Wan2.2 VAE) with tiny dimensions",
+    transformer=TransformerSpec(
+        num_attention_heads=4, attention_head_dim=16, ffn_dim=128, num_layers=2, text_dim=32, freq_dim=32,
+        in_channels=48, out_channels=48,
+    ),
+    two_experts=False,
+    text_encoder=TINY.text_encoder,
+    vae=VaeSpec(base_dim=8, z_dim=48, stride_hw=16, extra=(
+        ("decoder_base_dim", 8), ("is_residual", True), ("in_channels", 12), ("out_channels", 12),
+        ("patch_size", 2), ("scale_factor_spatial", 16), ("scale_factor_temporal", 4))),
+    sampling=SamplingDefaults(
+        steps=4, shift=5.0, guidance_high=5.0, guidance_low=5.0, boundary=None, frames=9, fps=24,
+        size="64*64", sizes=("64*64",),
+    ),
+    expand_timesteps=True,
+)
+
+PRESETS: dict[str, ModelPreset] = {p.name: p for p in (A14B, TI2V_5B, TINY, TINY_TI2V)}
 
 
 def get_preset(name: str) -> ModelPreset:
@@ -291,7 +310,7 @@ def config_for_preset(model: str, **overrides: Any) -> RunConfig:
         model=model, width=width, height=height, frames=s.frames, steps=s.steps, shift=s.shift,
         guidance_high=s.guidance_high, guidance_low=s.guidance_low, boundary=s.boundary, fps=s.fps,
     )
-    if model == "tiny":
+    if model.startswith("tiny"):
         base["dtype"] = "float32"
     base.update({k: v for k, v in overrides.items() if v is not None})
     return RunConfig(**base)

@@ -74,7 +74,7 @@ def build_components(
     return load_official(preset, path, device, dtype, vae_dtype, shift)
 
 
-def stock_pipeline(components: WanComponents, shift: float, boundary: float | None):
+def stock_pipeline(components: WanComponents, shift: float, boundary: float | None, expand_timesteps: bool = False):
     """Stock diffusers WanPipeline around the same modules: the baseline that tests and benchmarks compare to."""
     from diffusers import WanPipeline
 
@@ -82,4 +82,5 @@ def stock_pipeline(components: WanComponents, shift: float, boundary: float | No
         tokenizer=components.tokenizer, text_encoder=components.text_encoder, vae=components.vae,
         scheduler=make_scheduler(shift), transformer=components.transformer,
         transformer_2=components.transformer_2, boundary_ratio=boundary if components.transformer_2 else None,
+        expand_timesteps=expand_timesteps,
     )
