@@ -36,6 +36,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--attention", default="auto", help="auto, cudnn, flash, sdpa, efficient or math")
     p.add_argument("--compile", action="store_true", help="fused projections + regional torch.compile")
+    p.add_argument("--cache", default="none", help="APPROXIMATE step caching: none or fbc:THRESHOLD")
     p.add_argument("--output", default="none", help="none, or a path ending in .mp4, .gif or .npy")
     p.add_argument("--json", default=None, help="write the RunResult JSON here")
     p.add_argument("--save-latents", default=None, help="write the final latents (.safetensors)")
@@ -84,6 +85,7 @@ def config_from_args(args: argparse.Namespace):
         "attention": args.attention,
         "output": args.output,
         "compile": args.compile,
+        "cache": args.cache,
         "tag": args.tag,
         "parallel": parallel_from_args(args),
     }

@@ -276,6 +276,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     attention: str = "auto"  # auto | cudnn | flash | sdpa | efficient | math
     compile: bool = False
+    cache: str = "none"  # none | fbc:THRESHOLD (diffusers First Block Cache; approximate, opt-in)
     output: str = "none"  # none | *.mp4 | *.gif | *.npy
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     tag: str = ""
@@ -343,6 +344,16 @@ def validate(config: RunConfig) -> list[str]:
         raise UserError(f"bad --dtype: choose one of {', '.join(DTYPES)}")
     if config.attention not in ATTENTION_CHOICES:
         raise UserError(f"bad --attention {config.attention!r}: choose one of {', '.join(ATTENTION_CHOICES)}")
+    if config.cache != "none":
+        kind, _, value = config.cache.partition(":")
+        try:
+            threshold = float(value)
+        except ValueError:
+            threshold = -1.0
+        if kind != "fbc" or threshold <= 0:
+            raise UserError(f"bad --cache {config.cache!r}: use none or fbc:THRESHOLD, e.g. fbc:0.05")
+        if config.compile:
+            raise UserError("--cache and --compile together are not supported yet: drop one")
     out = config.output
     if out != "none" and not out.endswith((".mp4", ".gif", ".npy")):
         raise UserError(f"bad --output {out!r}: use none, or a path ending in .mp4, .gif or .npy")

@@ -19,10 +19,16 @@ class SequentialCFG:
     def __call__(
         self, model: torch.nn.Module, latent_input: torch.Tensor, timestep: torch.Tensor, guidance: float
     ) -> torch.Tensor:
-        noise = model(hidden_states=latent_input, timestep=timestep, encoder_hidden_states=self.cond,
-                      return_dict=False)[0]
+        noise = branch(model, "cond", latent_input, timestep, self.cond)
         if self.uncond is None:
             return noise
-        noise_uncond = model(hidden_states=latent_input, timestep=timestep, encoder_hidden_states=self.uncond,
-                             return_dict=False)[0]
+        noise_uncond = branch(model, "uncond", latent_input, timestep, self.uncond)
         return noise_uncond + guidance * (noise - noise_uncond)
+
+
+def branch(model: torch.nn.Module, name: str, latent_input: torch.Tensor, timestep: torch.Tensor,
+           embeds: torch.Tensor) -> torch.Tensor:
+    """One guidance branch; the named cache context keeps step-cache state per branch (as WanPipeline)."""
+    with model.cache_context(name):
+        return model(hidden_states=latent_input, timestep=timestep, encoder_hidden_states=embeds,
+                     return_dict=False)[0]

@@ -179,8 +179,10 @@ class ParallelCFG:
     def __call__(
         self, model: torch.nn.Module, latent_input: torch.Tensor, timestep: torch.Tensor, guidance: float
     ) -> torch.Tensor:
-        local = model(hidden_states=latent_input, timestep=timestep, encoder_hidden_states=self.embeds,
-                      return_dict=False)[0].contiguous()
+        from wanbench.engine.guidance import branch
+
+        name = "cond" if self.cfg_rank == 0 else "uncond"
+        local = branch(model, name, latent_input, timestep, self.embeds).contiguous()
         both = torch.empty((2, *local.shape), dtype=local.dtype, device=local.device)
         dist.all_gather_into_tensor(both, local.unsqueeze(0), group=self.group)
         noise, noise_uncond = both[0], both[1]

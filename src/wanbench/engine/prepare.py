@@ -1,7 +1,8 @@
 """Everything done to the freshly built components before generating, in one place and one order.
 
   1. attention backend (measured choice on CUDA; ring attention needs one that returns the LSE)
-  2. fused QKV / KV projections (--compile): one matmul instead of three, same function
+  2. fused QKV / KV projections (--compile): one matmul instead of three, same function;
+     or step caching (--cache fbc:T, approximate and opt-in: diffusers' First Block Cache hooks)
   3. context parallelism (Ulysses / ring), then
   4. regional torch.compile of the repeated transformer blocks (--compile), then
   5. FSDP2 of DiT blocks and T5 blocks (--fsdp)            [3-5: engine/parallel.py's order]
@@ -42,6 +43,20 @@ def compile_blocks(components: WanComponents, fullgraph: bool) -> None:
         expert.compile_repeated_blocks(fullgraph=fullgraph)
 
 
+def apply_step_cache(components: WanComponents, spec: str, dims: ParallelDims, notes: list[str]) -> None:
+    """First Block Cache: skip the remaining blocks when the first block's residual barely changed."""
+    from diffusers import FirstBlockCacheConfig
+
+    from wanbench.errors import UserError
+
+    if dims.sp > 1:
+        raise UserError("--cache does not combine with Ulysses/ring yet: use it on 1 GPU or with --cfg-parallel")
+    threshold = float(spec.partition(":")[2])
+    for expert in components.experts:
+        expert.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+    notes.append(f"APPROXIMATE: First Block Cache, threshold {threshold} (output differs from the exact path)")
+
+
 def prepare(
     config: RunConfig, components: WanComponents, ctx: DistContext, dims: ParallelDims, dtype: torch.dtype,
     attention_shape: tuple[int, int, int, int], notes: list[str],
@@ -51,6 +66,8 @@ def prepare(
     if config.compile:
         for expert in components.experts:
             expert.fuse_qkv_projections()
+    if config.cache != "none":
+        apply_step_cache(components, config.cache, dims, notes)
     mesh = build_mesh(dims, device) if ctx.world_size > 1 else None
     if mesh is not None:
         context_parallelize(components, dims, mesh)
