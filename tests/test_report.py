@@ -128,3 +128,13 @@ def test_impossible_time_is_flagged_in_the_report(tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| too fast"))
     assert "IMPOSSIBLE" in row
+
+
+def test_compare_gates_on_mlperf_latency(tmp_path, capsys):
+    base, new = tmp_path / "base", tmp_path / "new"
+    for folder, p90 in ((base, 50.0), (new, 57.4)):
+        with ResultsStore(folder) as store:
+            store.add_run(_fake_record(60.0, 70.0), "s", "a14b 10 steps", 0)
+            store.add_mlperf("SingleStream", "a14b 720p", {"p90_latency_s": p90}, {}, 0.0)
+    assert main(["compare", str(base), str(new)]) == 1
+    assert "+14.8% p90 latency (50.00 -> 57.40 s)" in capsys.readouterr().out

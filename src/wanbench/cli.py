@@ -204,12 +204,15 @@ def cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
-    from wanbench.analysis.compare import compare
+    from wanbench.analysis.compare import compare, compare_mlperf
     from wanbench.report.write import load_records
+    from wanbench.store import ResultsStore
 
-    base, _ = load_records(args.base)
-    new, _ = load_records(args.new)
+    base, base_folder = load_records(args.base)
+    new, new_folder = load_records(args.new)
     changes = compare(base, new, args.max_slowdown, args.min_seconds, args.max_slowdown, args.min_memory_gb)
+    with ResultsStore(base_folder) as b, ResultsStore(new_folder) as n:
+        changes += compare_mlperf(b.mlperf_results(), n.mlperf_results(), args.max_slowdown, args.min_seconds)
     if not changes:
         raise UserError("no configuration appears in both result sets: compare runs of the same suite")
     for c in changes:

@@ -52,3 +52,27 @@ def compare(
         changes.append(Change(row.label, b, n, time_change, old.peak_gb, row.peak_gb, peak_change,
                               bool(reasons), "; ".join(reasons)))
     return changes
+
+
+def compare_mlperf(base: list[dict[str, Any]], new: list[dict[str, Any]], max_slowdown: float = 0.08,
+                   min_seconds: float = 0.5) -> list[Change]:
+    """MLPerf results matched by scenario and label: p90 latency (SingleStream) or 1 / samples per second."""
+    def seconds(result: dict[str, Any]) -> float | None:
+        f = result["figures"]
+        if result["scenario"] == "SingleStream":
+            return f.get("p90_latency_s")
+        return 1.0 / f["samples_per_second"] if f.get("samples_per_second") else None
+
+    old = {(r["scenario"], r["label"]): r for r in base}
+    changes = []
+    for result in new:
+        match = old.get((result["scenario"], result["label"]))
+        if match is None:
+            continue
+        b, n = seconds(match), seconds(result)
+        change = (n - b) / b if b and n is not None else None
+        bad = change is not None and change > max_slowdown and n - b > min_seconds
+        metric = "p90 latency" if result["scenario"] == "SingleStream" else "seconds per sample"
+        changes.append(Change(f"MLPerf {result['label']}", b, n, change, None, None, None, bad,
+                              f"{change:+.1%} {metric} ({b:.2f} -> {n:.2f} s)" if bad else ""))
+    return changes
