@@ -87,11 +87,8 @@ def forward_part(config, repeats: int, save) -> dict:
     return out
 
 
-def e2e_part(config, repeats: int, steps: int, save) -> dict:
-    """Stock first, then wanbench, each after a 1-step warm-up; saved after each half."""
-    from wanbench.engine.generate import open_session, run_once
-
-    out: dict = {}
+def time_stock(config, repeats: int, steps: int) -> list[float]:
+    """Stock WanPipeline.__call__ end to end (its modules are freed when this returns)."""
     c = build_components(config.preset, "random", torch.device("cuda"), torch.bfloat16, torch.float32,
                          config.shift, config.seed)
     pipe = stock_pipeline(c, config.shift, config.boundary)
@@ -106,9 +103,15 @@ def e2e_part(config, repeats: int, steps: int, save) -> dict:
 
     call(1)
     times, _ = timed(lambda: call(steps), repeats)
-    out["stock"] = {"generation_s": spread(times)}
+    return times
+
+
+def e2e_part(config, repeats: int, steps: int, save) -> dict:
+    """Stock first, then wanbench, each after a 1-step warm-up; saved after each half."""
+    from wanbench.engine.generate import open_session, run_once
+
+    out: dict = {"stock": {"generation_s": spread(time_stock(config, repeats, steps))}}
     save(out)
-    del pipe, c
     torch.cuda.empty_cache()
 
     session = open_session(dataclasses.replace(config, compile=True))
