@@ -1,7 +1,7 @@
 """Approximate modes next to the exact path, in one process: speed-up and fidelity on the same seed.
 
   PYTHONPATH=src python benchmarks/fidelity.py --model a14b --size 480*832 --steps 20 \
-      --modes fbc:0.05 fbc:0.1 --out benchmarks/results/fidelity-h200.json
+      --modes fp8 fbc:0.05 fbc:0.1 --out benchmarks/results/fidelity-h200.json
 For each mode: median step time and generation time (one warm-up run first), relative error of the
 final latents and PSNR of the decoded frames against the exact run.
 """
@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--modes", nargs="+", default=["fbc:0.05", "fbc:0.1"])
+    parser.add_argument("--modes", nargs="+", default=["fp8", "fbc:0.05", "fbc:0.1"], help="fp8 or fbc:T")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     width, height = parse_size(args.size)
@@ -51,7 +51,8 @@ def main() -> int:
     table = [{"mode": "exact", "generation_s": exact_gen, "step_s": exact_step, "speedup": 1.0,
               "latent_rel_error": 0.0, "frames_psnr_db": None}]
     for mode in args.modes:
-        approx, gen, step = measure(dataclasses.replace(base, cache=mode), args.repeats)
+        change = {"fp8": "linear"} if mode == "fp8" else {"cache": mode}
+        approx, gen, step = measure(dataclasses.replace(base, **change), args.repeats)
         table.append({"mode": mode, "generation_s": gen, "step_s": step,
                       "speedup": exact_gen["median"] / gen["median"],
                       "latent_rel_error": relative_error(approx.latents, exact.latents),

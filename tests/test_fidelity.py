@@ -41,3 +41,19 @@ def test_bad_cache_spec_is_refused(spec):
 
     with pytest.raises(UserError, match="--cache"):
         validate(config_for_preset("tiny", cache=spec))
+
+
+def test_fp8_linear_is_close_but_not_exact(tmp_path):
+    from safetensors.torch import load_file
+
+    from wanbench.cli import main
+
+    exact, fp8 = tmp_path / "exact.safetensors", tmp_path / "fp8.safetensors"
+    base = ["generate", "--model", "tiny", "--steps", "3", "--device", "cpu", "--dtype", "bfloat16"]
+    assert main([*base, "--save-latents", str(exact)]) == 0
+    assert main([*base, "--fp8", "linear", "--save-latents", str(fp8), "--json", str(tmp_path / "r.json")]) == 0
+    err = relative_error(load_file(fp8)["latents"], load_file(exact)["latents"])
+    assert 0 < err < 0.2
+    import json
+
+    assert any("FP8" in n for n in json.loads((tmp_path / "r.json").read_text())["notes"])

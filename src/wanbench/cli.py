@@ -37,6 +37,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention", default="auto", help="auto, cudnn, flash, sdpa, efficient or math")
     p.add_argument("--compile", action="store_true", help="fused projections + regional torch.compile")
     p.add_argument("--cache", default="none", help="APPROXIMATE step caching: none or fbc:THRESHOLD")
+    p.add_argument("--fp8", default="none", help="APPROXIMATE: none or linear (FP8 block linear layers)")
     p.add_argument("--output", default="none", help="none, or a path ending in .mp4, .gif or .npy")
     p.add_argument("--json", default=None, help="write the RunResult JSON here")
     p.add_argument("--save-latents", default=None, help="write the final latents (.safetensors)")
@@ -86,6 +87,7 @@ def config_from_args(args: argparse.Namespace):
         "output": args.output,
         "compile": args.compile,
         "cache": args.cache,
+        "fp8": args.fp8,
         "tag": args.tag,
         "parallel": parallel_from_args(args),
     }

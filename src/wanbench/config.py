@@ -277,6 +277,7 @@ class RunConfig:
     attention: str = "auto"  # auto | cudnn | flash | sdpa | efficient | math
     compile: bool = False
     cache: str = "none"  # none | fbc:THRESHOLD (diffusers First Block Cache; approximate, opt-in)
+    fp8: str = "none"  # none | linear (FP8 e4m3 linear layers with per-row scales; approximate, opt-in)
     output: str = "none"  # none | *.mp4 | *.gif | *.npy
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     tag: str = ""
@@ -354,6 +355,10 @@ def validate(config: RunConfig) -> list[str]:
             raise UserError(f"bad --cache {config.cache!r}: use none or fbc:THRESHOLD, e.g. fbc:0.05")
         if config.compile:
             raise UserError("--cache and --compile together are not supported yet: drop one")
+    if config.fp8 not in ("none", "linear"):
+        raise UserError(f"bad --fp8 {config.fp8!r}: use none or linear")
+    if config.fp8 != "none" and "dit" in config.parallel.fsdp:
+        raise UserError("--fp8 with --fsdp dit is not supported: FP8 already halves the expert's memory")
     out = config.output
     if out != "none" and not out.endswith((".mp4", ".gif", ".npy")):
         raise UserError(f"bad --output {out!r}: use none, or a path ending in .mp4, .gif or .npy")

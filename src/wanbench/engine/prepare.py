@@ -2,7 +2,8 @@
 
   1. attention backend (measured choice on CUDA; ring attention needs one that returns the LSE)
   2. fused QKV / KV projections (--compile): one matmul instead of three, same function;
-     or step caching (--cache fbc:T, approximate and opt-in: diffusers' First Block Cache hooks)
+     FP8 linear layers (--fp8 linear, approximate and opt-in: engine/fp8.py);
+     step caching (--cache fbc:T, approximate and opt-in: diffusers' First Block Cache hooks)
   3. context parallelism (Ulysses / ring), then
   4. regional torch.compile of the repeated transformer blocks (--compile), then
   5. FSDP2 of DiT blocks and T5 blocks (--fsdp)            [3-5: engine/parallel.py's order]
@@ -66,6 +67,11 @@ def prepare(
     if config.compile:
         for expert in components.experts:
             expert.fuse_qkv_projections()
+    if config.fp8 == "linear":
+        from wanbench.engine.fp8 import convert_blocks_to_fp8
+
+        swapped = sum(convert_blocks_to_fp8(expert) for expert in components.experts)
+        notes.append(f"APPROXIMATE: {swapped} block linear layers in FP8 e4m3 with per-row scales")
     if config.cache != "none":
         apply_step_cache(components, config.cache, dims, notes)
     mesh = build_mesh(dims, device) if ctx.world_size > 1 else None
