@@ -76,6 +76,11 @@ def test_resume_after_a_runner_crash_redoes_nothing_finished(tmp_path):
     time.sleep(3.0)  # the second configuration's worker is now running (and hanging)
     os.killpg(runner.pid, signal.SIGKILL)
     runner.wait()
+    # The hanging worker must not outlive the crashed runner.
+    deadline = time.time() + 10
+    while time.time() < deadline and worker_processes(out):
+        time.sleep(0.5)
+    assert worker_processes(out) == [], "a worker outlived the crashed runner"
     first = db_rows(out)
     assert len(first) == 1 and first[0][3] == "ok"
 
@@ -86,6 +91,20 @@ def test_resume_after_a_runner_crash_redoes_nothing_finished(tmp_path):
     rows = db_rows(out)
     assert len(rows) == 2 and first[0] in rows
     assert sorted(r["run_id"] for r in jsonl_records(out)) == sorted(r[0] for r in rows)
+
+
+def worker_processes(out) -> list:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if str(out) in " ".join(proc.info["cmdline"] or []) and "wanbench.bench.worker" in " ".join(
+                    proc.info["cmdline"] or []):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
 
 
 def test_a_second_run_into_a_used_folder_needs_resume(smoke_results):

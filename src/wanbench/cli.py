@@ -404,6 +404,12 @@ def quiet_libraries() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from wanbench.launch.distributed import under_torchrun
+
+    if under_torchrun():
+        from wanbench.launch.process import die_with_parent
+
+        die_with_parent()  # a worker outlives neither torchrun nor the wanbench that started it
     quiet_libraries()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -7,11 +7,23 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies, so a crashed runner leaves no orphans."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def kill_tree(pid: int, grace_s: float = 5.0) -> None:
@@ -47,7 +59,8 @@ def run_with_timeout(
     on_start(pid) runs once the process exists; on_tick(elapsed_s) about once a second while it runs.
     """
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr, start_new_session=True,
+                            preexec_fn=die_with_parent)
     try:
         if on_start is not None:
             on_start(proc.pid)
