@@ -56,7 +56,7 @@ def test_single_expert_per_token_timestep_path_matches_stock(monkeypatch):
     monkeypatch.setattr("wanbench.engine.generate.build_components", lambda *a, **k: components)
     ours = generate(config)
     assert ours.result.status == "ok", ours.result.error
-    pipe = stock_pipeline(components, 5.0, None, expand_timesteps=True)
+    pipe = stock_pipeline(components, 5.0, None, expand_timesteps=preset.expand_timesteps)
     stock = pipe(prompt=config.prompt, negative_prompt=config.negative_prompt, height=config.height,
                  width=config.width, num_frames=config.frames, num_inference_steps=config.steps,
                  guidance_scale=config.guidance_high, max_sequence_length=preset.text_encoder.text_len,

@@ -122,7 +122,9 @@ class ModelPreset:
     text_encoder: TextEncoderSpec
     vae: VaeSpec
     sampling: SamplingDefaults
-    expand_timesteps: bool = False  # TI2V-5B: per-token timesteps
+    # TI2V-5B's native per-token timesteps (WanPipeline expand_timesteps); in text-to-video all tokens share
+    # one timestep, so the engine embeds it once per video (same result, tested against the stock path).
+    expand_timesteps: bool = False
 
     @property
     def size_multiple(self) -> int:

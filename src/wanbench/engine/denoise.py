@@ -34,26 +34,20 @@ def plan_steps(
     return plan
 
 
-def per_token_timestep(t: torch.Tensor, latents: torch.Tensor, patch: tuple[int, int, int]) -> torch.Tensor:
-    """TI2V-5B's expanded timestep: one value per video token (WanPipeline's expand_timesteps path)."""
-    mask = torch.ones(latents.shape[2:], dtype=torch.float32, device=latents.device)
-    per_token = (mask[:: patch[0], :: patch[1], :: patch[2]] * t).flatten()
-    return per_token.unsqueeze(0).expand(latents.shape[0], -1)
-
-
 @torch.no_grad()
 def denoise(
     experts: list[torch.nn.Module], scheduler, latents: torch.Tensor, plan: list[StepPlan], predict: Predictor,
-    model_dtype: torch.dtype, timer: StepTimer, expand_timesteps: bool = False, progress: bool = False,
+    model_dtype: torch.dtype, timer: StepTimer, progress: bool = False,
     on_step: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Run every step of `plan`; latents stay fp32 between steps as in WanPipeline."""
     device_timesteps = scheduler.timesteps
-    patch = tuple(experts[0].config.patch_size)
     timer.mark()
     for step in tqdm(plan, desc="denoise", unit="step", disable=not progress, leave=False):
         t = device_timesteps[step.index]
-        timestep = per_token_timestep(t, latents, patch) if expand_timesteps else t.expand(latents.shape[0])
+        # One timestep per video, also for TI2V-5B: in text-to-video every token's timestep is t, so
+        # WanPipeline's per-token path (expand_timesteps) computes the same embedding once per token.
+        timestep = t.expand(latents.shape[0])
         noise = predict(experts[step.expert], latents.to(model_dtype), timestep, step.guidance)
         latents = scheduler.step(noise, t, latents, return_dict=False)[0]
         timer.mark()

@@ -253,7 +253,7 @@ def _run_phases(
     with timer.phase("denoise"):
         latents = denoise(
             components.experts, scheduler, latents, plan, predict, dtype, step_timer,
-            expand_timesteps=preset.expand_timesteps, progress=progress and ctx.is_main, on_step=on_step,
+            progress=progress and ctx.is_main, on_step=on_step,
         )
     result.phases["step_s"] = step_timer.step_seconds()
     generation.latents = latents
