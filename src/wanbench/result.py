@@ -10,7 +10,6 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 PHASES = ("load_s", "compile_s", "text_encode_s", "denoise_s", "vae_decode_s", "save_s")
-STATUSES = ("ok", "failed", "oom", "timeout")
 
 
 @dataclass

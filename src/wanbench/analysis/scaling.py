@@ -31,9 +31,6 @@ class StepFit:
     r2: float | None
     points: int
 
-    def predict(self, steps: float) -> float:
-        return self.fixed_s + self.per_step_s * steps
-
 
 def fit_steps(steps: list[float], seconds: list[float]) -> StepFit | None:
     """Least squares time = fixed + per_step x steps; None with fewer than two distinct step counts."""

@@ -12,7 +12,7 @@ import signal
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -95,7 +95,6 @@ class Generation:
     exception: BaseException | None = None
     latents: torch.Tensor | None = None
     frames: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def classify_failure(exc: BaseException, phase: str | None) -> tuple[str, str]:

@@ -29,9 +29,6 @@ class DistContext:
         return self.rank == 0
 
 
-SINGLE = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-
-
 def init_distributed(device: torch.device, timeout_s: float) -> DistContext:
     """Join the process group (NCCL on GPUs, gloo on CPU) and pick this rank's device."""
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
