@@ -115,10 +115,11 @@ def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
         return launch_generate(args, argv, config)
     from wanbench.engine.generate import generate
 
+    generation = None
     try:
         generation = generate(config, progress=sys.stderr.isatty(), timeout_s=args.timeout)
     finally:
-        shutdown_distributed()
+        shutdown_distributed(clean=generation is not None and generation.result.status == "ok")
     result = generation.result
     rank = int(os.environ.get("RANK", "0"))
     if args.json and rank == 0:
@@ -315,11 +316,12 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    result = None
     try:
         result = run_mlperf(config, args.scenario, prompts, out, args.min_duration, args.min_query_count,
                             args.expected_latency, args.timeout)
     finally:
-        shutdown_distributed()
+        shutdown_distributed(clean=result is not None)
     if not result:
         return 0  # a non-zero rank
     from wanbench.bench.suite import label

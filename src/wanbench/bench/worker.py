@@ -38,6 +38,7 @@ def run_worker(spec: dict) -> int:
 
     if spec.get("mlperf"):
         return run_mlperf_worker(spec, config, pending, is_main)
+    clean = False
     try:
         session = open_session(config, timeout_s=spec["timeout_s"])
         warm_config = dataclasses.replace(config, steps=spec["warmup_steps"] or config.steps)
@@ -56,8 +57,9 @@ def run_worker(spec: dict) -> int:
             if is_main:
                 append_line(pending, {"repeat": repeat, "wall_start": wall_start, "wall_end": time.time(),
                                       "record": record})
+        clean = True
     finally:
-        shutdown_distributed()
+        shutdown_distributed(clean=clean)
     return 0
 
 
@@ -70,11 +72,12 @@ def run_mlperf_worker(spec: dict, config: RunConfig, pending: Path, is_main: boo
     out = pending.with_suffix(".mlperf")
     out.mkdir(parents=True, exist_ok=True)
     wall_start = time.time()
+    result = None
     try:
         result = run_mlperf(config, m["scenario"], load_prompts(m.get("prompts")), out, m["min_duration_s"],
                             m["min_query_count"], m.get("expected_latency_s"), spec["timeout_s"])
     finally:
-        shutdown_distributed()
+        shutdown_distributed(clean=result is not None)
     if is_main and result:
         append_line(pending, {"mlperf": result["loadgen"], "settings": result["settings"], "logs": str(out),
                               "load_s": result["load_s"], "records": result["records"],

@@ -54,9 +54,15 @@ def init_distributed(device: torch.device, timeout_s: float) -> DistContext:
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)
 
 
-def shutdown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown_distributed(clean: bool = True) -> None:
+    """Leave the process group; after a clean run, first wait for every rank (no collective left in flight
+    while another rank tears down, which can abort the process on exit). After a failure, no barrier: a
+    peer may be stuck in a collective, and the launcher's timeout ends it."""
+    if not dist.is_initialized():
+        return
+    if clean:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 _CPU_PATCHED = False
