@@ -25,6 +25,7 @@ from wanbench.analysis.flops import dit_forward_flops, run_flops, video_tokens
 from wanbench.analysis.peaks import peak_tflops
 from wanbench.analysis.stats import summarize
 from wanbench.config import config_for_preset, parse_size
+from wanbench.engine.generate import latent_shape
 from wanbench.measure.env import capture_environment
 from wanbench.models import build_components
 from wanbench.models.components import stock_pipeline
@@ -51,8 +52,7 @@ def forward_part(config, repeats: int, save) -> dict:
     c = build_components(config.preset, "random", device, torch.bfloat16, torch.float32, config.shift, config.seed)
     spec = config.preset.transformer
     gen = torch.Generator(device).manual_seed(0)
-    shape = (1, spec.in_channels, (config.frames - 1) // 4 + 1, config.height // 8, config.width // 8)
-    latents = torch.randn(shape, generator=gen, device=device, dtype=torch.bfloat16)
+    latents = torch.randn(latent_shape(config), generator=gen, device=device, dtype=torch.bfloat16)
     text = torch.randn(1, 512, spec.text_dim, generator=gen, device=device, dtype=torch.bfloat16)
     t = torch.tensor([900], device=device)
     out: dict = {}

@@ -99,19 +99,12 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
-    from wanbench.config import get_preset
-    from wanbench.engine.parallel import validate_parallel_flags
+    from wanbench.engine.parallel import check_runnable
     from wanbench.launch.distributed import shutdown_distributed, under_torchrun
 
-    get_preset(args.model)
     config = config_from_args(args)
-    validate_parallel_flags(config.parallel)
     if (config.parallel.gpus > 1 or config.parallel.nnodes > 1) and not under_torchrun():
-        from wanbench.config import validate
-        from wanbench.engine.parallel import resolve_dims
-
-        validate(config)
-        resolve_dims(config, config.parallel.gpus)  # impossible degrees fail here, before any worker starts
+        check_runnable(config)  # impossible settings fail here, before any worker starts
         return launch_generate(args, argv, config)
     from wanbench.engine.generate import generate
 
@@ -140,6 +133,7 @@ def launch_generate(args: argparse.Namespace, argv: list[str], config) -> int:
     import tempfile
     from pathlib import Path
 
+    from wanbench.launch.process import last_error_line
     from wanbench.launch.torchrun import launch_workers
     from wanbench.result import RunResult
 
@@ -160,19 +154,6 @@ def launch_generate(args: argparse.Namespace, argv: list[str], config) -> int:
         result.error = f"a worker exited with code {done.returncode} (log: {log}): {cause}"
     result.write_json(json_path)
     raise UserError(result.error or "generation failed")
-
-
-def last_error_line(log) -> str:
-    """The most telling line of a worker log: a wanbench error if any, else the last exception line."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return "no log"
-    for marker in ("wanbench: error:", "Error:", "error:"):
-        hits = [line.strip() for line in lines if marker in line]
-        if hits:
-            return hits[-1][:300]
-    return (lines[-1].strip() if lines else "no output")[:300]
 
 
 def print_summary(result) -> None:
@@ -285,7 +266,7 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
     import time
     from pathlib import Path
 
-    from wanbench.engine.parallel import resolve_dims, validate_parallel_flags
+    from wanbench.engine.parallel import check_runnable
     from wanbench.launch.distributed import shutdown_distributed, under_torchrun
     from wanbench.mlperf.run import load_prompts, run_mlperf
 
@@ -293,16 +274,13 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
         raise UserError("accuracy mode needs the trained Wan2.2 weights and VBench, which wanbench does not carry: "
                         "run --performance-only (the default)")
     config = config_from_args(args)
-    validate_parallel_flags(config.parallel)
-    from wanbench.config import validate
-
-    validate(config)
-    resolve_dims(config, config.parallel.gpus)
+    check_runnable(config)
     if args.scenario == "SingleStream" and config.parallel.dp > 1:
         raise UserError("SingleStream runs one sample at a time across all GPUs: --dp is for Offline")
     prompts = load_prompts(args.prompts)
     out = Path(args.out or f"wanbench-results/mlperf-{args.scenario.lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
     if (config.parallel.gpus > 1 or config.parallel.nnodes > 1) and not under_torchrun():
+        from wanbench.launch.process import last_error_line
         from wanbench.launch.torchrun import launch_workers
 
         out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from wanbench.bench.suite import SuiteConfig, expand, label
 from wanbench.config import RunConfig
-from wanbench.launch.process import child_env, free_port, run_with_timeout
+from wanbench.launch.process import child_env, free_port, last_error_line, run_with_timeout
 from wanbench.launch.torchrun import torchrun_command
 from wanbench.measure.sampler import MemorySampler, gpu_used_gb, reduce_window
 from wanbench.result import RunResult
@@ -97,10 +97,9 @@ def classify_worker_exit(timed_out: bool, returncode: int, log: Path, timeout_s:
     text = log.read_text(errors="replace") if log.exists() else ""
     if "out of memory" in text.lower():
         return "oom", f"worker ran out of device memory (log: {log})"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    hint = next((ln for ln in reversed(lines) if "Error" in ln or "error:" in ln), lines[-1] if lines else "")
+    hint = last_error_line(log)
     how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
-    return "failed", f"worker {how} before finishing (log: {log}): {hint[:240]}"
+    return "failed", f"worker {how} before finishing (log: {log}): {hint}"
 
 
 def run_suite(suite: SuiteConfig, out: Path, resume: bool = False, progress: Progress | None = None) -> dict:
@@ -198,18 +197,11 @@ def run_configuration(
 
 def check_config(config: RunConfig) -> str | None:
     """The reason a configuration cannot run, found without starting a worker; None if it can."""
-    import warnings
-
-    from wanbench.config import validate
-    from wanbench.engine.parallel import resolve_dims, validate_parallel_flags
+    from wanbench.engine.parallel import check_runnable
     from wanbench.errors import UserError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            validate(config)
-        validate_parallel_flags(config.parallel)
-        resolve_dims(config, config.parallel.gpus)
+        check_runnable(config)
     except UserError as exc:
         return str(exc)
     return None

@@ -66,18 +66,22 @@ def resolve_device(choice: str) -> torch.device:
     return device
 
 
-def initial_latents(config: RunConfig, device: torch.device) -> torch.Tensor:
-    """Seeded fp32 noise drawn on the CPU, so it is the same on every device and GPU count."""
+def latent_shape(config: RunConfig) -> tuple[int, int, int, int, int]:
+    """[batch, channels, latent frames, latent height, latent width] of one video."""
     preset = config.preset
-    shape = (
+    return (
         1,
         preset.transformer.in_channels,
         (config.frames - 1) // preset.vae.stride_t + 1,
         config.height // preset.vae.stride_hw,
         config.width // preset.vae.stride_hw,
     )
+
+
+def initial_latents(config: RunConfig, device: torch.device) -> torch.Tensor:
+    """Seeded fp32 noise drawn on the CPU, so it is the same on every device and GPU count."""
     generator = torch.Generator("cpu").manual_seed(config.seed)
-    return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+    return randn_tensor(latent_shape(config), generator=generator, device=device, dtype=torch.float32)
 
 
 def attention_shape(config: RunConfig) -> tuple[int, int, int, int]:

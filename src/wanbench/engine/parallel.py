@@ -189,6 +189,22 @@ class ParallelCFG:
         return noise_uncond + guidance * (noise - noise_uncond)
 
 
+def check_runnable(config: RunConfig) -> ParallelDims:
+    """Everything that can be refused before a worker starts (settings, flags, degrees for --gpus).
+
+    Warnings for unofficial settings are left to the run itself, which records them in its notes.
+    """
+    import warnings
+
+    from wanbench.config import validate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        validate(config)
+    validate_parallel_flags(config.parallel)
+    return resolve_dims(config, config.parallel.gpus)
+
+
 def validate_parallel_flags(p: ParallelConfig) -> None:
     if p.gpus < 1:
         raise UserError(f"bad --gpus {p.gpus}: use 1 or more")

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -81,6 +82,19 @@ def run_with_timeout(
         if proc.poll() is None:
             kill_tree(proc.pid)
             proc.wait()
+
+
+def last_error_line(log: Path) -> str:
+    """The most telling line of a worker log: a wanbench error if any, else the last error line, else the last."""
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    for marker in ("wanbench: error:", "Error:", "error:"):
+        hits = [line for line in lines if marker in line]
+        if hits:
+            return hits[-1][:300]
+    return (lines[-1] if lines else "no output")[:300]
 
 
 def free_port() -> int:
