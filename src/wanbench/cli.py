@@ -297,7 +297,7 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
     result = None
     try:
         result = run_mlperf(config, args.scenario, prompts, out, args.min_duration, args.min_query_count,
-                            args.expected_latency, args.timeout)
+                            args.expected_latency, args.timeout, args.warmup_steps)
     finally:
         shutdown_distributed(clean=result is not None)
     if not result:
@@ -347,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--prompts", default=None, help="prompt file, one a line (default: a built-in list)")
     ml.add_argument("--min-duration", type=float, default=60.0, help="LoadGen minimum duration (s)")
     ml.add_argument("--min-query-count", type=int, default=3, help="LoadGen minimum query count")
+    ml.add_argument("--warmup-steps", type=int, default=2, help="steps of one untimed warm-up generation (0 = none)")
     ml.add_argument("--expected-latency", type=float, default=None, help="seconds per sample, a hint to LoadGen")
     ml.add_argument("--performance-only", action="store_true", default=True, help="the only mode (default)")
     ml.add_argument("--accuracy", action="store_true", help="refused: needs trained weights and VBench")

@@ -75,7 +75,8 @@ def run_mlperf_worker(spec: dict, config: RunConfig, pending: Path, is_main: boo
     result = None
     try:
         result = run_mlperf(config, m["scenario"], load_prompts(m.get("prompts")), out, m["min_duration_s"],
-                            m["min_query_count"], m.get("expected_latency_s"), spec["timeout_s"])
+                            m["min_query_count"], m.get("expected_latency_s"), spec["timeout_s"],
+                            (spec["warmup_steps"] or config.steps) if spec["warmup"] else 0)
     finally:
         shutdown_distributed(clean=result is not None)
     if is_main and result:

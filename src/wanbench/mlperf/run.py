@@ -74,13 +74,22 @@ def serve(session, config: RunConfig, prompts: list[str], records: list[dict], c
 
 
 def run_mlperf(config: RunConfig, scenario: str, prompts: list[str], out: Path, min_duration_s: float,
-               min_query_count: int, expected_latency_s: float | None, timeout_s: float) -> dict[str, Any]:
-    """Every rank calls this; rank 0 returns the parsed LoadGen summary and the engine's own records."""
-    from wanbench.engine.generate import open_session
+               min_query_count: int, expected_latency_s: float | None, timeout_s: float,
+               warmup_steps: int = 0) -> dict[str, Any]:
+    """Every rank calls this; rank 0 returns the parsed LoadGen summary and the engine's own records.
+
+    `warmup_steps` > 0 runs one untimed generation of that many steps on every rank before LoadGen
+    starts (MLPerf allows untimed warm-up), so the first query does not pay for kernel selection.
+    """
+    from wanbench.engine.generate import open_session, run_once
 
     session = open_session(config, timeout_s=timeout_s)
     if session.load_failure:
         raise UserError(session.load_failure[1])
+    if warmup_steps > 0:
+        warm = run_once(session, dataclasses.replace(config, steps=warmup_steps))
+        if warm.result.status != "ok":
+            raise UserError(f"the warm-up generation failed: {warm.result.error}")
     is_main = session.ctx.rank == 0
     records: list[dict] = []
     if not is_main:
