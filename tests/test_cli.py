@@ -124,3 +124,13 @@ def test_oom_is_recorded_and_exits_2_with_the_fix(tmp_path, capsys, monkeypatch)
     assert result["status"] == "oom"
     # What was measured before the failure is kept.
     assert result["phases"]["load_s"] > 0 and result["phases"]["text_encode_s"] > 0
+
+
+def test_revision_stamp_wins_over_a_stale_checkout(monkeypatch):
+    from wanbench.measure.env import git_revision
+
+    monkeypatch.setenv("WANBENCH_GIT_COMMIT", "c0ffee")
+    monkeypatch.setenv("WANBENCH_GIT_DIRTY", "0")
+    assert git_revision() == {"commit": "c0ffee", "dirty": False}
+    monkeypatch.delenv("WANBENCH_GIT_COMMIT")
+    assert git_revision()["commit"] != "c0ffee"

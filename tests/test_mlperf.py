@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from wanbench.cli import main
-from wanbench.mlperf.summary import headline, parse_summary
+from wanbench.mlperf.summary import headline, loadgen_figures, parse_summary
 from wanbench.report import write_report
 from wanbench.store import ResultsStore
 
@@ -71,3 +71,17 @@ def test_bench_suite_in_mlperf_mode_stores_loadgen_figures(tmp_path):
         results = store.mlperf_results()
     assert len(results) == 1 and results[0]["figures"]["scenario"] == "SingleStream"
     assert "MLPerf (LoadGen)" in (out / "report" / "report.md").read_text()
+
+
+def test_rates_come_from_the_full_precision_detail_log(tmp_path):
+    # LoadGen's summary rounds a 70 s sample's rate to "0.01"; 2 GPUs / 0.01 would claim 200 GPU-s.
+    (tmp_path / "mlperf_log_summary.txt").write_text(
+        "Scenario : SingleStream\nResult is : INVALID\n90.0th percentile latency (ns) : 69537198392\n"
+        "QPS w/o loadgen overhead        : 0.01\nMean latency (ns)               : 69397629836\n")
+    (tmp_path / "mlperf_log_detail.txt").write_text(
+        ':::MLLOG {"key": "result_qps_without_loadgen_overhead", "value": 0.0144097, "time_ms": 1}\n'
+        ':::MLLOG {"key": "result_query_count", "value": 3, "time_ms": 2}\nnot a log line\n')
+    figures, _ = loadgen_figures(tmp_path, gpus=2)
+    assert figures["samples_per_second"] == 0.0144097 and figures["queries"] == 3
+    assert figures["gpu_seconds_per_video"] == pytest.approx(138.80, abs=0.01)
+    assert figures["p90_latency_s"] == pytest.approx(69.537, abs=1e-3)

@@ -22,7 +22,10 @@ from wanbench.config import get_preset
 
 OTHER_LIMIT_FRACTION = 0.05
 OTHER_LIMIT_S = 0.5
-MEMORY_TIERS_GB = (24, 32, 48, 80, 141)
+# Card classes by the size they are sold as, with the total NVML reports for them in GB of 10^9 bytes,
+# the unit of every memory figure here (an H200 sold as "141 GB" reports 143,771 MiB = 150.8 GB).
+MEMORY_TIERS_GB = (("24 GB (RTX 4090)", 25.8), ("32 GB (RTX 5090)", 34.2), ("48 GB (L40S)", 48.3),
+                   ("80 GB (H100)", 85.5), ("141 GB (H200)", 150.8))
 
 
 @dataclass
@@ -227,14 +230,14 @@ def recommendations(rows: list[ConfigRow]) -> list[str]:
     out.append(f"Cheapest in GPU time: {cheapest.label} — {cheapest.gpu_seconds:.1f} GPU-seconds per video.")
     sized = [r for r in ok if r.peak_gb is not None and not (r.peak_source or "").startswith("host")]
     previous = None
-    for tier in MEMORY_TIERS_GB:
-        fits = [r for r in sized if r.peak_gb <= tier]
+    for card, capacity_gb in MEMORY_TIERS_GB:
+        fits = [r for r in sized if r.peak_gb <= capacity_gb]
         if not fits:
             continue
         best = min(fits, key=lambda r: r.generation.median)
         if best is not previous:
-            out.append(f"Fastest that fits a {tier} GB GPU (peak {best.peak_gb:.1f} GB per GPU): {best.label} — "
-                       f"{best.generation.median:.2f} s per video.")
+            out.append(f"Fastest that fits a {card} card, {capacity_gb:g} GB (peak {best.peak_gb:.1f} GB per GPU): "
+                       f"{best.label} — {best.generation.median:.2f} s per video.")
         previous = best
     return out
 

@@ -96,7 +96,7 @@ def label(config: RunConfig) -> str:
     unit = "CPU proc" if config.device == "cpu" else "GPU"
     parts = [config.model, f"{config.size}x{config.frames}", f"{config.steps} steps", f"{p.gpus} {unit}"]
     if p.gpus > 1 or p.strategy != "auto":
-        parts.append(p.strategy if not (p.cfg_parallel or p.ulysses > 1 or p.ring > 1) else
+        parts.append(_strategy_name(config) if not (p.cfg_parallel or p.ulysses > 1 or p.ring > 1) else
                      "+".join(x for x in (["cfg"] if p.cfg_parallel else []) + ([f"ulysses{p.ulysses}"] if
                               p.ulysses > 1 else []) + ([f"ring{p.ring}"] if p.ring > 1 else [])))
     if p.fsdp:
@@ -108,6 +108,17 @@ def label(config: RunConfig) -> str:
     if config.tag:
         parts.append(config.tag)
     return " | ".join(parts)
+
+
+def _strategy_name(config: RunConfig) -> str:
+    """'auto (cfg 2)': the strategy asked for, and the degrees it resolves to where they can be known."""
+    from wanbench.engine.parallel import resolve_dims
+
+    try:
+        resolved = resolve_dims(config, config.parallel.gpus * config.parallel.nnodes).describe()
+    except UserError:
+        return config.parallel.strategy
+    return f"{config.parallel.strategy} ({resolved})"
 
 
 def load_suite_file(path: str | Path) -> SuiteConfig:

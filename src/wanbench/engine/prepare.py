@@ -8,6 +8,8 @@
   4. regional torch.compile of the repeated transformer blocks (--compile), then
   5. FSDP2 of DiT blocks and T5 blocks (--fsdp)            [3-5: engine/parallel.py's order]
   6. text encoder to the CPU (--t5-cpu), offload (--offload), memory cap (--max-gpu-memory)
+  7. the allocator's cache emptied, so that what FSDP, --t5-cpu and offload freed from the loading
+     high-water mark is given back to the device and NVML's per-GPU memory shows the real footprint
 Each step is a no-op when its flag is off.
 """
 
@@ -91,3 +93,5 @@ def prepare(
     if p.max_gpu_memory_gb:
         cap_device_memory(device, p.max_gpu_memory_gb)
         notes.append(f"device memory capped at {p.max_gpu_memory_gb} GB (after loading)")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -21,7 +21,14 @@ def _version(package: str) -> str | None:
 
 
 def git_revision() -> dict[str, Any]:
-    """Commit and dirty flag of the wanbench source tree (None outside a checkout)."""
+    """Commit and dirty flag of the wanbench source tree (None outside a checkout).
+
+    WANBENCH_GIT_COMMIT wins when set: a copied tree (a device machine) can carry a stale .git, and
+    the stamp written beside the copy is the one that names what actually ran.
+    """
+    if os.environ.get("WANBENCH_GIT_COMMIT"):
+        dirty = os.environ.get("WANBENCH_GIT_DIRTY")
+        return {"commit": os.environ["WANBENCH_GIT_COMMIT"], "dirty": None if dirty is None else dirty == "1"}
     src = Path(__file__).resolve().parents[3]
     try:
         commit = subprocess.run(
@@ -33,10 +40,7 @@ def git_revision() -> dict[str, Any]:
         ).stdout
         return {"commit": commit, "dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):
-        # A copied source tree without .git (e.g. on a device machine) names its revision this way.
-        commit = os.environ.get("WANBENCH_GIT_COMMIT") or None
-        dirty = os.environ.get("WANBENCH_GIT_DIRTY")
-        return {"commit": commit, "dirty": None if dirty is None else dirty == "1"}
+        return {"commit": None, "dirty": None}
 
 
 def driver_version() -> str | None:

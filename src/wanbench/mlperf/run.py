@@ -113,7 +113,7 @@ def _drive_loadgen(session, config, scenario, prompts, out, min_duration_s, min_
                    records) -> dict[str, Any]:
     import mlperf_loadgen as lg
 
-    from wanbench.mlperf.summary import headline, parse_summary
+    from wanbench.mlperf.summary import loadgen_figures
 
     distributed = dist.is_initialized()
     work: queue.Queue = queue.Queue()
@@ -169,11 +169,8 @@ def _drive_loadgen(session, config, scenario, prompts, out, min_duration_s, min_
             _broadcast(None)
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
-    parsed = parse_summary(out / "mlperf_log_summary.txt")
-    figures = headline(parsed)
     gpus = config.parallel.gpus
-    if figures["samples_per_second"]:
-        figures["gpu_seconds_per_video"] = gpus / figures["samples_per_second"]
+    figures, parsed = loadgen_figures(out, gpus)
     return {"loadgen": figures, "loadgen_summary": parsed, "wanbench_latencies_s": latencies,
             "records": records, "load_s": session.load_s, "compile_s": session.compile_s,
             "settings": {"scenario": scenario, "prompts": len(prompts), "gpus": gpus, "dp": session.dims.dp,

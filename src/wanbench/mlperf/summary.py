@@ -1,7 +1,12 @@
-"""Parse LoadGen's mlperf_log_summary.txt into numbers for the results store."""
+"""Parse LoadGen's logs into numbers for the results store.
+
+The summary file rounds rates to two decimals (a 70 s SingleStream sample reads "QPS: 0.01"), so
+rates and counts come from mlperf_log_detail.txt's full-precision `result_*` entries when present.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -26,8 +31,34 @@ def parse_summary(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def headline(parsed: dict[str, Any]) -> dict[str, Any]:
+def parse_detail(path: str | Path) -> dict[str, Any]:
+    """The `:::MLLOG {json}` lines of mlperf_log_detail.txt as key -> value (last one wins)."""
+    out: dict[str, Any] = {}
+    for line in Path(path).read_text(errors="replace").splitlines():
+        if line.startswith(":::MLLOG"):
+            try:
+                entry = json.loads(line[len(":::MLLOG"):])
+            except json.JSONDecodeError:
+                continue
+            out[entry.get("key")] = entry.get("value")
+    return out
+
+
+def loadgen_figures(folder: str | Path, gpus: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(headline figures incl. GPU-seconds per video, the parsed summary) from LoadGen's logs in folder."""
+    folder = Path(folder)
+    parsed = parse_summary(folder / "mlperf_log_summary.txt")
+    detail_path = folder / "mlperf_log_detail.txt"
+    figures = headline(parsed, parse_detail(detail_path) if detail_path.exists() else {})
+    rate = figures["samples_per_second"]
+    figures["gpu_seconds_per_video"] = gpus / rate if rate else None
+    return figures, parsed
+
+
+def headline(parsed: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """The figures users compare: p90 latency (SingleStream), samples per second, validity."""
+    detail = detail or {}
+
     def first(*keys: str):
         return next((parsed[k] for k in keys if k in parsed), None)
 
@@ -41,6 +72,8 @@ def headline(parsed: dict[str, Any]) -> dict[str, Any]:
         "mean_latency_s": first("Mean latency (s)"),
         "min_latency_s": first("Min latency (s)"),
         "max_latency_s": first("Max latency (s)"),
-        "samples_per_second": first("Samples per second", "QPS w/o loadgen overhead"),
-        "queries": first("Query count", "query_count"),
+        "samples_per_second": (detail.get("result_samples_per_second")
+                               or detail.get("result_qps_without_loadgen_overhead")
+                               or first("Samples per second", "QPS w/o loadgen overhead")),
+        "queries": detail.get("result_query_count") or first("Query count", "query_count"),
     }

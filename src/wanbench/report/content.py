@@ -77,7 +77,8 @@ def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plot
 
 def _mlperf(doc: Document, results: list[dict[str, Any]]) -> None:
     doc.add(Heading("MLPerf (LoadGen)"))
-    doc.add(Paragraph("Figures parsed from LoadGen's mlperf_log_summary.txt (performance only: accuracy needs "
+    doc.add(Paragraph("Figures parsed from LoadGen's mlperf_log_summary.txt, rates and query counts from "
+                      "mlperf_log_detail.txt at full precision (performance only: accuracy needs "
                       "the trained weights and VBench). GPU-seconds per video = GPUs / samples per second."))
     doc.add(Table(
         ["Scenario", "Configuration", "Result", "p90 latency", "Mean latency", "Samples/s", "GPU-s per video",
@@ -204,7 +205,8 @@ def _methodology(doc: Document) -> None:
         "+ generation of that repeat.",
         f"Statistics: median with min–max over repeats; coefficient of variation above {CV_LIMIT:.0%} is flagged.",
         "Peak memory per GPU: NVML used memory sampled by the runner (outside the worker), else the torch "
-        "allocator's peak; percent of the GPU's capacity.",
+        "allocator's peak; percent of the GPU's capacity. GB are 10^9 bytes (an H200 sold as 141 GB reports "
+        "150.8 GB; NVML's used memory includes the CUDA context and the allocator's cache).",
         "FLOPs per DiT forward (L video tokens, T=512 text tokens, width d, FFN f, n blocks): "
         "n(12Ld² + 4Td² + 4Ldf) linear + n(4L²d + 4LTd) attention, plus patch/output/text projections; "
         "two forwards per step with classifier-free guidance. MFU = denoise FLOPs / denoise time / GPUs / "

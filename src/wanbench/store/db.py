@@ -189,6 +189,11 @@ class ResultsStore:
                 result_id, scenario, started_at, label, json.dumps(figures), json.dumps(settings)))
         return result_id
 
+    def update_mlperf_figures(self, result_id: str, figures: dict) -> None:
+        """Replace one MLPerf result's figures (after re-reading LoadGen's logs with a fixed parser)."""
+        with self.conn:
+            self.conn.execute("UPDATE mlperf SET figures = ? WHERE result_id = ?", (json.dumps(figures), result_id))
+
     def mlperf_results(self) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT result_id, scenario, started_at, label, figures, settings FROM mlperf "
                                  "ORDER BY started_at")
