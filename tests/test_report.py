@@ -138,3 +138,13 @@ def test_compare_gates_on_mlperf_latency(tmp_path, capsys):
             store.add_mlperf("SingleStream", "a14b 720p", {"p90_latency_s": p90}, {}, 0.0)
     assert main(["compare", str(base), str(new)]) == 1
     assert "+14.8% p90 latency (50.00 -> 57.40 s)" in capsys.readouterr().out
+
+
+def test_plot_legends_keep_what_differs_between_labels():
+    from wanbench.report.plots import distinct_labels
+
+    names = distinct_labels(["a14b | 480*832x81 | 10 steps | 2 GPU | ulysses2",
+                             "a14b | 480*832x81 | 10 steps | 2 GPU | ulysses2 | fsdp dit,t5",
+                             "a14b | 480*832x81 | 10 steps | 1 GPU"])
+    assert list(names.values()) == ["2 GPU | ulysses2", "2 GPU | ulysses2 | fsdp dit,t5", "1 GPU"]
+    assert distinct_labels(["only | one"]) == {"only | one": "only | one"}

@@ -15,9 +15,16 @@ from wanbench.analysis.summary import ConfigRow
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # legends placed outside the axes stay in
     plt.close(fig)
     return path
+
+
+def distinct_labels(labels: list[str]) -> dict[str, str]:
+    """Each label without the ' | ' parts every label shares, so legends name what differs, uncut."""
+    split = {label: label.split(" | ") for label in labels}
+    common = set.intersection(*(set(parts) for parts in split.values())) if len(split) > 1 else set()
+    return {label: " | ".join(p for p in parts if p not in common) or label for label, parts in split.items()}
 
 
 def speedup_plot(rows: list[ConfigRow], path: Path) -> Path | None:
@@ -27,9 +34,10 @@ def speedup_plot(rows: list[ConfigRow], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     top = max(r.gpus for r in scaled)
     ax.plot([1, top], [1, top], "k--", label="ideal (linear)")
+    names = distinct_labels([r.label for r in rows])
     for r in scaled:
         ax.scatter([r.gpus], [r.speedup], s=40)
-        ax.annotate(r.label.split(" | ", 3)[-1][:40], (r.gpus, r.speedup), fontsize=7, xytext=(4, 2),
+        ax.annotate(names[r.label], (r.gpus, r.speedup), fontsize=7, xytext=(4, 2),
                     textcoords="offset points")
     ax.set_xlabel("GPUs")
     ax.set_ylabel("speedup of generation time over 1 GPU")
@@ -41,20 +49,22 @@ def speedup_plot(rows: list[ConfigRow], path: Path) -> Path | None:
 def memory_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
     series = []
     seen = set()
+    names = distinct_labels(sorted({str(r.get("label", r.get("config_key"))) for r in records}))
     for record in records:
         key = record.get("config_key")
         if key in seen or record.get("status") != "ok":
             continue
         seen.add(key)
         memory = record.get("memory") or {}
+        name = names[str(record.get("label", key))]
         for gpu in memory.get("gpus", []):
             s = gpu.get("samples") or {}
             if s.get("t"):
-                series.append((f"{record.get('label', key)[:50]} GPU {gpu['index']}", s["t"], s["used_gb"], "GB"))
+                series.append((f"{name} GPU {gpu['index']}", s["t"], s["used_gb"], "GB"))
         if not memory.get("gpus"):
             s = (memory.get("host_rss") or {}).get("samples") or {}
             if s.get("t"):
-                series.append((f"{record.get('label', key)[:50]} host RSS", s["t"], s["rss_gb"], "GB"))
+                series.append((f"{name} host RSS", s["t"], s["rss_gb"], "GB"))
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -63,7 +73,7 @@ def memory_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
     ax.set_xlabel("seconds since the run started")
     ax.set_ylabel("memory in use (GB)")
     ax.set_title("Memory over time (one run per configuration)")
-    ax.legend(fontsize=6, loc="best")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 
@@ -85,10 +95,11 @@ def phase_plot(rows: list[ConfigRow], records: dict[str, list[dict[str, Any]]], 
             values.append(max(0.0, statistics.median(vals)) if vals else 0.0)
         ax.barh(range(len(ok_rows)), values, left=lefts, label=phase.removesuffix("_s"))
         lefts = [a + b for a, b in zip(lefts, values, strict=True)]
-    ax.set_yticks(range(len(ok_rows)), [r.label[:60] for r in ok_rows], fontsize=7)
+    names = distinct_labels([r.label for r in ok_rows])
+    ax.set_yticks(range(len(ok_rows)), [names[r.label] for r in ok_rows], fontsize=7)
     ax.set_xlabel("seconds (median over repeats)")
     ax.set_title("Where the time goes")
-    ax.legend(fontsize=7, ncol=4)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 
