@@ -116,3 +116,44 @@ def test_missing_t5_file_and_unknown_folder(official_folder, tmp_path):
         load(tmp_path)
     with pytest.raises(UserError, match=r"no such folder"):
         load(tmp_path / "nope")
+
+
+def test_seeded_random_weights_depend_on_seed_and_name_only():
+    from wanbench.models.seeded_init import seeded_values
+
+    cpu = torch.device("cpu")
+    a = seeded_values("transformer.blocks.0.ffn.net.0.proj.weight", (64, 32), torch.float32, cpu, seed=7)
+    assert torch.equal(a, seeded_values("transformer.blocks.0.ffn.net.0.proj.weight", (64, 32), torch.float32,
+                                        cpu, seed=7))
+    assert not torch.equal(a, seeded_values("transformer.blocks.1.ffn.net.0.proj.weight", (64, 32), torch.float32,
+                                            cpu, seed=7))
+    assert not torch.equal(a, seeded_values("transformer.blocks.0.ffn.net.0.proj.weight", (64, 32), torch.float32,
+                                            cpu, seed=8))
+    # PyTorch's Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in 32 -> bound 0.1768
+    assert a.abs().max() <= 32 ** -0.5 and a.abs().max() > 0.9 * 32 ** -0.5
+    # diffusers fuses q, k, v by concatenation: the fused weight is made of the parts' values
+    q, k, v = (seeded_values(f"t.blocks.0.attn1.{n}.weight", (8, 8), torch.float32, cpu, 1) for n in ("to_q", "to_k",
+                                                                                                       "to_v"))
+    fused = seeded_values("t.blocks.0.attn1.to_qkv.weight", (24, 8), torch.float32, cpu, 1)
+    assert torch.equal(fused, torch.cat([q, k, v]))
+
+
+def test_deferred_modules_stay_on_meta_until_filled_and_then_match():
+    from wanbench.models.random_init import build_random
+    from wanbench.models.seeded_init import fill_sharded_
+
+    preset, cpu = get_preset("tiny"), torch.device("cpu")
+    whole = build_random(preset, cpu, torch.bfloat16, torch.float32, 12.0, seed=3)
+    deferred = build_random(preset, cpu, torch.bfloat16, torch.float32, 12.0, seed=3,
+                            defer=frozenset({"transformer"}))
+    assert deferred.unfilled == ("transformer",)
+    assert all(p.is_meta for p in deferred.transformer.parameters())
+    assert not any(p.is_meta for p in deferred.transformer_2.parameters())
+    assert_same_weights(whole.transformer_2, deferred.transformer_2)
+    for name in deferred.unfilled:  # without FSDP the "shard" is the whole tensor
+        fill_sharded_(getattr(deferred, name), cpu, 3, name)
+    assert_same_weights(whole.transformer, deferred.transformer)
+    assert_same_weights(whole.text_encoder, deferred.text_encoder)
+    assert deferred.text_encoder.shared.weight is deferred.text_encoder.encoder.embed_tokens.weight
+    rope = dict(whole.transformer.named_buffers())
+    assert all(torch.equal(rope[n], b) for n, b in deferred.transformer.named_buffers())

@@ -35,7 +35,7 @@ from wanbench.engine.parallel import (
     resolve_dims,
     validate_parallel_flags,
 )
-from wanbench.engine.prepare import prepare
+from wanbench.engine.prepare import prepare, sharded_modules
 from wanbench.engine.text import encode_prompts
 from wanbench.errors import UserError
 from wanbench.launch.distributed import DistContext, init_distributed, under_torchrun
@@ -206,7 +206,8 @@ def run_once(
 def _load(config: RunConfig, ctx: DistContext, dims: ParallelDims, notes: list[str]) -> WanComponents:
     dtype, vae_dtype = torch_dtype(config.dtype), torch_dtype(config.vae_dtype)
     components = build_components(
-        config.preset, config.weights, ctx.device, dtype, vae_dtype, config.shift, config.seed
+        config.preset, config.weights, ctx.device, dtype, vae_dtype, config.shift, config.seed,
+        defer=sharded_modules(dims, ctx.world_size),
     )
     prepare(config, components, ctx, dims, dtype, attention_shape(config), notes)
     return components

@@ -6,7 +6,8 @@
      step caching (--cache fbc:T, approximate and opt-in: diffusers' First Block Cache hooks)
   3. context parallelism (Ulysses / ring), then
   4. regional torch.compile of the repeated transformer blocks (--compile), then
-  5. FSDP2 of DiT blocks and T5 blocks (--fsdp)            [3-5: engine/parallel.py's order]
+  5. FSDP2 of DiT blocks and T5 blocks (--fsdp)            [3-5: engine/parallel.py's order];
+     random weights of sharded modules are filled only now, shard by shard (models/seeded_init.py)
   6. text encoder to the CPU (--t5-cpu), offload (--offload), memory cap (--max-gpu-memory)
   7. the allocator's cache emptied, so that what FSDP, --t5-cpu and offload freed from the loading
      high-water mark is given back to the device and NVML's per-GPU memory shows the real footprint
@@ -60,6 +61,19 @@ def apply_step_cache(components: WanComponents, spec: str, dims: ParallelDims, n
     notes.append(f"APPROXIMATE: First Block Cache, threshold {threshold} (output differs from the exact path)")
 
 
+def sharded_modules(dims: ParallelDims, world_size: int) -> frozenset[str]:
+    """The experts FSDP will shard in this run: random weights leave them unfilled until it has."""
+    return frozenset({"transformer", "transformer_2"}) if dims.fsdp_dit and world_size > 1 else frozenset()
+
+
+def fill_unfilled(components: WanComponents, device: torch.device, seed: int) -> None:
+    from wanbench.models.seeded_init import fill_sharded_
+
+    for name in components.unfilled:
+        fill_sharded_(getattr(components, name), device, seed, name)
+    components.unfilled = ()
+
+
 def prepare(
     config: RunConfig, components: WanComponents, ctx: DistContext, dims: ParallelDims, dtype: torch.dtype,
     attention_shape: tuple[int, int, int, int], notes: list[str],
@@ -84,6 +98,7 @@ def prepare(
         notes.append("compiled: fused QKV projections, regional torch.compile of the transformer blocks")
     if mesh is not None:
         fsdp_shard(components, dims, mesh)
+        fill_unfilled(components, device, config.seed)
         components.mesh = mesh  # type: ignore[attr-defined]
     if p.t5_cpu:
         components.text_encoder.to("cpu")

@@ -23,6 +23,8 @@ class WanComponents:
     scheduler: UniPCMultistepScheduler
     weights: str  # "random", "diffusers:<path>" or "official:<path>"
     notes: list[str] = field(default_factory=list)
+    # Modules left on the meta device (random weights under FSDP), filled once sharded: see engine/prepare.py.
+    unfilled: tuple[str, ...] = ()
 
     @property
     def experts(self) -> list[WanTransformer3DModel]:
@@ -56,13 +58,17 @@ def detect_layout(path: Path) -> str:
 
 def build_components(
     preset: ModelPreset, weights: str, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype,
-    shift: float, seed: int = 0,
+    shift: float, seed: int = 0, defer: frozenset[str] = frozenset(),
 ) -> WanComponents:
-    """Build every module on `device`: the one place that knows about weight sources."""
+    """Build every module on `device`: the one place that knows about weight sources.
+
+    `defer` names modules FSDP will shard; random weights leave them unfilled until then (checkpoints
+    are loaded whole, as before).
+    """
     if weights == "random":
         from wanbench.models.random_init import build_random
 
-        return build_random(preset, device, dtype, vae_dtype, shift, seed)
+        return build_random(preset, device, dtype, vae_dtype, shift, seed, defer)
     path = Path(weights).expanduser()
     layout = detect_layout(path)
     if layout == "diffusers":

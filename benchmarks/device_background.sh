@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs longer than one 10-minute device call: start a job in its own process session (it outlives the
+# call while the machine stays held), then poll it from follow-up calls issued within the warm window.
+#   bash benchmarks/device_background.sh start NAME 'COMMAND ...'   # returns at once
+#   bash benchmarks/device_background.sh wait NAME [SECONDS]         # waits up to SECONDS (default 570),
+#                                                                    # then copies /tmp/bg/NAME.tgz to $OUT
+# COMMAND writes its results under /tmp/bg/NAME (exported as BG_DIR); its log is /tmp/bg/NAME/job.log.
+source benchmarks/device_preamble.sh
+action=${1:?start|wait}; name=${2:?NAME}; dir=/tmp/bg/$name
+case "$action" in
+  start)
+    mkdir -p "$dir"
+    BG_DIR=$dir setsid nohup bash -c "source benchmarks/device_preamble.sh; export BG_DIR=$dir; $3; echo \$? > $dir/rc" \
+      > "$dir/job.log" 2>&1 < /dev/null &
+    echo "started $name (pid $!)" ;;
+  wait)
+    deadline=$((SECONDS + ${3:-570}))
+    while [ ! -f "$dir/rc" ] && [ $SECONDS -lt $deadline ]; do sleep 5; done
+    tail -5 "$dir/job.log"
+    if [ -f "$dir/rc" ]; then echo "done: rc $(cat "$dir/rc")"; else echo "still running"; fi
+    tar czf "$OUT/$name.tgz" -C /tmp/bg "$name" ;;
+esac
