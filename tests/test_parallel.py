@@ -119,3 +119,18 @@ def test_a_dying_or_hanging_rank_ends_the_run_cleanly(tmp_path, fault, status, m
 def test_torch_device_count_untouched_in_single_process():
     # The CPU context-parallel shim is applied only inside gloo workers.
     assert torch.accelerator.device_count() == 0
+
+
+def test_fsdp_loads_a_checkpoint_into_host_memory_and_matches_single_process(tmp_path, tiny_components):
+    # Under --fsdp dit the experts are read into host memory and fully_shard moves them to the device
+    # block by block; the result must be the single-process one from the same folder.
+    from checkpoints import write_official_folder
+
+    folder = str(write_official_folder(tiny_components, tmp_path / "official"))
+    proc, single, _ = run_cli(["--weights", folder], tmp_path, "single")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc, sharded, _ = run_cli(["--weights", folder, "--gpus", "2", "--ulysses", "2", "--fsdp", "dit"], tmp_path,
+                               "fsdp")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ref, ours = load_file(single)["latents"], load_file(sharded)["latents"]
+    assert ((ours - ref).norm() / ref.norm()).item() < 1e-5

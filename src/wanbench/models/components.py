@@ -62,8 +62,9 @@ def build_components(
 ) -> WanComponents:
     """Build every module on `device`: the one place that knows about weight sources.
 
-    `defer` names modules FSDP will shard; random weights leave them unfilled until then (checkpoints
-    are loaded whole, as before).
+    `defer` names the experts FSDP will shard, so that no GPU holds one whole: random weights leave them
+    on the meta device until then; checkpoint weights are loaded into host memory, and FSDP2's
+    fully_shard moves them to the GPU block by block as it shards them.
     """
     if weights == "random":
         from wanbench.models.random_init import build_random
@@ -71,13 +72,14 @@ def build_components(
         return build_random(preset, device, dtype, vae_dtype, shift, seed, defer)
     path = Path(weights).expanduser()
     layout = detect_layout(path)
+    expert_device = torch.device("cpu") if defer else device
     if layout == "diffusers":
         from wanbench.models.diffusers_dir import load_diffusers
 
-        return load_diffusers(preset, path, device, dtype, vae_dtype, shift)
+        return load_diffusers(preset, path, device, dtype, vae_dtype, shift, expert_device)
     from wanbench.models.official import load_official
 
-    return load_official(preset, path, device, dtype, vae_dtype, shift)
+    return load_official(preset, path, device, dtype, vae_dtype, shift, expert_device)
 
 
 def stock_pipeline(components: WanComponents, shift: float, boundary: float | None, expand_timesteps: bool = False):

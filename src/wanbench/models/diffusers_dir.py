@@ -33,7 +33,7 @@ def _load(cls, path: Path, subfolder: str, device: torch.device, dtype: torch.dt
 
 def load_diffusers(
     preset: ModelPreset, path: Path, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype,
-    shift: float,
+    shift: float, expert_device: torch.device | None = None,
 ) -> WanComponents:
     index = json.loads(require_file(path / "model_index.json", "pipeline index").read_text())
     has_second = bool(index.get("transformer_2")) and index["transformer_2"][0] is not None
@@ -43,8 +43,9 @@ def load_diffusers(
             f"{preset.name} expects {'two' if preset.two_experts else 'one'}: pick the matching --model"
         )
     require_file(path / "tokenizer" / "tokenizer_config.json", "tokenizer")
-    transformer = _load(WanTransformer3DModel, path, "transformer", device, dtype)
-    transformer_2 = _load(WanTransformer3DModel, path, "transformer_2", device, dtype) if has_second else None
+    expert_device = expert_device or device
+    transformer = _load(WanTransformer3DModel, path, "transformer", expert_device, dtype)
+    transformer_2 = _load(WanTransformer3DModel, path, "transformer_2", expert_device, dtype) if has_second else None
     text_encoder = _load(UMT5EncoderModel, path, "text_encoder", device, dtype)
     return WanComponents(
         tokenizer=AutoTokenizer.from_pretrained(str(path / "tokenizer")),

@@ -123,7 +123,7 @@ def load_vae(path: Path, preset: ModelPreset, device: torch.device, dtype: torch
 
 def load_official(
     preset: ModelPreset, path: Path, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype,
-    shift: float,
+    shift: float, expert_device: torch.device | None = None,
 ) -> WanComponents:
     if not preset.two_experts:
         raise UserError(f"official-layout loading covers T2V-A14B; for {preset.name} use a diffusers folder")
@@ -134,8 +134,8 @@ def load_official(
     return WanComponents(
         tokenizer=AutoTokenizer.from_pretrained(str(path / TOKENIZER_DIR)),
         text_encoder=load_text_encoder(path, preset.text_encoder, device, dtype),
-        transformer=load_expert(path / "high_noise_model", preset.transformer, device, dtype),
-        transformer_2=load_expert(path / "low_noise_model", preset.transformer, device, dtype),
+        transformer=load_expert(path / "high_noise_model", preset.transformer, expert_device or device, dtype),
+        transformer_2=load_expert(path / "low_noise_model", preset.transformer, expert_device or device, dtype),
         vae=load_vae(path, preset, device, vae_dtype),
         scheduler=make_scheduler(shift),
         weights=f"official:{path}",
