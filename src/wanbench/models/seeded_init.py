@@ -17,8 +17,11 @@ import torch
 
 # diffusers' fuse_projections concatenates these along dim 0; the fused weight is built from its parts
 # so that fusing before or after filling gives the same function.
-FUSED_PARTS = {"to_qkv": ("to_q", "to_k", "to_v"), "to_kv": ("to_k", "to_v"), "to_added_kv": ("add_k_proj",
-                                                                                           "add_v_proj")}
+FUSED_PARTS = {
+    "to_qkv": ("to_q", "to_k", "to_v"),
+    "to_kv": ("to_k", "to_v"),
+    "to_added_kv": ("add_k_proj", "add_v_proj"),
+}
 EMBEDDING_NAMES = ("shared", "embed_tokens", "relative_attention_bias")
 
 
