@@ -148,3 +148,18 @@ def test_plot_legends_keep_what_differs_between_labels():
                              "a14b | 480*832x81 | 10 steps | 1 GPU"])
     assert list(names.values()) == ["2 GPU | ulysses2", "2 GPU | ulysses2 | fsdp dit,t5", "1 GPU"]
     assert distinct_labels(["only | one"]) == {"only | one": "only | one"}
+
+
+def test_allocator_peaks_are_the_busiest_rank_of_each_phase():
+    from wanbench.analysis.summary import make_row
+
+    runs = []
+    for denoise in ((41.5, 40.0), (41.0, 43.25)):  # two runs, two ranks each
+        record = _fake_record(30.0, 50.0, gpus=2)
+        record["memory"]["ranks"] = [{"max_allocated_gb": 50.0, "phase_peak_allocated_gb": {"load": 30.0,
+                                                                                            "denoise": d}}
+                                     for d in denoise]
+        runs.append(record)
+    row = make_row(runs)
+    assert row.denoise_allocated_gb == 43.25 and row.load_allocated_gb == 30.0
+    assert make_row([_fake_record(30.0, 50.0)]).denoise_allocated_gb is None

@@ -59,6 +59,9 @@ class ConfigRow:
     efficiency_words: str | None = None
     baseline_label: str | None = None
     run_ids: list[str] = field(default_factory=list)
+    # torch allocator peaks per GPU (largest rank): what tensors needed, without the allocator's cache
+    load_allocated_gb: float | None = None
+    denoise_allocated_gb: float | None = None
 
     @property
     def peak_pct(self) -> float | None:
@@ -113,6 +116,14 @@ def _peak(records: list[dict[str, Any]]) -> tuple[float | None, str | None, floa
     return None, None, None, None
 
 
+def _allocated(records: list[dict[str, Any]], phase: str) -> float | None:
+    """The largest torch allocator peak of one phase on any rank of any run (GB)."""
+    values = [x.get("phase_peak_allocated_gb", {}).get(phase) for r in records
+              for x in (r.get("memory") or {}).get("ranks", [])]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
 def make_row(records: list[dict[str, Any]], peak_override: float | None = None) -> ConfigRow:
     first = records[0]
     config = first["config"]
@@ -138,6 +149,7 @@ def make_row(records: list[dict[str, Any]], peak_override: float | None = None) 
         peak_gb=peak_gb, peak_source=source, avg_gb=avg_gb, capacity_gb=capacity,
         mfu=None, implied_tflops_per_gpu=None, verdict="unknown",
         run_ids=[r.get("run_id", "") for r in records],
+        load_allocated_gb=_allocated(ok, "load"), denoise_allocated_gb=_allocated(ok, "denoise"),
     )
     _judge(row, config, peak_override)
     _flag(row, ok)

@@ -128,10 +128,14 @@ def _steps(doc: Document, analysis: dict[str, Any], plots: dict[str, Any]) -> No
 def _memory(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:
     doc.add(Heading("Memory"))
     doc.add(Table(
-        ["Configuration", "Peak per GPU", "Average per GPU", "Capacity", "Source"],
+        ["Configuration", "Peak per GPU", "Average per GPU", "Capacity", "Source", "Allocated at loading",
+         "Allocated in denoise"],
         [[r.label, fmt(r.peak_gb, ".1f", " GB"), fmt(r.avg_gb, ".1f", " GB"), fmt(r.capacity_gb, ".0f", " GB"),
-          r.peak_source or "—"] for r in rows],
+          r.peak_source or "—", fmt(r.load_allocated_gb, ".1f", " GB"), fmt(r.denoise_allocated_gb, ".1f", " GB")]
+         for r in rows],
     ))
+    doc.add(Paragraph("Allocated: the torch allocator's peak on the busiest GPU, what the tensors needed; NVML's "
+                      "figure adds the CUDA context and the allocator's cache."))
     if plots.get("memory"):
         doc.add(Image(plots["memory"], "Memory in use over time, per GPU (host RSS where no GPU was used)"))
 
