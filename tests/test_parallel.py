@@ -43,6 +43,8 @@ def reference(tmp_path_factory):
         "--gpus 2 --ring 2",
         "--gpus 2 --ulysses 2 --fsdp dit,t5",
         "--gpus 4 --strategy hybrid",
+        "--cfg-batch",
+        "--gpus 2 --ulysses 2 --cfg-batch",
     ],
 )
 def test_strategy_matches_single_process(reference, tmp_path, flags):
@@ -76,6 +78,8 @@ def test_offload_matches_single_process(reference, tmp_path, mode):
         ("--gpus 2 --strategy none", "--strategy none runs on one rank"),
         ("--gpus 2 --cfg-parallel --guidance 1", "needs classifier-free guidance"),
         ("--gpus 2 --strategy sideways", "bad --strategy"),
+        ("--gpus 2 --cfg-batch", "CFG parallel splits them across ranks"),
+        ("--cfg-batch --cache fbc:0.05", "which --cfg-batch merges"),
     ],
 )
 def test_impossible_parallel_settings_are_refused_up_front(capsys, flags, message):

@@ -36,6 +36,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--attention", default="auto", help="auto, cudnn, flash, sdpa, efficient or math")
     p.add_argument("--compile", action="store_true", help="fused projections + regional torch.compile")
+    p.add_argument("--cfg-batch", action="store_true",
+                   help="cond and uncond as one batch of two per forward (same math, fewer, larger kernels)")
     p.add_argument("--cache", default="none", help="APPROXIMATE step caching: none or fbc:THRESHOLD")
     p.add_argument("--fp8", default="none", help="APPROXIMATE: none or linear (FP8 block linear layers)")
     p.add_argument("--output", default="none", help="none, or a path ending in .mp4, .gif or .npy")
@@ -86,6 +88,7 @@ def config_from_args(args: argparse.Namespace):
         "attention": args.attention,
         "output": args.output,
         "compile": args.compile,
+        "cfg_batch": args.cfg_batch,
         "cache": args.cache,
         "fp8": args.fp8,
         "tag": args.tag,

@@ -278,6 +278,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     attention: str = "auto"  # auto | cudnn | flash | sdpa | efficient | math
     compile: bool = False
+    cfg_batch: bool = False  # cond and uncond as one batch of two per forward (same math; opt-in until measured)
     cache: str = "none"  # none | fbc:THRESHOLD (diffusers First Block Cache; approximate, opt-in)
     fp8: str = "none"  # none | linear (FP8 e4m3 linear layers with per-row scales; approximate, opt-in)
     output: str = "none"  # none | *.mp4 | *.gif | *.npy
@@ -357,6 +358,8 @@ def validate(config: RunConfig) -> list[str]:
             raise UserError(f"bad --cache {config.cache!r}: use none or fbc:THRESHOLD, e.g. fbc:0.05")
         if config.compile:
             raise UserError("--cache and --compile together are not supported yet: drop one")
+        if config.cfg_batch:
+            raise UserError("--cache keeps state per guidance branch, which --cfg-batch merges: drop one")
     if config.fp8 not in ("none", "linear"):
         raise UserError(f"bad --fp8 {config.fp8!r}: use none or linear")
     if config.fp8 != "none" and "dit" in config.parallel.fsdp:

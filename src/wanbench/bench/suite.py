@@ -101,6 +101,8 @@ def label(config: RunConfig) -> str:
                               p.ulysses > 1 else []) + ([f"ring{p.ring}"] if p.ring > 1 else [])))
     if p.fsdp:
         parts.append("fsdp " + ",".join(p.fsdp))
+    if config.cfg_batch:
+        parts.append("cfg-batch")
     if p.offload != "none":
         parts.append(f"offload {p.offload}")
     if p.max_gpu_memory_gb:

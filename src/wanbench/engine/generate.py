@@ -26,7 +26,7 @@ from wanbench.analysis.plausibility import judge
 from wanbench.config import RunConfig, validate
 from wanbench.engine.decode import decode_latents, video_to_frames
 from wanbench.engine.denoise import denoise, plan_steps
-from wanbench.engine.guidance import SequentialCFG
+from wanbench.engine.guidance import BatchedCFG, SequentialCFG
 from wanbench.engine.output import save_frames
 from wanbench.engine.parallel import (
     ParallelCFG,
@@ -240,6 +240,8 @@ def _run_phases(
         )
     if dims.cfg == 2:
         predict = ParallelCFG(embeds[:1], embeds[1:2], components.mesh)  # type: ignore[attr-defined]
+    elif config.cfg_batch and use_cfg:
+        predict = BatchedCFG(embeds[:1], embeds[1:2])
     else:
         predict = SequentialCFG(embeds[:1], embeds[1:2] if use_cfg else None)
 

@@ -1,7 +1,8 @@
 """Noise prediction with classifier-free guidance for one expert and one step.
 
-The single-process predictor runs the conditional and unconditional forwards one after the other;
-parallel strategies (engine/parallel.py) substitute their own predictor with the same call.
+The single-process predictor runs the conditional and unconditional forwards one after the other
+(or, with --cfg-batch, as one batch of two); parallel strategies (engine/parallel.py) substitute their
+own predictor with the same call.
 """
 
 from __future__ import annotations
@@ -23,6 +24,22 @@ class SequentialCFG:
         if self.uncond is None:
             return noise
         noise_uncond = branch(model, "uncond", latent_input, timestep, self.uncond)
+        return noise_uncond + guidance * (noise - noise_uncond)
+
+
+class BatchedCFG:
+    """cond and uncond as one batch of two: one forward per step (and, under Ulysses, one set of
+    all-to-alls) instead of two. Same math; matmul kernels may round differently at twice the rows."""
+
+    def __init__(self, cond: torch.Tensor, uncond: torch.Tensor) -> None:
+        self.embeds = torch.cat([cond, uncond])
+
+    def __call__(
+        self, model: torch.nn.Module, latent_input: torch.Tensor, timestep: torch.Tensor, guidance: float
+    ) -> torch.Tensor:
+        both = model(hidden_states=torch.cat([latent_input, latent_input]), timestep=timestep.repeat(2),
+                     encoder_hidden_states=self.embeds, return_dict=False)[0]
+        noise, noise_uncond = both.chunk(2)
         return noise_uncond + guidance * (noise - noise_uncond)
 
 

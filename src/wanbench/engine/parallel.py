@@ -110,6 +110,9 @@ def check_dims(dims: ParallelDims, config: RunConfig) -> None:
         raise UserError("CFG parallel splits the two guidance branches: its degree is 1 or 2")
     if dims.cfg == 2 and config.guidance_high <= 1.0:
         raise UserError("--cfg-parallel needs classifier-free guidance (--guidance > 1)")
+    if dims.cfg == 2 and config.cfg_batch:
+        raise UserError("--cfg-batch batches both guidance branches on each rank, CFG parallel splits them "
+                        "across ranks: use --ulysses/--ring, or drop --cfg-batch")
     heads = config.preset.transformer.num_attention_heads
     if heads % dims.ulysses:
         raise UserError(f"--ulysses {dims.ulysses} must divide the {heads} attention heads of {config.model}")
