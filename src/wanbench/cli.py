@@ -38,6 +38,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="fused projections + regional torch.compile")
     p.add_argument("--cfg-batch", action="store_true",
                    help="cond and uncond as one batch of two per forward (same math, fewer, larger kernels)")
+    p.add_argument("--vae-pipeline", action="store_true",
+                   help="multi-GPU: VAE decode as a layer pipeline over ranks 0 and 1 (same math)")
     p.add_argument("--cache", default="none", help="APPROXIMATE step caching: none or fbc:THRESHOLD")
     p.add_argument("--fp8", default="none", help="APPROXIMATE: none or linear (FP8 block linear layers)")
     p.add_argument("--output", default="none", help="none, or a path ending in .mp4, .gif or .npy")
@@ -89,6 +91,7 @@ def config_from_args(args: argparse.Namespace):
         "output": args.output,
         "compile": args.compile,
         "cfg_batch": args.cfg_batch,
+        "vae_pipeline": args.vae_pipeline,
         "cache": args.cache,
         "fp8": args.fp8,
         "tag": args.tag,

@@ -279,6 +279,7 @@ class RunConfig:
     attention: str = "auto"  # auto | cudnn | flash | sdpa | efficient | math
     compile: bool = False
     cfg_batch: bool = False  # cond and uncond as one batch of two per forward (same math; opt-in until measured)
+    vae_pipeline: bool = False  # VAE decode as a 2-rank layer pipeline (same math; opt-in until measured)
     cache: str = "none"  # none | fbc:THRESHOLD (diffusers First Block Cache; approximate, opt-in)
     fp8: str = "none"  # none | linear (FP8 e4m3 linear layers with per-row scales; approximate, opt-in)
     output: str = "none"  # none | *.mp4 | *.gif | *.npy

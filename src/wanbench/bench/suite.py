@@ -103,6 +103,8 @@ def label(config: RunConfig) -> str:
         parts.append("fsdp " + ",".join(p.fsdp))
     if config.cfg_batch:
         parts.append("cfg-batch")
+    if config.vae_pipeline:
+        parts.append("vae-pipeline")
     if p.offload != "none":
         parts.append(f"offload {p.offload}")
     if p.max_gpu_memory_gb:

@@ -8,14 +8,19 @@ from diffusers import AutoencoderKLWan
 from diffusers.video_processor import VideoProcessor
 
 
-@torch.no_grad()
-def decode_latents(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
-    """Latents (fp32, normalised) -> video tensor [B, C, F, H, W] in [-1, 1]."""
+def normalised_to_vae_input(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
+    """Undo the latents' normalisation (as WanPipeline), on the VAE's device and in its dtype."""
     latents = latents.to(next(vae.parameters()).device, dtype=vae.dtype)
     z_dim = vae.config.z_dim
     mean = torch.tensor(vae.config.latents_mean).view(1, z_dim, 1, 1, 1).to(latents.device, latents.dtype)
     inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z_dim, 1, 1, 1).to(latents.device, latents.dtype)
-    return vae.decode(latents / inv_std + mean, return_dict=False)[0]
+    return latents / inv_std + mean
+
+
+@torch.no_grad()
+def decode_latents(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
+    """Latents (fp32, normalised) -> video tensor [B, C, F, H, W] in [-1, 1]."""
+    return vae.decode(normalised_to_vae_input(vae, latents), return_dict=False)[0]
 
 
 def video_to_frames(video: torch.Tensor, vae_scale_factor: int) -> np.ndarray:

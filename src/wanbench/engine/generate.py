@@ -37,6 +37,7 @@ from wanbench.engine.parallel import (
 )
 from wanbench.engine.prepare import prepare, sharded_modules
 from wanbench.engine.text import encode_prompts
+from wanbench.engine.vae_pipeline import decode_pipelined
 from wanbench.errors import UserError
 from wanbench.launch.distributed import DistContext, init_distributed, under_torchrun
 from wanbench.measure.env import capture_environment
@@ -264,10 +265,14 @@ def _run_phases(
     result.phases["step_s"] = step_timer.step_seconds()
     generation.latents = latents
     _replica, lead = replica_coordinates(getattr(components, "mesh", None))
-    if not lead:
+    pipelined = config.vae_pipeline and ctx.world_size > 1 and dims.dp == 1
+    if not lead and not (pipelined and ctx.rank == 1):
         return
     with timer.phase("vae_decode"):
-        video = decode_latents(components.vae, latents)
+        video = decode_pipelined(components.vae, latents, ctx.rank) if pipelined else decode_latents(
+            components.vae, latents)
+        if not lead:
+            return
         frames = video_to_frames(video, preset.vae.stride_hw)
     generation.frames = frames
     with timer.phase("save"):
