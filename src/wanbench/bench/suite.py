@@ -119,7 +119,7 @@ def _strategy_name(config: RunConfig) -> str:
     from wanbench.engine.parallel import resolve_dims
 
     try:
-        resolved = resolve_dims(config, config.parallel.gpus * config.parallel.nnodes).describe()
+        resolved = resolve_dims(config, config.parallel.gpus).describe()
     except UserError:
         return config.parallel.strategy
     return f"{config.parallel.strategy} ({resolved})"

@@ -24,6 +24,11 @@ def append_line(path: Path, data: dict) -> None:
         os.fsync(f.fileno())
 
 
+def warmup_steps(spec: dict, config: RunConfig) -> int:
+    """Steps of a warm-up run: the suite's warmup_steps, 0 meaning the configuration's own."""
+    return spec["warmup_steps"] or config.steps
+
+
 def run_worker(spec: dict) -> int:
     from wanbench.engine.generate import open_session, run_once
     from wanbench.launch.distributed import shutdown_distributed
@@ -41,7 +46,7 @@ def run_worker(spec: dict) -> int:
     clean = False
     try:
         session = open_session(config, timeout_s=spec["timeout_s"])
-        warm_config = dataclasses.replace(config, steps=spec["warmup_steps"] or config.steps)
+        warm_config = dataclasses.replace(config, steps=warmup_steps(spec, config))
         for i in range(spec["warmup"]):
             report(f"warm-up {i + 1}/{spec['warmup']}")
             warm = run_once(session, warm_config)
@@ -76,7 +81,7 @@ def run_mlperf_worker(spec: dict, config: RunConfig, pending: Path, is_main: boo
     try:
         result = run_mlperf(config, m["scenario"], load_prompts(m.get("prompts")), out, m["min_duration_s"],
                             m["min_query_count"], m.get("expected_latency_s"), spec["timeout_s"],
-                            (spec["warmup_steps"] or config.steps) if spec["warmup"] else 0)
+                            warmup_steps(spec, config) if spec["warmup"] else 0)
     finally:
         shutdown_distributed(clean=result is not None)
     if is_main and result:

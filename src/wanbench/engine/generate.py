@@ -2,7 +2,8 @@
 
 Order: load (build, offload or parallelize) -> text encode -> denoise -> VAE decode -> save.
 The RunResult is filled as phases end, so a failure part-way still reports what was measured.
-Under torchrun every rank runs this; rank 0 decodes, saves and holds the gathered record.
+Under torchrun every rank runs this; rank 0 decodes (with rank 1 under --vae-pipeline), saves and holds
+the gathered record.
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ def _memory_block(ctx: DistContext, timer: PhaseTimer) -> dict[str, Any]:
         index = device.index if device.index is not None else torch.cuda.current_device()
         rank.update({
             "device": index,
-            # Generation peak; the load peak is apart (a random-weight build runs in fp32 first).
+            # Generation peak; the load peak is kept apart (loading holds what FSDP or offload later frees).
             "max_allocated_gb": max((v for k, v in timer.peak_allocated_gb.items() if k != "load"), default=0.0),
             "load_max_allocated_gb": timer.peak_allocated_gb.get("load"),
             "max_reserved_gb": torch.cuda.max_memory_reserved(device) / 1e9,

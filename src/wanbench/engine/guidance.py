@@ -24,7 +24,7 @@ class SequentialCFG:
         if self.uncond is None:
             return noise
         noise_uncond = branch(model, "uncond", latent_input, timestep, self.uncond)
-        return noise_uncond + guidance * (noise - noise_uncond)
+        return combine(noise, noise_uncond, guidance)
 
 
 class BatchedCFG:
@@ -40,7 +40,12 @@ class BatchedCFG:
         both = model(hidden_states=torch.cat([latent_input, latent_input]), timestep=timestep.repeat(2),
                      encoder_hidden_states=self.embeds, return_dict=False)[0]
         noise, noise_uncond = both.chunk(2)
-        return noise_uncond + guidance * (noise - noise_uncond)
+        return combine(noise, noise_uncond, guidance)
+
+
+def combine(noise: torch.Tensor, noise_uncond: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance as WanPipeline combines the branches (in the model's dtype)."""
+    return noise_uncond + guidance * (noise - noise_uncond)
 
 
 def branch(model: torch.nn.Module, name: str, latent_input: torch.Tensor, timestep: torch.Tensor,

@@ -182,14 +182,13 @@ class ParallelCFG:
     def __call__(
         self, model: torch.nn.Module, latent_input: torch.Tensor, timestep: torch.Tensor, guidance: float
     ) -> torch.Tensor:
-        from wanbench.engine.guidance import branch
+        from wanbench.engine.guidance import branch, combine
 
         name = "cond" if self.cfg_rank == 0 else "uncond"
         local = branch(model, name, latent_input, timestep, self.embeds).contiguous()
         both = torch.empty((2, *local.shape), dtype=local.dtype, device=local.device)
         dist.all_gather_into_tensor(both, local.unsqueeze(0), group=self.group)
-        noise, noise_uncond = both[0], both[1]
-        return noise_uncond + guidance * (noise - noise_uncond)
+        return combine(both[0], both[1], guidance)
 
 
 def check_runnable(config: RunConfig) -> ParallelDims:

@@ -131,11 +131,12 @@ def load_official(
         if not (path / name).is_dir():
             raise UserError(f"missing folder {path / name}: copy the complete official checkpoint")
     require_file(path / TOKENIZER_DIR / "tokenizer_config.json", "UMT5 tokenizer")
+    expert_device = expert_device or device
     return WanComponents(
         tokenizer=AutoTokenizer.from_pretrained(str(path / TOKENIZER_DIR)),
         text_encoder=load_text_encoder(path, preset.text_encoder, device, dtype),
-        transformer=load_expert(path / "high_noise_model", preset.transformer, expert_device or device, dtype),
-        transformer_2=load_expert(path / "low_noise_model", preset.transformer, expert_device or device, dtype),
+        transformer=load_expert(path / "high_noise_model", preset.transformer, expert_device, dtype),
+        transformer_2=load_expert(path / "low_noise_model", preset.transformer, expert_device, dtype),
         vae=load_vae(path, preset, device, vae_dtype),
         scheduler=make_scheduler(shift),
         weights=f"official:{path}",

@@ -2,7 +2,7 @@
 
 Timings with these weights are those of trained weights; the video is noise. Experts and the text
 encoder are built on the meta device and filled with seeded values (models/seeded_init.py), so they
-never exist in fp32 and, under FSDP, never whole on one GPU.
+never exist in fp32; under --fsdp dit the experts are never whole on one GPU.
 """
 
 from __future__ import annotations

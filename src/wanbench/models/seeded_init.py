@@ -90,4 +90,4 @@ def fill_sharded_(module: torch.nn.Module, device: torch.device, seed: int, pref
                 param.copy_(distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None))
             else:
                 param.copy_(full)
-            del full
+            del full  # before the next parameter's values are drawn: one full parameter at a time
