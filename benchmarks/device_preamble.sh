@@ -1,5 +1,10 @@
 # Sourced at the start of every device-machine command: carried wheels, source path, NCCL safety.
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+# Once per machine: a second install while a background job imports from /tmp/site would swap its files.
+if [ ! -f /tmp/site/.wanbench-installed ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+  touch /tmp/site/.wanbench-installed
+fi
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 # The revision file is written here before each device call (.git does not travel).

@@ -147,3 +147,15 @@ def test_seed_preset_is_the_seed_reports_matrix():
     configs = expand(preset_suite("seed", gpus_available=8))
     assert [(c.steps, c.parallel.gpus, c.size, c.frames) for c in configs] == [
         (10, 1, "480*832", 81), (10, 8, "480*832", 81), (20, 1, "480*832", 81), (20, 8, "480*832", 81)]
+
+
+def test_nvml_ids_follow_cuda_visible_devices() -> None:
+    """A run limited to GPUs 2,3 must sample NVML's GPUs 2,3, not 0,1."""
+    from wanbench.measure.sampler import nvml_ids
+
+    assert nvml_ids([0, 1], None) == {0: 0, 1: 1}
+    assert nvml_ids([0, 1], "2,3") == {0: 2, 1: 3}
+    assert nvml_ids([1], " 5, 7 ") == {1: 7}
+    assert nvml_ids([0], "GPU-8e2f") == {0: "GPU-8e2f"}
+    with pytest.raises(ValueError, match="not visible"):
+        nvml_ids([0, 1], "3")

@@ -8,6 +8,7 @@ the worker no Python time; NVML queries are cheap driver calls.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,13 +39,44 @@ def tree_rss_gb(pid: int) -> float:
     return total / 1e9
 
 
+def nvml_ids(cuda_indices: list[int], visible: str | None) -> dict[int, int | str]:
+    """CUDA ordinal -> NVML index (int) or UUID prefix (str), through CUDA_VISIBLE_DEVICES.
+
+    NVML numbers every GPU of the host; CUDA numbers only the visible ones, so with
+    CUDA_VISIBLE_DEVICES=2,3 the run's cuda:0 is NVML's GPU 2. Assumes CUDA and NVML agree on the
+    order of the whole host (true on servers of one GPU model; set CUDA_DEVICE_ORDER=PCI_BUS_ID otherwise).
+    """
+    if not visible or not visible.strip():
+        return {i: i for i in cuda_indices}
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    out: dict[int, int | str] = {}
+    for i in cuda_indices:
+        if i >= len(entries):
+            raise ValueError(f"cuda:{i} is not visible (CUDA_VISIBLE_DEVICES={visible})")
+        entry = entries[i]
+        out[i] = int(entry) if entry.isdigit() else entry
+    return out
+
+
+def _handle(pynvml: Any, device_id: int | str) -> Any:
+    if isinstance(device_id, int):
+        return pynvml.nvmlDeviceGetHandleByIndex(device_id)
+    for n in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(n)
+        uuid = pynvml.nvmlDeviceGetUUID(handle)
+        if (uuid.decode() if isinstance(uuid, bytes) else uuid).startswith(device_id):
+            return handle
+    raise ValueError(f"no GPU with UUID {device_id}")
+
+
 class _Nvml:
     def __init__(self, indices: list[int]) -> None:
         import pynvml
 
         self.nvml = pynvml
         pynvml.nvmlInit()
-        self.handles = {i: pynvml.nvmlDeviceGetHandleByIndex(i) for i in indices}
+        ids = nvml_ids(indices, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        self.handles = {i: _handle(pynvml, device_id) for i, device_id in ids.items()}
 
     def capacity_gb(self) -> dict[int, float]:
         return {i: self.nvml.nvmlDeviceGetMemoryInfo(h).total / 1e9 for i, h in self.handles.items()}
