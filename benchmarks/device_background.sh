@@ -9,8 +9,10 @@ source benchmarks/device_preamble.sh
 action=${1:?start|wait}; name=${2:?NAME}; dir=/tmp/bg/$name
 case "$action" in
   start)
-    mkdir -p "$dir"
-    BG_DIR=$dir setsid nohup bash -c "source benchmarks/device_preamble.sh; export BG_DIR=$dir; $3; echo \$? > $dir/rc" \
+    # The job runs from its own snapshot of the tree: a later call re-copies the working tree under it.
+    mkdir -p "$dir/tree" && cp -a src benchmarks pyproject.toml "$dir/tree/"
+    [ -f .wanbench-revision ] && cp .wanbench-revision "$dir/tree/"
+    BG_DIR=$dir setsid nohup bash -c "cd $dir/tree; source benchmarks/device_preamble.sh; export BG_DIR=$dir; $3; echo \$? > $dir/rc" \
       > "$dir/job.log" 2>&1 < /dev/null &
     echo "started $name (pid $!)" ;;
   wait)
@@ -18,5 +20,5 @@ case "$action" in
     while [ ! -f "$dir/rc" ] && [ $SECONDS -lt $deadline ]; do sleep 5; done
     tail -5 "$dir/job.log"
     if [ -f "$dir/rc" ]; then echo "done: rc $(cat "$dir/rc")"; else echo "still running"; fi
-    tar czf "$OUT/$name.tgz" -C /tmp/bg "$name" ;;
+    tar czf "$OUT/$name.tgz" -C /tmp/bg --exclude="$name/tree" "$name" ;;
 esac
