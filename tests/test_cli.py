@@ -100,8 +100,8 @@ def test_cli_flags_are_frozen():
         "--negative-prompt", "--guidance", "--shift", "--boundary", "--dtype", "--vae-dtype", "--device",
         "--attention", "--compile", "--cfg-batch", "--vae-pipeline", "--cache", "--fp8", "--output", "--json",
         "--save-latents", "--tag",
-        "--gpus", "--strategy", "--cfg-parallel", "--ulysses", "--ring", "--fsdp", "--t5-cpu", "--offload",
-        "--max-gpu-memory", "--nnodes", "--node-rank", "--master-addr", "--master-port", "--timeout",
+        "--gpus", "--strategy", "--cfg-parallel", "--ulysses", "--ulysses-chunks", "--ring", "--fsdp", "--t5-cpu",
+        "--offload", "--max-gpu-memory", "--nnodes", "--node-rank", "--master-addr", "--master-port", "--timeout",
     ])
 
 

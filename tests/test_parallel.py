@@ -40,6 +40,8 @@ def reference(tmp_path_factory):
     [
         "--gpus 2 --cfg-parallel",
         "--gpus 2 --ulysses 2",
+        "--gpus 2 --ulysses 2 --ulysses-chunks 2",
+        "--gpus 2 --ulysses 2 --ulysses-chunks 2 --compile",  # the split hook on blocks.0 breaks fullgraph
         "--gpus 2 --ring 2",
         "--gpus 2 --ulysses 2 --fsdp dit,t5",
         "--gpus 4 --strategy hybrid",
@@ -80,6 +82,8 @@ def test_offload_matches_single_process(reference, tmp_path, mode):
         ("--gpus 2 --strategy sideways", "bad --strategy"),
         ("--gpus 2 --cfg-batch", "CFG parallel splits them across ranks"),
         ("--cfg-batch --cache fbc:0.05", "which --cfg-batch merges"),
+        ("--gpus 2 --cfg-parallel --ulysses-chunks 2", "use it with --ulysses 2 or more"),
+        ("--gpus 2 --ulysses 2 --ulysses-chunks 3", "must divide the 2 heads each of the 2 Ulysses ranks"),
     ],
 )
 def test_impossible_parallel_settings_are_refused_up_front(capsys, flags, message):

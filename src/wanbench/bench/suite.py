@@ -18,8 +18,8 @@ A suite file is TOML:
     gpus = 2
     strategy = "cfg"
 Keys are RunConfig fields (model, weights, frames, steps, seed, prompt, ...), `size` as W*H,
-`guidance` as "HIGH,LOW", and the parallel fields (gpus, strategy, cfg_parallel, ulysses, ring,
-fsdp, t5_cpu, offload, max_gpu_memory_gb).
+`guidance` as "HIGH,LOW", and the parallel fields (gpus, strategy, cfg_parallel, ulysses, ulysses_chunks,
+ring, fsdp, t5_cpu, offload, max_gpu_memory_gb).
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ def label(config: RunConfig) -> str:
         parts.append(_strategy_name(config) if not (p.cfg_parallel or p.ulysses > 1 or p.ring > 1) else
                      "+".join(x for x in (["cfg"] if p.cfg_parallel else []) + ([f"ulysses{p.ulysses}"] if
                               p.ulysses > 1 else []) + ([f"ring{p.ring}"] if p.ring > 1 else [])))
+    if p.ulysses_chunks > 1:
+        parts.append(f"{p.ulysses_chunks} head chunks")
     if p.fsdp:
         parts.append("fsdp " + ",".join(p.fsdp))
     if config.cfg_batch:

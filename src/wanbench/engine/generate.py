@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +112,8 @@ def classify_failure(exc: BaseException, phase: str | None) -> tuple[str, str]:
         return "oom", f"out of device memory{where}: {OOM_FIX}"
     if isinstance(exc, UserError):
         return "failed", str(exc)
+    # Not a user error: a bug or an environment problem, so keep the traceback (stderr: the worker log).
+    traceback.print_exception(exc, file=sys.stderr)
     first_line = (str(exc).strip().splitlines() or [""])[0][:300]
     return "failed", f"{type(exc).__name__}{where}: {first_line}"
 

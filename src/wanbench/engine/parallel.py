@@ -122,8 +122,23 @@ def check_dims(dims: ParallelDims, config: RunConfig) -> None:
             f"sequence parallel degree {dims.sp} must divide the {tokens} video tokens of this size: "
             "pick another degree or size"
         )
+    check_ulysses_chunks(config.parallel.ulysses_chunks, dims, heads)
     if (dims.fsdp_dit or dims.fsdp_t5) and dims.group == 1:
         raise UserError("--fsdp shards across GPUs: use it with --gpus 2 or more (or --offload on one GPU)")
+
+
+def check_ulysses_chunks(chunks: int, dims: ParallelDims, heads: int) -> None:
+    if chunks < 1:
+        raise UserError(f"bad --ulysses-chunks {chunks}: use 1 (stock Ulysses) or more")
+    if chunks == 1:
+        return
+    if dims.ulysses == 1 or dims.ring > 1:
+        raise UserError(f"--ulysses-chunks pipelines Ulysses attention, but this run is {dims.describe()}: "
+                        "use it with --ulysses 2 or more and no --ring")
+    per_rank = heads // dims.ulysses
+    if per_rank % chunks:
+        raise UserError(f"--ulysses-chunks {chunks} must divide the {per_rank} heads each of the "
+                        f"{dims.ulysses} Ulysses ranks holds")
 
 
 def build_mesh(dims: ParallelDims, device: torch.device) -> DeviceMesh:
@@ -140,8 +155,10 @@ def replica_coordinates(mesh: DeviceMesh | None) -> tuple[int, bool]:
     return mesh.get_local_rank("dp"), lead
 
 
-def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh) -> None:
-    """Ulysses / ring sequence parallelism of both experts through diffusers' context parallelism."""
+def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysses_chunks: int = 1) -> None:
+    """Ulysses / ring sequence parallelism of both experts through diffusers' context parallelism;
+    with ulysses_chunks > 1, self-attention's Ulysses exchanges are pipelined over head chunks
+    (engine/ulysses_overlap.py)."""
     if dims.sp == 1:
         return
     from diffusers import ContextParallelConfig
@@ -150,6 +167,11 @@ def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh) -> Non
         expert.enable_parallelism(config=ContextParallelConfig(
             ring_degree=dims.ring, ulysses_degree=dims.ulysses, mesh=mesh["ring", "ulysses"]
         ))
+    if ulysses_chunks > 1:
+        from wanbench.engine.ulysses_overlap import pipeline_ulysses
+
+        for expert in components.experts:
+            pipeline_ulysses(expert, ulysses_chunks)
 
 
 def fsdp_shard(components, dims: ParallelDims, mesh: DeviceMesh) -> None:

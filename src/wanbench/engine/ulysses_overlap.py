@@ -1,0 +1,102 @@
+"""Ulysses attention pipelined over head chunks, so its all-to-alls overlap the attention kernels.
+
+diffusers' Ulysses (TemplatedUlyssesAttention) exchanges q, k, v, waits, attends over all local heads,
+then exchanges the output and waits: on 2x H200 that exposed communication and its layout copies
+cost ~10% of a step. Attention is independent per head, so splitting each rank's heads into `chunks`
+groups lets chunk c+1's q/k/v exchange and chunk c-1's output exchange run on NCCL's stream while
+chunk c attends. The received q/k/v are attended as strided views (no copy back to [B, S, H, D]),
+saving three of diffusers' eight copies per layer. Same per-head arithmetic as the stock path.
+
+Applied by engine/parallel.py (`context_parallelize`) to the self-attention of every block, after
+diffusers' `enable_parallelism` has set each processor's parallel config; cross-attention (text keys,
+not sequence-split) keeps the stock processor. The processor body mirrors diffusers 0.42's
+WanAttnProcessor for text-to-video self-attention (the pin `diffusers<0.43` keeps them in step;
+tests compare the two).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed._functional_collectives as funcol
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
+
+
+def _exchange(x: torch.Tensor, group) -> torch.Tensor:
+    """all_to_all over dim 0 (one slice per rank); returns at once, waits at first use of the result."""
+    return funcol.all_to_all_single(x.flatten(), None, None, group).view(x.shape)
+
+
+def _send_heads(x: torch.Tensor, world: int, chunks: int, c: int) -> torch.Tensor:
+    """[B, S, H, D] -> [world, S, B, Hc, D]: chunk c of each rank's head group, one slice per rank."""
+    b, s, h, d = x.shape
+    return x.view(b, s, world, chunks, h // (world * chunks), d)[:, :, :, c].permute(2, 1, 0, 3, 4).contiguous()
+
+
+def _as_full_sequence(received: torch.Tensor) -> torch.Tensor:
+    """[world, S, B, Hc, D] (slice r = sequence shard r) -> [B, world*S, Hc, D] view."""
+    w, s, b, hc, d = received.shape
+    return received.view(w * s, b, hc, d).permute(1, 0, 2, 3)
+
+
+def pipelined_ulysses_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, group, world: int, chunks: int,
+    backend: str | None,
+) -> torch.Tensor:
+    """Ulysses attention of [B, S_local, H, D] tensors over `world` ranks, in `chunks` head groups."""
+    b, s_local, h, d = query.shape
+    hc = h // (world * chunks)
+    received = [[_exchange(_send_heads(x, world, chunks, c), group) for x in (query, key, value)]
+                for c in range(chunks)]
+    returned = []
+    for q, k, v in received:
+        out = dispatch_attention_fn(*(_as_full_sequence(x) for x in (q, k, v)), backend=backend)
+        # [B, world*S, Hc, D] -> [world, S, B, Hc, D]: sequence shard r goes back to rank r
+        returned.append(_exchange(out.reshape(b, world, s_local, hc, d).permute(1, 2, 0, 3, 4).contiguous(),
+                                  group))
+    # returned[c][r] holds heads r*Hl + c*Hc ... of this rank's sequence shard
+    out = torch.stack(returned)  # waits for the exchanges
+    return out.permute(3, 2, 1, 0, 4, 5).reshape(b, s_local, h, d)
+
+
+def _rotate(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    cos, sin = freqs_cos[..., 0::2], freqs_sin[..., 1::2]
+    out = torch.empty_like(x)
+    out[..., 0::2] = x1 * cos - x2 * sin
+    out[..., 1::2] = x1 * sin + x2 * cos
+    return out.type_as(x)
+
+
+class PipelinedUlyssesProcessor(WanAttnProcessor):
+    """WanAttnProcessor whose sequence-parallel self-attention is `pipelined_ulysses_attention`."""
+
+    def __init__(self, chunks: int) -> None:
+        super().__init__()
+        self.chunks = chunks
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        cp = self._parallel_config.context_parallel_config if self._parallel_config is not None else None
+        if encoder_hidden_states is not None or cp is None or attn.add_k_proj is not None:
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        query, key, value = _get_qkv_projections(attn, hidden_states, None)
+        query, key = attn.norm_q(query), attn.norm_k(key)
+        query, key, value = (x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))
+        if rotary_emb is not None:
+            query, key = _rotate(query, *rotary_emb), _rotate(key, *rotary_emb)
+        out = pipelined_ulysses_attention(query, key, value, cp._ulysses_mesh.get_group(), cp.ulysses_degree,
+                                          self.chunks, self._attention_backend)
+        out = out.flatten(2, 3).type_as(query)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def pipeline_ulysses(expert: torch.nn.Module, chunks: int) -> int:
+    """Give every self-attention of `expert` the pipelined processor; returns how many were swapped."""
+    swapped = 0
+    for block in expert.blocks:
+        old = block.attn1.processor
+        new = PipelinedUlyssesProcessor(chunks)
+        new._attention_backend, new._parallel_config = old._attention_backend, old._parallel_config
+        block.attn1.processor = new
+        swapped += 1
+    return swapped
