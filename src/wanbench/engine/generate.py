@@ -40,7 +40,7 @@ from wanbench.engine.parallel import (
 )
 from wanbench.engine.prepare import prepare, sharded_modules
 from wanbench.engine.text import encode_prompts
-from wanbench.engine.vae_pipeline import decode_pipelined
+from wanbench.engine.vae_pipeline import decode_pipelined, pipeline_stages
 from wanbench.errors import UserError
 from wanbench.launch.distributed import DistContext, init_distributed, under_torchrun
 from wanbench.measure.env import capture_environment
@@ -270,11 +270,11 @@ def _run_phases(
     result.phases["step_s"] = step_timer.step_seconds()
     generation.latents = latents
     _replica, lead = replica_coordinates(getattr(components, "mesh", None))
-    pipelined = config.vae_pipeline and ctx.world_size > 1 and dims.dp == 1
-    if not lead and not (pipelined and ctx.rank == 1):
+    stages = pipeline_stages(components.vae, ctx.world_size) if config.vae_pipeline and dims.dp == 1 else 1
+    if not lead and ctx.rank >= stages:
         return
     with timer.phase("vae_decode"):
-        video = decode_pipelined(components.vae, latents, ctx.rank) if pipelined else decode_latents(
+        video = decode_pipelined(components.vae, latents, ctx.rank, stages) if stages > 1 else decode_latents(
             components.vae, latents)
         if not lead:
             return
