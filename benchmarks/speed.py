@@ -26,6 +26,7 @@ from wanbench.analysis.peaks import peak_tflops
 from wanbench.analysis.stats import summarize
 from wanbench.config import config_for_preset, parse_size
 from wanbench.engine.generate import latent_shape
+from wanbench.engine.wan_attention import HeadsFirstProcessor, install
 from wanbench.measure.env import capture_environment
 from wanbench.models import build_components
 from wanbench.models.components import stock_pipeline
@@ -84,6 +85,9 @@ def forward_part(config, repeats: int, save) -> dict:
     measure("wanbench_eager_fused", c.transformer, ref)
     c.transformer.compile_repeated_blocks(fullgraph=True)
     measure("wanbench_compiled", c.transformer, ref)
+    # Candidate, not yet the engine's: SDPA reading heads-first contiguous q/k/v (engine/wan_attention.py).
+    install(c.transformer, HeadsFirstProcessor)
+    measure("wanbench_compiled_heads_first", c.transformer, ref)
     return out
 
 

@@ -63,3 +63,25 @@ def test_single_expert_per_token_timestep_path_matches_stock(monkeypatch):
                  generator=torch.Generator("cpu").manual_seed(3), output_type="latent").frames
     rel = (ours.latents - stock).norm() / stock.norm()
     assert rel < 1e-5, f"relative latent error {rel:.2e}"
+
+
+def test_heads_first_attention_matches_the_stock_processor(tiny_components):
+    """The processor that only changes the layout SDPA reads must give the stock forward's output."""
+    import copy
+
+    from wanbench.engine.wan_attention import HeadsFirstProcessor, install
+
+    stock = tiny_components.transformer
+    ours = copy.deepcopy(stock)
+    assert install(ours, HeadsFirstProcessor) == len(stock.blocks)
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, stock.config.in_channels, 3, 8, 12, generator=gen)
+    text = torch.randn(1, 16, stock.config.text_dim, generator=gen)
+    t = torch.tensor([900])
+    with torch.no_grad():
+        expected = stock(hidden_states=latents, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
+        got = ours(hidden_states=latents, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
+    assert isinstance(ours.blocks[0].attn1.processor, HeadsFirstProcessor)
+    assert not isinstance(ours.blocks[0].attn2.processor, HeadsFirstProcessor)  # cross-attention stays stock
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert got.abs().max() > 0

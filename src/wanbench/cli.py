@@ -16,7 +16,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports bad usage as a UserError (one line, exit status 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see 'wanbench {self.prog.split()[-1]} --help')")
+        raise UserError(f"{message} (see '{self.prog} --help')")
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:

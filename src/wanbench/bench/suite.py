@@ -103,6 +103,8 @@ def label(config: RunConfig) -> str:
         parts.append(f"{p.ulysses_chunks} head chunks")
     if p.fsdp:
         parts.append("fsdp " + ",".join(p.fsdp))
+    if config.compile:
+        parts.append("compiled")
     if config.cfg_batch:
         parts.append("cfg-batch")
     if config.vae_pipeline:

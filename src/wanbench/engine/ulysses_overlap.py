@@ -9,9 +9,7 @@ saving three of diffusers' eight copies per layer. Same per-head arithmetic as t
 
 Applied by engine/parallel.py (`context_parallelize`) to the self-attention of every block, after
 diffusers' `enable_parallelism` has set each processor's parallel config; cross-attention (text keys,
-not sequence-split) keeps the stock processor. The processor body mirrors diffusers 0.42's
-WanAttnProcessor for text-to-video self-attention (the pin `diffusers<0.43` keeps them in step;
-tests compare the two).
+not sequence-split) keeps the stock processor (engine/wan_attention.py).
 """
 
 from __future__ import annotations
@@ -19,7 +17,8 @@ from __future__ import annotations
 import torch
 import torch.distributed._functional_collectives as funcol
 from diffusers.models.attention_dispatch import dispatch_attention_fn
-from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
+
+from wanbench.engine.wan_attention import SelfAttentionProcessor, install
 
 
 def _exchange(x: torch.Tensor, group) -> torch.Tensor:
@@ -59,44 +58,22 @@ def pipelined_ulysses_attention(
     return out.permute(3, 2, 1, 0, 4, 5).reshape(b, s_local, h, d)
 
 
-def _rotate(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
-    cos, sin = freqs_cos[..., 0::2], freqs_sin[..., 1::2]
-    out = torch.empty_like(x)
-    out[..., 0::2] = x1 * cos - x2 * sin
-    out[..., 1::2] = x1 * sin + x2 * cos
-    return out.type_as(x)
-
-
-class PipelinedUlyssesProcessor(WanAttnProcessor):
-    """WanAttnProcessor whose sequence-parallel self-attention is `pipelined_ulysses_attention`."""
+class PipelinedUlyssesProcessor(SelfAttentionProcessor):
+    """Sequence-parallel self-attention through `pipelined_ulysses_attention` (Ulysses without ring)."""
 
     def __init__(self, chunks: int) -> None:
         super().__init__()
         self.chunks = chunks
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
-        cp = self._parallel_config.context_parallel_config if self._parallel_config is not None else None
-        if encoder_hidden_states is not None or cp is None or attn.add_k_proj is not None:
-            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
-        query, key, value = _get_qkv_projections(attn, hidden_states, None)
-        query, key = attn.norm_q(query), attn.norm_k(key)
-        query, key, value = (x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))
-        if rotary_emb is not None:
-            query, key = _rotate(query, *rotary_emb), _rotate(key, *rotary_emb)
-        out = pipelined_ulysses_attention(query, key, value, cp._ulysses_mesh.get_group(), cp.ulysses_degree,
-                                          self.chunks, self._attention_backend)
-        out = out.flatten(2, 3).type_as(query)
-        return attn.to_out[1](attn.to_out[0](out))
+    def handles(self) -> bool:
+        return self._parallel_config is not None
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        cp = self._parallel_config.context_parallel_config
+        return pipelined_ulysses_attention(query, key, value, cp._ulysses_mesh.get_group(), cp.ulysses_degree,
+                                           self.chunks, self._attention_backend)
 
 
 def pipeline_ulysses(expert: torch.nn.Module, chunks: int) -> int:
     """Give every self-attention of `expert` the pipelined processor; returns how many were swapped."""
-    swapped = 0
-    for block in expert.blocks:
-        old = block.attn1.processor
-        new = PipelinedUlyssesProcessor(chunks)
-        new._attention_backend, new._parallel_config = old._attention_backend, old._parallel_config
-        block.attn1.processor = new
-        swapped += 1
-    return swapped
+    return install(expert, lambda: PipelinedUlyssesProcessor(chunks))
