@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs longer than one 10-minute device call: start a job in its own process session (it outlives the
 # call while the machine stays held), then poll it from follow-up calls issued within the warm window.
-#   bash benchmarks/device_background.sh start NAME 'COMMAND ...'   # returns at once
+#   bash benchmarks/device_background.sh start NAME 'COMMAND ...'   # returns at once (GPU list, topology to $OUT)
 #   bash benchmarks/device_background.sh wait NAME [SECONDS]         # waits up to SECONDS (default 570),
 #                                                                    # then copies /tmp/bg/NAME.tgz to $OUT
 # COMMAND writes its results under /tmp/bg/NAME (exported as BG_DIR); its log is /tmp/bg/NAME/job.log.
@@ -9,6 +9,8 @@ source benchmarks/device_preamble.sh
 action=${1:?start|wait}; name=${2:?NAME}; dir=/tmp/bg/$name
 case "$action" in
   start)
+    nvidia-smi --query-gpu=index,name,memory.total,driver_version,pci.bus_id --format=csv > "$OUT/gpus.csv"
+    nvidia-smi topo -m > "$OUT/topo.txt" 2>&1
     # The job runs from its own snapshot of the tree: a later call re-copies the working tree under it.
     mkdir -p "$dir/tree" && cp -a src benchmarks pyproject.toml "$dir/tree/"
     [ -f .wanbench-revision ] && cp .wanbench-revision "$dir/tree/"

@@ -7,7 +7,6 @@
 source benchmarks/device_preamble.sh
 case "${1:?start|wait}" in
   start)
-    nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$OUT/gpus.csv"
     bash benchmarks/device_background.sh start next \
       'python3 -m wanbench.cli bench benchmarks/suites/followups2-2gpu.toml --out $BG_DIR/followups2-2gpu --no-report;
        python3 benchmarks/speed.py --part forward --repeats 3 --out $BG_DIR/speed-h200-1gpu-forward.json;

@@ -10,8 +10,6 @@
 source benchmarks/device_preamble.sh
 case "${1:?start|wait}" in
   start)
-    nvidia-smi --query-gpu=index,name,memory.total,driver_version,pci.bus_id --format=csv > "$OUT/gpus.csv"
-    nvidia-smi topo -m > "$OUT/topo.txt" 2>&1
     bash benchmarks/device_background.sh start scaling \
       'python3 -m wanbench.cli bench --preset scaling --repeats 1 --cooldown 5 --out $BG_DIR/scaling-4gpu --no-report;
        python3 -m wanbench.cli mlperf --scenario SingleStream --gpus 4 --size 1280*720 --min-query-count 3 \

@@ -9,8 +9,6 @@
 source benchmarks/device_preamble.sh
 case "${1:?start|wait}" in
   start)
-    nvidia-smi --query-gpu=index,name,memory.total,driver_version,pci.bus_id --format=csv > "$OUT/gpus.csv"
-    nvidia-smi topo -m > "$OUT/topo.txt" 2>&1
     bash benchmarks/device_background.sh start x8 \
       'python3 -m wanbench.cli bench --preset seed --repeats 1 --cooldown 5 --out $BG_DIR/seed-8gpu --no-report;
        mlperf="python3 -m wanbench.cli mlperf --scenario SingleStream --gpus 8 --size 1280*720 --min-query-count 3
