@@ -137,7 +137,8 @@ def _memory(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None
     doc.add(Paragraph("Allocated: the torch allocator's peak on the busiest GPU, what the tensors needed; NVML's "
                       "figure adds the CUDA context and the allocator's cache."))
     if plots.get("memory"):
-        doc.add(Image(plots["memory"], "Memory in use over time, per GPU (host RSS where no GPU was used)"))
+        doc.add(Image(plots["memory"], "Memory in use over time on the busiest GPU of each configuration "
+                                       "(host RSS where no GPU was used)"))
 
 
 def _phases(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:

@@ -27,6 +27,14 @@ def distinct_labels(labels: list[str]) -> dict[str, str]:
     return {label: " | ".join(p for p in parts if p not in common) or label for label, parts in split.items()}
 
 
+def _styles(n: int) -> list[dict[str, Any]]:
+    """n distinguishable (colour, marker, line style) combinations: tab10's colours, then other markers/dashes."""
+    colours = plt.get_cmap("tab10").colors
+    markers, dashes = "osD^vP*X", ["-", "--", ":", "-."]
+    return [{"color": colours[i % 10], "marker": markers[(i // 10) % len(markers)],
+             "linestyle": dashes[(i // 10) % len(dashes)]} for i in range(n)]
+
+
 def speedup_plot(rows: list[ConfigRow], path: Path) -> Path | None:
     scaled = [r for r in rows if r.speedup is not None]
     if not scaled:
@@ -35,18 +43,24 @@ def speedup_plot(rows: list[ConfigRow], path: Path) -> Path | None:
     top = max(r.gpus for r in scaled)
     ax.plot([1, top], [1, top], "k--", label="ideal (linear)")
     names = distinct_labels([r.label for r in rows])
-    for r in scaled:
-        ax.scatter([r.gpus], [r.speedup], s=40)
-        ax.annotate(names[r.label], (r.gpus, r.speedup), fontsize=7, xytext=(4, 2),
-                    textcoords="offset points")
+    # A legend, not labels beside the points: configurations with the same GPU count sit on top of each other.
+    for r, style in zip(scaled, _styles(len(scaled)), strict=True):
+        ax.scatter([r.gpus], [r.speedup], s=40, color=style["color"], marker=style["marker"],
+                   label=f"{names[r.label]} ({r.speedup:.2f}x)")
     ax.set_xlabel("GPUs")
     ax.set_ylabel("speedup of generation time over 1 GPU")
     ax.set_title("Speedup vs GPUs")
-    ax.legend()
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 
+def _busiest_gpu(memory: dict[str, Any]) -> dict[str, Any] | None:
+    sampled = [g for g in memory.get("gpus", []) if (g.get("samples") or {}).get("t")]
+    return max(sampled, key=lambda g: max(g["samples"]["used_gb"])) if sampled else None
+
+
 def memory_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
+    """One line per configuration: its busiest GPU (the per-GPU peaks are in the memory table)."""
     series = []
     seen = set()
     names = distinct_labels(sorted({str(r.get("label", r.get("config_key"))) for r in records}))
@@ -57,19 +71,20 @@ def memory_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
         seen.add(key)
         memory = record.get("memory") or {}
         name = names[str(record.get("label", key))]
-        for gpu in memory.get("gpus", []):
-            s = gpu.get("samples") or {}
-            if s.get("t"):
-                series.append((f"{name} GPU {gpu['index']}", s["t"], s["used_gb"], "GB"))
-        if not memory.get("gpus"):
-            s = (memory.get("host_rss") or {}).get("samples") or {}
-            if s.get("t"):
-                series.append((f"{name} host RSS", s["t"], s["rss_gb"], "GB"))
+        gpu = _busiest_gpu(memory)
+        if gpu is not None:
+            count = len(memory.get("gpus", []))
+            where = f"GPU {gpu['index']}" if count == 1 else f"busiest of {count} GPUs"
+            series.append((f"{name} ({where})", gpu["samples"]["t"], gpu["samples"]["used_gb"]))
+        elif not memory.get("gpus"):
+            samples = (memory.get("host_rss") or {}).get("samples") or {}
+            if samples.get("t"):
+                series.append((f"{name} (host RSS)", samples["t"], samples["rss_gb"]))
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, t, values, _ in series:
-        ax.plot(t, values, label=name, linewidth=1)
+    for (name, t, values), style in zip(series, _styles(len(series)), strict=True):
+        ax.plot(t, values, label=name, linewidth=1, color=style["color"], linestyle=style["linestyle"])
     ax.set_xlabel("seconds since the run started")
     ax.set_ylabel("memory in use (GB)")
     ax.set_title("Memory over time (one run per configuration)")
