@@ -39,7 +39,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg-batch", action="store_true",
                    help="cond and uncond as one batch of two per forward (same math, fewer, larger kernels)")
     p.add_argument("--vae-pipeline", action="store_true",
-                   help="multi-GPU: VAE decode as a layer pipeline over ranks 0 and 1 (same math)")
+                   help="multi-GPU: VAE decode as a layer pipeline over up to 3 ranks (same math)")
     p.add_argument("--cache", default="none", help="APPROXIMATE step caching: none or fbc:THRESHOLD")
     p.add_argument("--fp8", default="none", help="APPROXIMATE: none or linear (FP8 block linear layers)")
     p.add_argument("--output", default="none", help="none, or a path ending in .mp4, .gif or .npy")

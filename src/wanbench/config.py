@@ -279,8 +279,8 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     attention: str = "auto"  # auto | cudnn | flash | sdpa | efficient | math
     compile: bool = False
-    cfg_batch: bool = False  # cond and uncond as one batch of two per forward (same math; opt-in until measured)
-    vae_pipeline: bool = False  # VAE decode as a 2-rank layer pipeline (same math; opt-in until measured)
+    cfg_batch: bool = False  # cond and uncond as one batch of two per forward (same math; measured no faster)
+    vae_pipeline: bool = False  # VAE decode as a layer pipeline over up to 3 ranks (same math; opt-in until measured)
     cache: str = "none"  # none | fbc:THRESHOLD (diffusers First Block Cache; approximate, opt-in)
     fp8: str = "none"  # none | linear (FP8 e4m3 linear layers with per-row scales; approximate, opt-in)
     output: str = "none"  # none | *.mp4 | *.gif | *.npy

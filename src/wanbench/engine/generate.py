@@ -2,7 +2,7 @@
 
 Order: load (build, offload or parallelize) -> text encode -> denoise -> VAE decode -> save.
 The RunResult is filled as phases end, so a failure part-way still reports what was measured.
-Under torchrun every rank runs this; rank 0 decodes (with rank 1 under --vae-pipeline), saves and holds
+Under torchrun every rank runs this; rank 0 decodes (with ranks 1-2 under --vae-pipeline), saves and holds
 the gathered record.
 """
 
