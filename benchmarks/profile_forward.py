@@ -16,6 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from wanbench.config import get_preset
+from wanbench.engine.fusion import fuse_projections
 from wanbench.models.random_init import build_transformer
 
 
@@ -40,7 +41,7 @@ def main() -> int:
     model = build_transformer(preset, device, torch.bfloat16)
     model.set_attention_backend("native")
     if not args.eager:
-        model.fuse_qkv_projections()
+        fuse_projections(model)
         model.compile_repeated_blocks(fullgraph=True)
     gen = torch.Generator(device).manual_seed(0)
     latents = torch.randn(1, 16, 21, 60, 104, generator=gen, device=device, dtype=torch.bfloat16)

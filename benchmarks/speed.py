@@ -25,8 +25,8 @@ from wanbench.analysis.flops import dit_forward_flops, run_flops, video_tokens
 from wanbench.analysis.peaks import peak_tflops
 from wanbench.analysis.stats import summarize
 from wanbench.config import config_for_preset, parse_size
+from wanbench.engine.fusion import fuse_projections
 from wanbench.engine.generate import latent_shape
-from wanbench.engine.wan_attention import HeadsFirstProcessor, install
 from wanbench.measure.env import capture_environment
 from wanbench.models import build_components
 from wanbench.models.components import stock_pipeline
@@ -81,13 +81,10 @@ def forward_part(config, repeats: int, save) -> dict:
     ref = measure("stock_eager", c.transformer)
     c.transformer_2.compile_repeated_blocks(fullgraph=True)
     measure("stock_compiled", c.transformer_2, ref)
-    c.transformer.fuse_qkv_projections()
+    fuse_projections(c.transformer)
     measure("wanbench_eager_fused", c.transformer, ref)
     c.transformer.compile_repeated_blocks(fullgraph=True)
     measure("wanbench_compiled", c.transformer, ref)
-    # Candidate, not yet the engine's: SDPA reading heads-first contiguous q/k/v (engine/wan_attention.py).
-    install(c.transformer, HeadsFirstProcessor)
-    measure("wanbench_compiled_heads_first", c.transformer, ref)
     return out
 
 

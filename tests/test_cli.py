@@ -90,6 +90,36 @@ def test_sampling_flags_reach_the_config(tmp_path):
         5.0, 5.0, 3.0, "", 0.9)
 
 
+@pytest.mark.parametrize(("flags", "device", "compiled"), [
+    ([], "cuda", True),  # measured faster on H200: on by default
+    ([], "cpu", False),
+    (["--no-compile"], "cuda", False),
+    (["--offload", "group"], "cuda", False),  # not measured: eager unless asked
+    (["--gpus", "2", "--fsdp", "dit"], "cuda", False),
+    (["--gpus", "2", "--ulysses", "2"], "cuda", True),
+    (["--fp8", "linear"], "cuda", False),
+    (["--fp8", "linear", "--compile"], "cuda", True),
+    (["--gpus", "2", "--ring", "2"], "cuda:0", False),
+])
+def test_compile_is_on_by_default_only_where_measured_faster(flags, device, compiled):
+    from wanbench.cli import config_from_args
+
+    args = build_parser().parse_args(["generate", "--device", device, *flags])
+    assert config_from_args(args).compile is compiled
+
+
+def test_vae_pipeline_is_the_default_and_old_results_keep_what_they_ran():
+    from wanbench.cli import config_from_args
+    from wanbench.config import RunConfig
+
+    parse = build_parser().parse_args
+    assert config_from_args(parse(["generate", "--gpus", "2"])).vae_pipeline
+    assert not config_from_args(parse(["generate", "--gpus", "2", "--no-vae-pipeline"])).vae_pipeline
+    recorded = RunConfig().to_dict()
+    del recorded["vae_pipeline"]  # written before the field existed: those runs decoded on one rank
+    assert RunConfig.from_dict(recorded).vae_pipeline is False
+
+
 def test_cli_flags_are_frozen():
     """Changing the interface must be a visible decision: update this list with it."""
     parser = build_parser()
@@ -98,7 +128,8 @@ def test_cli_flags_are_frozen():
     assert generate_flags == sorted([
         "-h", "--help", "--model", "--weights", "--size", "--frames", "--steps", "--seed", "--prompt",
         "--negative-prompt", "--guidance", "--shift", "--boundary", "--dtype", "--vae-dtype", "--device",
-        "--attention", "--compile", "--cfg-batch", "--vae-pipeline", "--cache", "--fp8", "--output", "--json",
+        "--attention", "--compile", "--no-compile", "--cfg-batch", "--vae-pipeline", "--no-vae-pipeline", "--cache",
+        "--fp8", "--output", "--json",
         "--save-latents", "--tag",
         "--gpus", "--strategy", "--cfg-parallel", "--ulysses", "--ulysses-chunks", "--ring", "--fsdp", "--t5-cpu",
         "--offload", "--max-gpu-memory", "--nnodes", "--node-rank", "--master-addr", "--master-port", "--timeout",

@@ -33,6 +33,8 @@ def test_single_stream_runs_loadgen_and_agrees_with_our_timers(tmp_path, capsys)
         runs = store.runs()
     assert stored and stored[0]["figures"]["p90_latency_s"] == figures["p90_latency_s"]
     assert len(runs) == len(ours) and all(r["status"] == "ok" for r in runs)
+    # Samples carry their own prompts but are repeats of one configuration (one row, n = queries).
+    assert len({r["config"]["prompt"] for r in runs}) > 1 and len({r["config_key"] for r in runs}) == 1
     # Each engine record's generation time is inside LoadGen's latency of that sample.
     gen = sorted(r["phases"]["total_s"] - r["phases"]["load_s"] for r in runs)
     assert all(g <= lat + 0.02 for g, lat in zip(gen, sorted(ours), strict=True))
@@ -40,6 +42,7 @@ def test_single_stream_runs_loadgen_and_agrees_with_our_timers(tmp_path, capsys)
     write_report(out)
     md = (out / "report" / "report.md").read_text()
     assert "MLPerf (LoadGen)" in md and f"{figures['p90_latency_s']:.2f} s" in md
+    assert f"n={len(runs)})" in md and "of 1 configuration," in md
 
 
 def test_offline_with_two_data_parallel_replicas(tmp_path):

@@ -35,11 +35,12 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae-dtype", default=None, choices=["bfloat16", "float16", "float32"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--attention", default="auto", help="auto, cudnn, flash, sdpa, efficient or math")
-    p.add_argument("--compile", action="store_true", help="fused projections + regional torch.compile")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="fused projections + regional torch.compile (default: on for CUDA where measured faster)")
     p.add_argument("--cfg-batch", action="store_true",
                    help="cond and uncond as one batch of two per forward (same math, fewer, larger kernels)")
-    p.add_argument("--vae-pipeline", action="store_true",
-                   help="multi-GPU: VAE decode as a layer pipeline over up to 3 ranks (same math)")
+    p.add_argument("--vae-pipeline", action=argparse.BooleanOptionalAction, default=None,
+                   help="several GPUs: VAE decode as a layer pipeline over up to 3 ranks (same math; default on)")
     p.add_argument("--cache", default="none", help="APPROXIMATE step caching: none or fbc:THRESHOLD")
     p.add_argument("--fp8", default="none", help="APPROXIMATE: none or linear (FP8 block linear layers)")
     p.add_argument("--output", default="none", help="none, or a path ending in .mp4, .gif or .npy")

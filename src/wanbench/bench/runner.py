@@ -213,7 +213,7 @@ def store_mlperf(finished: list[dict], suite: SuiteConfig, config: RunConfig, na
     out = []
     for item in finished:
         for i, record in enumerate(item["records"]):
-            store.add_run(record, f"{suite.name}-samples", f"{name} | sample {i}", i)
+            store.add_run(record, f"{suite.name}-samples", name, i)
         figures = {**item["mlperf"], "load_s": item["load_s"], "logs": item["logs"]}
         store.add_mlperf(suite.mlperf["scenario"], name, figures, item["settings"], item["wall_start"])
         marker = failure_record(config, "ok", None)

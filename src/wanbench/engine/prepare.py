@@ -1,7 +1,8 @@
 """Everything done to the freshly built components before generating, in one place and one order.
 
   1. attention backend (measured choice on CUDA; ring attention needs one that returns the LSE)
-  2. fused QKV / KV projections (--compile): one matmul instead of three, same function;
+  2. fused QKV / KV projections (--compile): one matmul instead of three, same function, the parts
+     left as views of the fused weights (engine/fusion.py);
      FP8 linear layers (--fp8 linear, approximate and opt-in: engine/fp8.py);
      step caching (--cache fbc:T, approximate and opt-in: diffusers' First Block Cache hooks)
   3. context parallelism (Ulysses / ring; --ulysses-chunks pipelines the Ulysses exchanges), then
@@ -20,6 +21,7 @@ import torch
 
 from wanbench.config import RunConfig
 from wanbench.engine.attention import apply_backend, resolve_backend
+from wanbench.engine.fusion import fuse_projections
 from wanbench.engine.offload import apply_offload, cap_device_memory
 from wanbench.engine.parallel import ParallelDims, build_mesh, context_parallelize, fsdp_shard
 from wanbench.launch.distributed import DistContext
@@ -82,7 +84,7 @@ def prepare(
     choose_attention(config, components, device, dims, dtype, attention_shape, notes)
     if config.compile:
         for expert in components.experts:
-            expert.fuse_qkv_projections()
+            fuse_projections(expert)
     if config.fp8 == "linear":
         from wanbench.engine.fp8 import convert_blocks_to_fp8
 

@@ -4,11 +4,9 @@ diffusers' WanAttnProcessor projects q/k/v, applies the q/k RMS norms and RoPE, 
 dispatcher and projects out. `SelfAttentionProcessor` keeps that body (mirroring diffusers 0.42 for
 text-to-video self-attention; the pin `diffusers<0.43` keeps them in step, tests compare the results)
 and hands the attention itself to `attend`; cross-attention and image-to-video layers keep the stock
-path. Subclasses:
-  - HeadsFirstProcessor: q/k/v written heads-first ([B, H, S, D] contiguous) before SDPA, the layout the
-    cuDNN kernel was measured fastest in standalone (38.0 ms against ~41.9 ms per call inside the
-    model, where it reads [B, S, H, D] strides); under --compile the copy fuses into the RoPE kernel.
-  - PipelinedUlyssesProcessor (engine/ulysses_overlap.py): Ulysses exchanges pipelined over head chunks.
+path. Subclass: PipelinedUlyssesProcessor (engine/ulysses_overlap.py), Ulysses exchanges pipelined over
+head chunks. (A heads-first-layout subclass was measured no faster on one H200, 2.816 s against 2.809 s
+per compiled forward, results/speed/speed-h200-1gpu-forward.json, and was removed.)
 `install` puts one on every block's self-attention, keeping the backend and parallel config.
 """
 
@@ -17,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
 
 
@@ -56,18 +53,6 @@ class SelfAttentionProcessor(WanAttnProcessor):
         query, key, value = project_qkv(attn, hidden_states, rotary_emb)
         out = self.attend(query, key, value).flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
-
-
-class HeadsFirstProcessor(SelfAttentionProcessor):
-    """SDPA on heads-first contiguous q/k/v (single rank; under context parallelism the stock path)."""
-
-    def handles(self) -> bool:
-        return self._parallel_config is None
-
-    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        # [B, S, H, D] views of [B, H, S, D] memory: the dispatcher's permute hands SDPA contiguous tensors.
-        q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (query, key, value))
-        return dispatch_attention_fn(q, k, v, backend=self._attention_backend)
 
 
 def install(expert: torch.nn.Module, make: Callable[[], SelfAttentionProcessor]) -> int:

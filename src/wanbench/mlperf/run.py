@@ -59,6 +59,7 @@ def serve(session, config: RunConfig, prompts: list[str], records: list[dict], c
     """Run the samples of one command on this rank's replica; returns (sample index, end time) it led."""
     from wanbench.engine.generate import run_once
     from wanbench.engine.parallel import replica_coordinates
+    from wanbench.store.db import config_key
 
     replica, lead = replica_coordinates(getattr(session.components, "mesh", None))
     mine = command[replica::session.dims.dp]
@@ -68,7 +69,8 @@ def serve(session, config: RunConfig, prompts: list[str], records: list[dict], c
         if generation.result.status != "ok":
             raise UserError(f"sample {index} failed: {generation.result.error}")
         if lead:
-            records.append(generation.result.to_dict())
+            # Samples differ only in the prompt the QSL gives them: stored as repeats of one configuration.
+            records.append({**generation.result.to_dict(), "config_key": config_key(config.to_dict())})
             done.append((index, time.time()))
     return done
 

@@ -50,7 +50,8 @@ def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plot
     doc = Document("Wan 2.2 benchmark report")
     rate = analysis["success_rate"]
     doc.add(Paragraph(
-        f"Produced by wanbench from {source}: {analysis['runs_total']} runs of {len(rows)} configurations, "
+        f"Produced by wanbench from {source}: {analysis['runs_total']} runs of {len(rows)} "
+        f"configuration{'' if len(rows) == 1 else 's'}, "
         f"{analysis['runs_ok']} ok" + (f" (success rate {rate:.0%})." if rate is not None else ".")
     ))
     doc.add(Heading("Executive summary"))
