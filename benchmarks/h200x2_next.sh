@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Device calls on 2x H200, each part one background job that outlives a 10-minute call (`wait` again until
 # "done"). decide and mlperf ran in session 4 (results/h200x2/followups2-2gpu, mlperf-ss-1280x720-3q; the
-# mlperf part pins --no-compile --no-vae-pipeline, the defaults of that run); exchange is next:
+# mlperf part pins --no-compile --no-vae-pipeline, the defaults of that run); ring is next:
 #   bash benchmarks/h200x2_next.sh start decide   # ~16 min: follow-ups suite 2 (Ulysses head chunks, balanced
 #                                                 # VAE pipeline, compile under Ulysses), then issue 6's forward
-#                                                 # timings incl. the heads-first attention candidate (GPU 0)
+#                                                 # timings (then with a heads-first candidate, since removed)
 #   bash benchmarks/h200x2_next.sh start mlperf   # ~14 min: issue 7, SingleStream 1280*720 on 2 GPUs, 3 queries
-#   bash benchmarks/h200x2_next.sh start exchange # ~2 min: Ulysses' exchange alone (benchmarks/ulysses_exchange.py),
-#                                                 # default and high-priority NCCL stream
-#   bash benchmarks/h200x2_next.sh wait decide|mlperf|exchange
+#   bash benchmarks/h200x2_next.sh start ring     # ~9 min: follow-ups suite 3 (overlapped ring against Ulysses
+#                                                 # and 1 GPU, eager and compiled; compiled memory with the
+#                                                 # fused weights held once), then Ulysses' exchange alone
+#                                                 # (benchmarks/ulysses_exchange.py, default and high-priority
+#                                                 # NCCL stream)
+#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring
 source benchmarks/device_preamble.sh
-part=${2:?decide|mlperf|exchange}
+part=${2:?decide|mlperf|ring}
 case "$part" in
   decide) job='python3 -m wanbench.cli bench benchmarks/suites/followups2-2gpu.toml --out $BG_DIR/followups2-2gpu \
                  --no-report;
@@ -18,9 +21,11 @@ case "$part" in
   mlperf) job='python3 -m wanbench.cli mlperf --scenario SingleStream --gpus 2 --size 1280*720 --min-query-count 3 \
                  --min-duration 0 --warmup-steps 2 --timeout 1500 --no-compile --no-vae-pipeline \
                  --out $BG_DIR/mlperf-ss-1280x720-3q' ;;
-  exchange) job='for p in "" --high-priority; do torchrun --nproc-per-node 2 benchmarks/ulysses_exchange.py $p \
+  ring) job='python3 -m wanbench.cli bench benchmarks/suites/followups3-2gpu.toml --out $BG_DIR/followups3-2gpu \
+                 --no-report;
+             for p in "" --high-priority; do python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/ulysses_exchange.py $p \
                  --out $BG_DIR/ulysses-exchange-h200x2${p:+-high-priority}.json; done' ;;
-  *) echo "part: decide, mlperf or exchange" >&2; exit 2 ;;
+  *) echo "part: decide, mlperf or ring" >&2; exit 2 ;;
 esac
 case "${1:?start|wait}" in
   start) bash benchmarks/device_background.sh start "$part" "$job"

@@ -5,7 +5,7 @@ alone; the same for q, k and v as one message; the permute-and-copy diffusers ma
 a Ulysses rank's attention kernel alone, the exchange alone, and both issued together (exchange on NCCL's
 stream, attention on the compute stream) to see how much of the exchange can hide behind attention at all.
 Medians of --repeats after warm-up, every rank synchronised; rank 0 writes the JSON.
-  torchrun --nproc-per-node 2 benchmarks/ulysses_exchange.py --out $OUT/ulysses-exchange-h200x2.json
+  python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/ulysses_exchange.py --out $OUT/x.json
 --high-priority puts NCCL on a high-priority stream (does the exchange then get SMs while attention runs?).
 On the CPU (gloo, for checking the script): add --device cpu --tokens 512 --dim 256 --heads 4.
 """

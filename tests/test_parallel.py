@@ -43,6 +43,7 @@ def reference(tmp_path_factory):
         "--gpus 2 --ulysses 2 --ulysses-chunks 2",
         "--gpus 2 --ulysses 2 --ulysses-chunks 2 --compile",  # the split hook on blocks.0 breaks fullgraph
         "--gpus 2 --ring 2",
+        "--gpus 2 --ring 2 --compile",  # compiled graphs check the LSE strides of the attention op
         "--gpus 2 --ulysses 2 --fsdp dit,t5",
         "--cfg-batch",
         "--gpus 2 --ulysses 2 --cfg-batch",
@@ -59,6 +60,8 @@ def test_strategy_matches_single_process(reference, tmp_path, flags):
     assert len(result["memory"]["ranks"]) == gpus
     if gpus > 1:
         assert [r["rank"] for r in result["per_rank_phases"]] == list(range(gpus))
+    overlapped = any(n.startswith("ring: each rank attends its own") for n in result["notes"])
+    assert overlapped == ("--ring" in flags)  # the ring ran through engine/ring_overlap.py, not diffusers'
 
 
 @pytest.mark.parametrize("mode", ["group", "model"])

@@ -155,23 +155,33 @@ def replica_coordinates(mesh: DeviceMesh | None) -> tuple[int, bool]:
     return mesh.get_local_rank("dp"), lead
 
 
-def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysses_chunks: int = 1) -> None:
+def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysses_chunks: int = 1) -> list[str]:
     """Ulysses / ring sequence parallelism of both experts through diffusers' context parallelism;
+    ring alone attends the local key/value block while the others are exchanged (engine/ring_overlap.py);
     with ulysses_chunks > 1, self-attention's Ulysses exchanges are pipelined over head chunks
     (engine/ulysses_overlap.py)."""
     if dims.sp == 1:
-        return
+        return []
     from diffusers import ContextParallelConfig
+
+    notes = []
 
     for expert in components.experts:
         expert.enable_parallelism(config=ContextParallelConfig(
             ring_degree=dims.ring, ulysses_degree=dims.ulysses, mesh=mesh["ring", "ulysses"]
         ))
+    if dims.ring > 1 and dims.ulysses == 1:
+        from wanbench.engine.ring_overlap import overlap_ring
+
+        if sum(overlap_ring(expert) for expert in components.experts):
+            notes.append("ring: each rank attends its own key/value block while the others are exchanged")
     if ulysses_chunks > 1:
         from wanbench.engine.ulysses_overlap import pipeline_ulysses
 
         for expert in components.experts:
             pipeline_ulysses(expert, ulysses_chunks)
+        notes.append(f"Ulysses exchanges pipelined over {ulysses_chunks} head chunks")
+    return notes
 
 
 def fsdp_shard(components, dims: ParallelDims, mesh: DeviceMesh) -> None:

@@ -5,7 +5,8 @@
      left as views of the fused weights (engine/fusion.py);
      FP8 linear layers (--fp8 linear, approximate and opt-in: engine/fp8.py);
      step caching (--cache fbc:T, approximate and opt-in: diffusers' First Block Cache hooks)
-  3. context parallelism (Ulysses / ring; --ulysses-chunks pipelines the Ulysses exchanges), then
+  3. context parallelism (Ulysses / ring; ring alone overlaps its key/value exchange with the local
+     block's attention; --ulysses-chunks pipelines the Ulysses exchanges), then
   4. regional torch.compile of the repeated transformer blocks (--compile), then
   5. FSDP2 of DiT blocks and T5 blocks (--fsdp)            [3-5: engine/parallel.py's order];
      random weights of sharded modules are filled only now, shard by shard (models/seeded_init.py)
@@ -94,9 +95,7 @@ def prepare(
         apply_step_cache(components, config.cache, dims, notes)
     mesh = build_mesh(dims, device) if ctx.world_size > 1 else None
     if mesh is not None:
-        context_parallelize(components, dims, mesh, p.ulysses_chunks)
-        if p.ulysses_chunks > 1:
-            notes.append(f"Ulysses exchanges pipelined over {p.ulysses_chunks} head chunks")
+        notes.extend(context_parallelize(components, dims, mesh, p.ulysses_chunks))
     if config.compile:
         # FSDP's hooks and the context-parallel split hook on blocks.0 (it calls inspect.signature) break
         # the graph: compile those runs without fullgraph rather than refuse them.

@@ -86,6 +86,9 @@ def allow_context_parallel_on_cpu() -> None:
             query, key, value, dropout_p, is_causal, scale=scale
         )
         empty = torch.empty(0, dtype=torch.int64)
+        # The CUDA op's shape function gives a contiguous LSE (the CPU kernel's is heads-last), and
+        # compiled graphs assert the strides.
+        lse = lse.contiguous()
         return out, lse, empty, empty, query.shape[2], key.shape[2], empty, empty, torch.empty(0, dtype=query.dtype)
 
     lib.impl("_scaled_dot_product_flash_attention", flash_on_cpu, "CPU")
