@@ -1,9 +1,10 @@
 """Ulysses' exchange on its own, between the GPUs of one host: is it the link, the copies or the lost overlap?
 
 One all-to-all per q, k, v and out at the a14b shapes (each rank holds 32,760/N tokens x 5,120 bf16), timed
-alone; the same for q, k and v as one message; the permute-and-copy diffusers makes around each exchange; and
-a Ulysses rank's attention kernel alone, the exchange alone, and both issued together (exchange on NCCL's
-stream, attention on the compute stream) to see how much of the exchange can hide behind attention at all.
+alone; the same data as per-head point-to-point blocks (engine/ulysses_heads.py); q, k and v as one message;
+the permute-and-copy diffusers makes around each exchange; and a Ulysses rank's attention kernel alone, the
+exchange alone, and both issued together (exchange on NCCL's stream, attention on the compute stream) to see
+how much of the exchange can hide behind attention at all.
 Medians of --repeats after warm-up, every rank synchronised; rank 0 writes the JSON.
   python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/ulysses_exchange.py --out $OUT/x.json
 --high-priority puts NCCL on a high-priority stream (does the exchange then get SMs while attention runs?).
@@ -123,6 +124,19 @@ def main() -> int:
     def copy_before() -> None:  # diffusers: [S, H, D] -> [N, S, H/N, D] contiguous before sending
         x.view(local_tokens, world, local_heads, head_dim).permute(1, 0, 2, 3).contiguous()
 
+    heads_first = torch.randn(1, args.heads, local_tokens, head_dim, device=device, dtype=dtype)
+    received_heads = torch.empty(1, local_heads, args.tokens, head_dim, device=device, dtype=dtype)
+
+    def exchange_head_blocks() -> None:  # engine/ulysses_heads.py's way: one [S_local, D] block per head and peer
+        ops = []
+        for peer in (p for p in range(world) if p != rank):
+            for j in range(local_heads):
+                ops.append(dist.P2POp(dist.isend, heads_first[0, peer * local_heads + j], peer=peer))
+                ops.append(dist.P2POp(dist.irecv, received_heads[0, j, peer * local_tokens:(peer + 1) * local_tokens],
+                                      peer=peer))
+        for work in dist.batch_isend_irecv(ops):
+            work.wait()
+
     q, k, v = (torch.randn(1, local_heads, args.tokens, head_dim, device=device, dtype=dtype) for _ in range(3))
 
     def attention() -> None:
@@ -139,7 +153,8 @@ def main() -> int:
                  "tokens": args.tokens, "dim": args.dim, "heads": args.heads, "high_priority": args.high_priority,
                  "message_mb_per_rank":
                  message_bytes / 1e6, "env": {k: v for k, v in os.environ.items() if k.startswith("NCCL_")}}
-    for name, fn in (("exchange", exchange), ("exchange_qkv_one_message", exchange_qkv),
+    for name, fn in (("exchange", exchange), ("exchange_head_blocks", exchange_head_blocks),
+                     ("exchange_qkv_one_message", exchange_qkv),
                      ("copy_before_exchange", copy_before), ("attention", attention),
                      ("attention_with_exchange_in_flight", both)):
         out[name] = time_ms(fn, device, args.repeats)

@@ -131,7 +131,8 @@ def test_cli_flags_are_frozen():
         "--attention", "--compile", "--no-compile", "--cfg-batch", "--vae-pipeline", "--no-vae-pipeline", "--cache",
         "--fp8", "--output", "--json",
         "--save-latents", "--tag",
-        "--gpus", "--strategy", "--cfg-parallel", "--ulysses", "--ulysses-chunks", "--ring", "--fsdp", "--t5-cpu",
+        "--gpus", "--strategy", "--cfg-parallel", "--ulysses", "--ulysses-chunks", "--ulysses-exchange", "--ring",
+        "--fsdp", "--t5-cpu",
         "--offload", "--max-gpu-memory", "--nnodes", "--node-rank", "--master-addr", "--master-port", "--timeout",
     ])
 

@@ -42,6 +42,7 @@ def reference(tmp_path_factory):
         "--gpus 2 --ulysses 2",
         "--gpus 2 --ulysses 2 --ulysses-chunks 2",
         "--gpus 2 --ulysses 2 --ulysses-chunks 2 --compile",  # the split hook on blocks.0 breaks fullgraph
+        "--gpus 2 --ulysses 2 --ulysses-exchange head-blocks",
         "--gpus 2 --ring 2",
         "--gpus 2 --ring 2 --compile",  # compiled graphs check the LSE strides of the attention op
         "--gpus 2 --ulysses 2 --fsdp dit,t5",
@@ -62,6 +63,8 @@ def test_strategy_matches_single_process(reference, tmp_path, flags):
         assert [r["rank"] for r in result["per_rank_phases"]] == list(range(gpus))
     overlapped = any(n.startswith("ring: each rank attends its own") for n in result["notes"])
     assert overlapped == ("--ring" in flags)  # the ring ran through engine/ring_overlap.py, not diffusers'
+    head_blocks = any(n.startswith("Ulysses exchanges head blocks") for n in result["notes"])
+    assert head_blocks == ("head-blocks" in flags)
 
 
 @pytest.mark.parametrize("mode", ["group", "model"])
@@ -86,6 +89,8 @@ def test_offload_matches_single_process(reference, tmp_path, mode):
         ("--cfg-batch --cache fbc:0.05", "which --cfg-batch merges"),
         ("--gpus 2 --cfg-parallel --ulysses-chunks 2", "use it with --ulysses 2 or more"),
         ("--gpus 2 --ulysses 2 --ulysses-chunks 3", "must divide the 2 heads each of the 2 Ulysses ranks"),
+        ("--gpus 2 --cfg-parallel --ulysses-exchange head-blocks", "use it with --ulysses 2 or more"),
+        ("--gpus 2 --ulysses 2 --ulysses-chunks 2 --ulysses-exchange head-blocks", "pick one"),
     ],
 )
 def test_impossible_parallel_settings_are_refused_up_front(capsys, flags, message):

@@ -55,6 +55,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     par.add_argument("--ring", type=int, default=1, help="ring-attention sequence-parallel degree")
     par.add_argument("--ulysses-chunks", type=int, default=1,
                      help="pipeline each Ulysses attention over this many head chunks (1: stock diffusers)")
+    par.add_argument("--ulysses-exchange", default="all-to-all", choices=["all-to-all", "head-blocks"],
+                     help="Ulysses exchange: diffusers' all-to-all, or head blocks straight into place (fewer copies)")
     par.add_argument("--fsdp", default="", help="shard with FSDP2: dit, t5 or dit,t5")
     par.add_argument("--t5-cpu", action="store_true", help="keep the text encoder on the CPU")
     par.add_argument("--offload", default="none", help="single GPU: none, model or group")
@@ -69,7 +71,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
 def parallel_from_args(args: argparse.Namespace) -> ParallelConfig:
     return ParallelConfig(
         gpus=args.gpus, dp=getattr(args, "dp", 1), strategy=args.strategy, cfg_parallel=args.cfg_parallel,
-        ulysses=args.ulysses, ulysses_chunks=args.ulysses_chunks,
+        ulysses=args.ulysses, ulysses_chunks=args.ulysses_chunks, ulysses_exchange=args.ulysses_exchange,
         ring=args.ring, fsdp=tuple(x for x in args.fsdp.split(",") if x), t5_cpu=args.t5_cpu,
         offload=args.offload, max_gpu_memory_gb=args.max_gpu_memory, nnodes=args.nnodes,
         node_rank=args.node_rank, master_addr=args.master_addr,

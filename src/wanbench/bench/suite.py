@@ -19,7 +19,7 @@ A suite file is TOML:
     strategy = "cfg"
 Keys are RunConfig fields (model, weights, frames, steps, seed, prompt, ...), `size` as W*H,
 `guidance` as "HIGH,LOW", and the parallel fields (gpus, strategy, cfg_parallel, ulysses, ulysses_chunks,
-ring, fsdp, t5_cpu, offload, max_gpu_memory_gb).
+ulysses_exchange, ring, fsdp, t5_cpu, offload, max_gpu_memory_gb).
 """
 
 from __future__ import annotations
@@ -101,6 +101,8 @@ def label(config: RunConfig) -> str:
                               p.ulysses > 1 else []) + ([f"ring{p.ring}"] if p.ring > 1 else [])))
     if p.ulysses_chunks > 1:
         parts.append(f"{p.ulysses_chunks} head chunks")
+    if p.ulysses_exchange != "all-to-all":
+        parts.append(f"{p.ulysses_exchange} exchange")
     if p.fsdp:
         parts.append("fsdp " + ",".join(p.fsdp))
     if config.compile:

@@ -123,6 +123,7 @@ def check_dims(dims: ParallelDims, config: RunConfig) -> None:
             "pick another degree or size"
         )
     check_ulysses_chunks(config.parallel.ulysses_chunks, dims, heads)
+    check_ulysses_exchange(config.parallel, dims)
     if (dims.fsdp_dit or dims.fsdp_t5) and dims.group == 1:
         raise UserError("--fsdp shards across GPUs: use it with --gpus 2 or more (or --offload on one GPU)")
 
@@ -141,6 +142,21 @@ def check_ulysses_chunks(chunks: int, dims: ParallelDims, heads: int) -> None:
                         f"{dims.ulysses} Ulysses ranks holds")
 
 
+ULYSSES_EXCHANGES = ("all-to-all", "head-blocks")
+
+
+def check_ulysses_exchange(p: ParallelConfig, dims: ParallelDims) -> None:
+    if p.ulysses_exchange not in ULYSSES_EXCHANGES:
+        raise UserError(f"bad --ulysses-exchange {p.ulysses_exchange!r}: use {' or '.join(ULYSSES_EXCHANGES)}")
+    if p.ulysses_exchange == "all-to-all":
+        return
+    if dims.ulysses == 1 or dims.ring > 1:
+        raise UserError(f"--ulysses-exchange head-blocks changes Ulysses' exchange, but this run is "
+                        f"{dims.describe()}: use it with --ulysses 2 or more and no --ring")
+    if p.ulysses_chunks > 1:
+        raise UserError("--ulysses-exchange head-blocks and --ulysses-chunks are two ways to exchange: pick one")
+
+
 def build_mesh(dims: ParallelDims, device: torch.device) -> DeviceMesh:
     return init_device_mesh(
         device.type, (dims.dp, dims.cfg, dims.ring, dims.ulysses), mesh_dim_names=("dp", "cfg", "ring", "ulysses")
@@ -155,11 +171,13 @@ def replica_coordinates(mesh: DeviceMesh | None) -> tuple[int, bool]:
     return mesh.get_local_rank("dp"), lead
 
 
-def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysses_chunks: int = 1) -> list[str]:
+def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysses_chunks: int = 1,
+                        ulysses_exchange: str = "all-to-all") -> list[str]:
     """Ulysses / ring sequence parallelism of both experts through diffusers' context parallelism;
     ring alone attends the local key/value block while the others are exchanged (engine/ring_overlap.py);
     with ulysses_chunks > 1, self-attention's Ulysses exchanges are pipelined over head chunks
-    (engine/ulysses_overlap.py)."""
+    (engine/ulysses_overlap.py); with ulysses_exchange "head-blocks" they move head blocks straight into
+    place (engine/ulysses_heads.py)."""
     if dims.sp == 1:
         return []
     from diffusers import ContextParallelConfig
@@ -181,6 +199,11 @@ def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysse
         for expert in components.experts:
             pipeline_ulysses(expert, ulysses_chunks)
         notes.append(f"Ulysses exchanges pipelined over {ulysses_chunks} head chunks")
+    if ulysses_exchange == "head-blocks":
+        from wanbench.engine.ulysses_heads import exchange_head_blocks
+
+        if sum(exchange_head_blocks(expert) for expert in components.experts):
+            notes.append("Ulysses exchanges head blocks straight into place (engine/ulysses_heads.py)")
     return notes
 
 

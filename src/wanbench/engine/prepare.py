@@ -95,7 +95,7 @@ def prepare(
         apply_step_cache(components, config.cache, dims, notes)
     mesh = build_mesh(dims, device) if ctx.world_size > 1 else None
     if mesh is not None:
-        notes.extend(context_parallelize(components, dims, mesh, p.ulysses_chunks))
+        notes.extend(context_parallelize(components, dims, mesh, p.ulysses_chunks, p.ulysses_exchange))
     if config.compile:
         # FSDP's hooks and the context-parallel split hook on blocks.0 (it calls inspect.signature) break
         # the graph: compile those runs without fullgraph rather than refuse them.

@@ -18,10 +18,12 @@ import torch
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
 
 
-def _rotate(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor) -> torch.Tensor:
+def _rotate(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor,
+            out: torch.Tensor | None = None) -> torch.Tensor:
+    """diffusers' Wan RoPE, written into `out` (any strides, x's shape and dtype) when given."""
     x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
     cos, sin = freqs_cos[..., 0::2], freqs_sin[..., 1::2]
-    out = torch.empty_like(x)
+    out = torch.empty_like(x) if out is None else out
     out[..., 0::2] = x1 * cos - x2 * sin
     out[..., 1::2] = x1 * sin + x2 * cos
     return out.type_as(x)

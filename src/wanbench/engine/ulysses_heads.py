@@ -1,0 +1,116 @@
+"""Ulysses with head-block exchanges, so q, k, v and the output need almost no layout copies
+(--ulysses-exchange head-blocks).
+
+diffusers' Ulysses permutes q, k and v rank-major, all-to-alls them, the attention backend copies them
+heads-first, and the output is permuted on both sides of its all-to-all: about nine copies of a rank's tensor
+per layer, 0.33 ms each for a14b on an H200, as much time as the exchanges themselves
+(results/h200x2/ulysses-exchange/). Here RoPE writes q and k heads-first ([B, H, S_local, D]) and v is made
+heads-first once, so every (batch, head) block a peer needs is one contiguous [S_local, D] piece: it is sent
+with point-to-point operations, all in one group, straight into its place in the receiver's heads-first
+[B, H_local, S, D] tensors, which attention reads as they are. The output returns the same way into a
+heads-first [B, H, S_local, D] tensor and is made token-major once for to_out: two copies per layer instead of
+about nine. Same arithmetic in the same order, so the same result as diffusers' Ulysses and the single process.
+
+Applied by engine/parallel.py (`context_parallelize`) to every block's self-attention for Ulysses without
+ring; cross-attention (text keys, not sequence-split) keeps the stock processor.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
+
+from wanbench.engine.wan_attention import SelfAttentionProcessor, _rotate, install
+
+
+def heads_first(x: torch.Tensor, heads: int, rotary_emb) -> torch.Tensor:
+    """[B, S, H*D] -> [B, H, S, D] contiguous, RoPE applied on the way when given (one pass, no extra copy)."""
+    tokens_major = x.unflatten(2, (heads, -1))
+    b, s, h, d = tokens_major.shape
+    out = torch.empty(b, h, s, d, dtype=x.dtype, device=x.device)
+    if rotary_emb is None:
+        out.transpose(1, 2).copy_(tokens_major)
+    else:
+        _rotate(tokens_major, *rotary_emb, out=out.transpose(1, 2))
+    return out
+
+
+def _blocks_op(ops: list, op, tensor: torch.Tensor, group, peer: int) -> None:
+    ops.append(dist.P2POp(op, tensor, group=group, group_peer=peer))
+
+
+@torch.compiler.disable
+def _run(ops: list) -> None:
+    for work in dist.batch_isend_irecv(ops) if ops else []:
+        work.wait()
+
+
+def to_sequence_shards(tensors: list[torch.Tensor], group, world: int) -> list[torch.Tensor]:
+    """Each [B, H, S_local, D] (this rank's tokens, all heads) -> [B, H/world, S, D] (all tokens, its heads)."""
+    rank = dist.get_rank(group)
+    ops: list = []
+    received = []
+    for x in tensors:
+        b, h, s_local, d = x.shape
+        h_local = h // world
+        out = torch.empty(b, h_local, world * s_local, d, dtype=x.dtype, device=x.device)
+        out[:, :, rank * s_local:(rank + 1) * s_local] = x[:, rank * h_local:(rank + 1) * h_local]
+        for peer in (p for p in range(world) if p != rank):
+            for i in range(b):
+                for j in range(h_local):
+                    _blocks_op(ops, dist.isend, x[i, peer * h_local + j], group, peer)
+                    _blocks_op(ops, dist.irecv, out[i, j, peer * s_local:(peer + 1) * s_local], group, peer)
+        received.append(out)
+    _run(ops)
+    return received
+
+
+def to_head_shards(x: torch.Tensor, group, world: int) -> torch.Tensor:
+    """[B, H_local, S, D] (all tokens, this rank's heads) -> [B, H, S_local, D] (its tokens, all heads)."""
+    rank = dist.get_rank(group)
+    b, h_local, s, d = x.shape
+    s_local = s // world
+    out = torch.empty(b, h_local * world, s_local, d, dtype=x.dtype, device=x.device)
+    out[:, rank * h_local:(rank + 1) * h_local] = x[:, :, rank * s_local:(rank + 1) * s_local]
+    ops: list = []
+    for peer in (p for p in range(world) if p != rank):
+        for i in range(b):
+            for j in range(h_local):
+                _blocks_op(ops, dist.isend, x[i, j, peer * s_local:(peer + 1) * s_local], group, peer)
+                _blocks_op(ops, dist.irecv, out[i, peer * h_local + j], group, peer)
+    _run(ops)
+    return out
+
+
+class HeadBlockUlyssesProcessor(SelfAttentionProcessor):
+    """Sequence-parallel self-attention with head-block exchanges (Ulysses without ring)."""
+
+    def handles(self) -> bool:
+        cp = self._parallel_config.context_parallel_config if self._parallel_config is not None else None
+        return cp is not None and cp.ring_degree == 1 and cp.ulysses_degree > 1
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        if encoder_hidden_states is not None or attn.add_k_proj is not None or attention_mask is not None or (
+                not self.handles()):
+            return WanAttnProcessor.__call__(self, attn, hidden_states, encoder_hidden_states, attention_mask,
+                                             rotary_emb)
+        query, key, value = _get_qkv_projections(attn, hidden_states, None)
+        query, key = attn.norm_q(query), attn.norm_k(key)
+        q, k = (heads_first(x, attn.heads, rotary_emb) for x in (query, key))
+        v = heads_first(value, attn.heads, None)
+        cp = self._parallel_config.context_parallel_config
+        group, world = cp._ulysses_mesh.get_group(), cp.ulysses_degree
+        q, k, v = to_sequence_shards([q, k, v], group, world)
+        out = dispatch_attention_fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                    backend=self._attention_backend)  # [B, S, H_local, D]
+        out = to_head_shards(out.transpose(1, 2).contiguous(), group, world)
+        out = out.transpose(1, 2).flatten(2, 3).type_as(query)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def exchange_head_blocks(expert: torch.nn.Module) -> int:
+    """Give every self-attention of `expert` the head-block processor; returns how many will use it."""
+    install(expert, HeadBlockUlyssesProcessor)
+    return sum(block.attn1.processor.handles() for block in expert.blocks)
