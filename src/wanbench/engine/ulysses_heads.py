@@ -8,8 +8,9 @@ per layer, 0.33 ms each for a14b on an H200, as much time as the exchanges thems
 heads-first once, so every (batch, head) block a peer needs is one contiguous [S_local, D] piece: it is sent
 with point-to-point operations, all in one group, straight into its place in the receiver's heads-first
 [B, H_local, S, D] tensors, which attention reads as they are. The output returns the same way into a
-heads-first [B, H, S_local, D] tensor and is made token-major once for to_out: two copies per layer instead of
-about nine. Same arithmetic in the same order, so the same result as diffusers' Ulysses and the single process.
+heads-first [B, H, S_local, D] tensor and is made token-major once for to_out. Copies left per layer: v once,
+the blocks a rank keeps for itself, the output once (about four tensors' worth against diffusers' nine). Same
+arithmetic in the same order, so the same result as diffusers' Ulysses and the single process.
 
 Applied by engine/parallel.py (`context_parallelize`) to every block's self-attention for Ulysses without
 ring; cross-attention (text keys, not sequence-split) keeps the stock processor.
