@@ -6,11 +6,11 @@
 #                                                 # VAE pipeline, compile under Ulysses), then issue 6's forward
 #                                                 # timings (then with a heads-first candidate, since removed)
 #   bash benchmarks/h200x2_next.sh start mlperf   # ~14 min: issue 7, SingleStream 1280*720 on 2 GPUs, 3 queries
-#   bash benchmarks/h200x2_next.sh start ring     # ~9 min: follow-ups suite 3 (overlapped ring against Ulysses
-#                                                 # and 1 GPU, eager and compiled; compiled memory with the
-#                                                 # fused weights held once), then Ulysses' exchange alone
-#                                                 # (benchmarks/ulysses_exchange.py, default and high-priority
-#                                                 # NCCL stream)
+#   bash benchmarks/h200x2_next.sh start ring     # ~10 min: follow-ups suite 3 (Ulysses head-block exchange
+#                                                 # and overlapped ring against Ulysses and 1 GPU, eager and
+#                                                 # compiled; compiled memory with the fused weights held once),
+#                                                 # then the exchange alone (benchmarks/ulysses_exchange.py:
+#                                                 # all-to-all, head blocks, copy engines; two NCCL priorities)
 #   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring
 source benchmarks/device_preamble.sh
 part=${2:?decide|mlperf|ring}
