@@ -133,13 +133,17 @@ def check_ulysses_chunks(chunks: int, dims: ParallelDims, heads: int) -> None:
         raise UserError(f"bad --ulysses-chunks {chunks}: use 1 (stock Ulysses) or more")
     if chunks == 1:
         return
-    if dims.ulysses == 1 or dims.ring > 1:
-        raise UserError(f"--ulysses-chunks pipelines Ulysses attention, but this run is {dims.describe()}: "
-                        "use it with --ulysses 2 or more and no --ring")
+    require_plain_ulysses("--ulysses-chunks pipelines Ulysses attention", dims)
     per_rank = heads // dims.ulysses
     if per_rank % chunks:
         raise UserError(f"--ulysses-chunks {chunks} must divide the {per_rank} heads each of the "
                         f"{dims.ulysses} Ulysses ranks holds")
+
+
+def require_plain_ulysses(what: str, dims: ParallelDims) -> None:
+    """Refuse a Ulysses-only option on a run without Ulysses, or with ring attention too."""
+    if dims.ulysses == 1 or dims.ring > 1:
+        raise UserError(f"{what}, but this run is {dims.describe()}: use it with --ulysses 2 or more and no --ring")
 
 
 ULYSSES_EXCHANGES = ("all-to-all", "head-blocks")
@@ -150,9 +154,7 @@ def check_ulysses_exchange(p: ParallelConfig, dims: ParallelDims) -> None:
         raise UserError(f"bad --ulysses-exchange {p.ulysses_exchange!r}: use {' or '.join(ULYSSES_EXCHANGES)}")
     if p.ulysses_exchange == "all-to-all":
         return
-    if dims.ulysses == 1 or dims.ring > 1:
-        raise UserError(f"--ulysses-exchange head-blocks changes Ulysses' exchange, but this run is "
-                        f"{dims.describe()}: use it with --ulysses 2 or more and no --ring")
+    require_plain_ulysses("--ulysses-exchange head-blocks changes Ulysses' exchange", dims)
     if p.ulysses_chunks > 1:
         raise UserError("--ulysses-exchange head-blocks and --ulysses-chunks are two ways to exchange: pick one")
 

@@ -54,7 +54,7 @@ class OverlappedRingProcessor(SelfAttentionProcessor):
     """Sequence-parallel self-attention through `overlapped_ring_attention` (ring without Ulysses)."""
 
     def handles(self) -> bool:
-        cp = self._parallel_config.context_parallel_config if self._parallel_config is not None else None
+        cp = self.context_parallel()
         return cp is not None and cp.ulysses_degree == 1 and _backend_name(self._attention_backend) in FORWARD_OPS
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -70,5 +70,4 @@ def _backend_name(backend) -> str:
 def overlap_ring(expert: torch.nn.Module) -> int:
     """Give every self-attention of `expert` the overlapped ring processor; returns how many will use it
     (0 when the attention backend has no forward op here: those keep diffusers' ring)."""
-    install(expert, OverlappedRingProcessor)
-    return sum(block.attn1.processor.handles() for block in expert.blocks)
+    return install(expert, OverlappedRingProcessor)

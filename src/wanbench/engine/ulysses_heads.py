@@ -21,21 +21,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from diffusers.models.attention_dispatch import dispatch_attention_fn
-from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
 
-from wanbench.engine.wan_attention import SelfAttentionProcessor, _rotate, install
-
-
-def heads_first(x: torch.Tensor, heads: int, rotary_emb) -> torch.Tensor:
-    """[B, S, H*D] -> [B, H, S, D] contiguous, RoPE applied on the way when given (one pass, no extra copy)."""
-    tokens_major = x.unflatten(2, (heads, -1))
-    b, s, h, d = tokens_major.shape
-    out = torch.empty(b, h, s, d, dtype=x.dtype, device=x.device)
-    if rotary_emb is None:
-        out.transpose(1, 2).copy_(tokens_major)
-    else:
-        _rotate(tokens_major, *rotary_emb, out=out.transpose(1, 2))
-    return out
+from wanbench.engine.wan_attention import SelfAttentionProcessor, install
 
 
 def _blocks_op(ops: list, op, tensor: torch.Tensor, group, peer: int) -> None:
@@ -88,30 +75,22 @@ def to_head_shards(x: torch.Tensor, group, world: int) -> torch.Tensor:
 class HeadBlockUlyssesProcessor(SelfAttentionProcessor):
     """Sequence-parallel self-attention with head-block exchanges (Ulysses without ring)."""
 
+    heads_first = True  # RoPE writes q and k heads-first, v is made heads-first once (project_qkv)
+
     def handles(self) -> bool:
-        cp = self._parallel_config.context_parallel_config if self._parallel_config is not None else None
+        cp = self.context_parallel()
         return cp is not None and cp.ring_degree == 1 and cp.ulysses_degree > 1
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
-        if encoder_hidden_states is not None or attn.add_k_proj is not None or attention_mask is not None or (
-                not self.handles()):
-            return WanAttnProcessor.__call__(self, attn, hidden_states, encoder_hidden_states, attention_mask,
-                                             rotary_emb)
-        query, key, value = _get_qkv_projections(attn, hidden_states, None)
-        query, key = attn.norm_q(query), attn.norm_k(key)
-        q, k = (heads_first(x, attn.heads, rotary_emb) for x in (query, key))
-        v = heads_first(value, attn.heads, None)
-        cp = self._parallel_config.context_parallel_config
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """[B, H, S_local, D] in, [B, S_local, H, D] out (a view of the heads-first result)."""
+        cp = self.context_parallel()
         group, world = cp._ulysses_mesh.get_group(), cp.ulysses_degree
-        q, k, v = to_sequence_shards([q, k, v], group, world)
+        q, k, v = to_sequence_shards([query, key, value], group, world)
         out = dispatch_attention_fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                     backend=self._attention_backend)  # [B, S, H_local, D]
-        out = to_head_shards(out.transpose(1, 2).contiguous(), group, world)
-        out = out.transpose(1, 2).flatten(2, 3).type_as(query)
-        return attn.to_out[1](attn.to_out[0](out))
+        return to_head_shards(out.transpose(1, 2).contiguous(), group, world).transpose(1, 2)
 
 
 def exchange_head_blocks(expert: torch.nn.Module) -> int:
     """Give every self-attention of `expert` the head-block processor; returns how many will use it."""
-    install(expert, HeadBlockUlyssesProcessor)
-    return sum(block.attn1.processor.handles() for block in expert.blocks)
+    return install(expert, HeadBlockUlyssesProcessor)

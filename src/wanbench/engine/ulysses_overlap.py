@@ -66,7 +66,7 @@ class PipelinedUlyssesProcessor(SelfAttentionProcessor):
         self.chunks = chunks
 
     def handles(self) -> bool:
-        return self._parallel_config is not None
+        return self.context_parallel() is not None
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         cp = self._parallel_config.context_parallel_config

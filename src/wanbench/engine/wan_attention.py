@@ -4,9 +4,10 @@ diffusers' WanAttnProcessor projects q/k/v, applies the q/k RMS norms and RoPE, 
 dispatcher and projects out. `SelfAttentionProcessor` keeps that body (mirroring diffusers 0.42 for
 text-to-video self-attention; the pin `diffusers<0.43` keeps them in step, tests compare the results)
 and hands the attention itself to `attend`; cross-attention and image-to-video layers keep the stock
-path. Subclass: PipelinedUlyssesProcessor (engine/ulysses_overlap.py), Ulysses exchanges pipelined over
-head chunks. (A heads-first-layout subclass was measured no faster on one H200, 2.816 s against 2.809 s
-per compiled forward, results/speed/speed-h200-1gpu-forward.json, and was removed.)
+path. Subclasses: PipelinedUlyssesProcessor (engine/ulysses_overlap.py), OverlappedRingProcessor
+(engine/ring_overlap.py), HeadBlockUlyssesProcessor (engine/ulysses_heads.py, which asks for q/k/v
+heads-first). (A subclass that only made SDPA read heads-first inputs was measured no faster on one H200,
+2.816 s against 2.809 s per compiled forward, results/speed/speed-h200-1gpu-forward.json, and was removed.)
 `install` puts one on every block's self-attention, keeping the backend and parallel config.
 """
 
@@ -29,10 +30,27 @@ def _rotate(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor,
     return out.type_as(x)
 
 
-def project_qkv(attn, hidden_states: torch.Tensor, rotary_emb) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Self-attention q, k, v as [B, S, H, D], normed and rotated as WanAttnProcessor does."""
+def _heads_first(x: torch.Tensor, heads: int, rotary_emb) -> torch.Tensor:
+    """[B, S, H*D] -> [B, H, S, D] contiguous, RoPE applied on the way when given (one pass, no extra copy)."""
+    tokens_major = x.unflatten(2, (heads, -1))
+    b, s, h, d = tokens_major.shape
+    out = torch.empty(b, h, s, d, dtype=x.dtype, device=x.device)
+    if rotary_emb is None:
+        out.transpose(1, 2).copy_(tokens_major)
+    else:
+        _rotate(tokens_major, *rotary_emb, out=out.transpose(1, 2))
+    return out
+
+
+def project_qkv(attn, hidden_states: torch.Tensor, rotary_emb,
+                heads_first: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Self-attention q, k, v as [B, S, H, D] ([B, H, S, D] contiguous if heads_first), normed and rotated
+    as WanAttnProcessor does."""
     query, key, value = _get_qkv_projections(attn, hidden_states, None)
     query, key = attn.norm_q(query), attn.norm_k(key)
+    if heads_first:
+        return (_heads_first(query, attn.heads, rotary_emb), _heads_first(key, attn.heads, rotary_emb),
+                _heads_first(value, attn.heads, None))
     query, key, value = (x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))
     if rotary_emb is not None:
         query, key = _rotate(query, *rotary_emb), _rotate(key, *rotary_emb)
@@ -40,10 +58,17 @@ def project_qkv(attn, hidden_states: torch.Tensor, rotary_emb) -> tuple[torch.Te
 
 
 class SelfAttentionProcessor(WanAttnProcessor):
-    """WanAttnProcessor whose text-to-video self-attention is computed by `attend` ([B, S, H, D] in and out)."""
+    """WanAttnProcessor whose text-to-video self-attention is computed by `attend` ([B, S, H, D] in and out;
+    [B, H, S, D] in where `heads_first`)."""
+
+    heads_first = False
 
     def handles(self) -> bool:
         return True
+
+    def context_parallel(self):
+        """diffusers' ContextParallelConfig of this layer, or None outside context parallelism."""
+        return self._parallel_config.context_parallel_config if self._parallel_config is not None else None
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -52,15 +77,16 @@ class SelfAttentionProcessor(WanAttnProcessor):
         if encoder_hidden_states is not None or attn.add_k_proj is not None or attention_mask is not None or (
                 not self.handles()):
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
-        query, key, value = project_qkv(attn, hidden_states, rotary_emb)
+        query, key, value = project_qkv(attn, hidden_states, rotary_emb, self.heads_first)
         out = self.attend(query, key, value).flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
 
 
 def install(expert: torch.nn.Module, make: Callable[[], SelfAttentionProcessor]) -> int:
-    """Give every block's self-attention a processor from `make`; returns how many were replaced."""
+    """Give every block's self-attention a processor from `make`; returns how many will use it (the others
+    keep the stock path, e.g. an attention backend the processor has no kernel for)."""
     for block in expert.blocks:
         old, new = block.attn1.processor, make()
         new._attention_backend, new._parallel_config = old._attention_backend, old._parallel_config
         block.attn1.processor = new
-    return len(expert.blocks)
+    return sum(block.attn1.processor.handles() for block in expert.blocks)

@@ -63,14 +63,15 @@ def serve(session, config: RunConfig, prompts: list[str], records: list[dict], c
 
     replica, lead = replica_coordinates(getattr(session.components, "mesh", None))
     mine = command[replica::session.dims.dp]
+    # Samples differ only in the prompt the QSL gives them: stored as repeats of one configuration.
+    key = config_key(config.to_dict())
     done = []
     for index in mine:
         generation = run_once(session, dataclasses.replace(config, prompt=prompts[index % len(prompts)]))
         if generation.result.status != "ok":
             raise UserError(f"sample {index} failed: {generation.result.error}")
         if lead:
-            # Samples differ only in the prompt the QSL gives them: stored as repeats of one configuration.
-            records.append({**generation.result.to_dict(), "config_key": config_key(config.to_dict())})
+            records.append({**generation.result.to_dict(), "config_key": key})
             done.append((index, time.time()))
     return done
 
