@@ -7,9 +7,9 @@ are the other blocks read, attended and merged, in diffusers' order (own block, 
 with diffusers' log-sum-exp merge in fp32, so the result is diffusers' ring result. Kernels come from the
 same diffusers forward ops; backends without one (and Ulysses x ring layouts) keep diffusers' path.
 
-Why it should pay: on 2 GPUs the all-gather moves a rank's 336 MB of keys and values per layer while the
-local block's attention, a quarter of the layer's attention, runs for ~10 ms on an H200; Ulysses' four
-exchanges of the same volume cannot overlap its attention (each waits for the one before).
+Whether it pays is unmeasured: on 2x H200 an NCCL exchange did not run beside a cuDNN attention kernel at
+all (results/h200x2/ulysses-exchange/), which makes a gain unlikely; benchmarks/suites/followups3-2gpu.toml
+measures it against Ulysses.
 
 Applied by engine/parallel.py (`context_parallelize`) to every block's self-attention when ring > 1 and
 ulysses == 1; cross-attention (text keys, not sequence-split) keeps the stock processor.
