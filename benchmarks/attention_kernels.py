@@ -1,0 +1,128 @@
+"""Attention kernels on Wan 2.2 A14B's shapes, one GPU: cuDNN SDPA (wanbench's measured choice), torch's flash
+kernel, and FlashAttention 4's CuTe kernels (flash_attn.cute, which has a Hopper forward) when installed.
+
+Issue 6's forward target (<= 2.6 s per A14B forward on one H200) needs attention faster than cuDNN's ~575
+TFLOP/s; this script says whether a kernel on the image does that, exactly. Each kernel is timed with CUDA
+events after warm-up (median, min, max of `--repeats`), and its output is compared with an fp32 reference on
+the first heads (relative L2 error), next to cuDNN's own error, so "faster" is only claimed for a kernel as
+exact as the one it would replace.
+
+Usage (device): python3 benchmarks/attention_kernels.py --out DIR/attention-kernels-h200.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import traceback
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+# [batch, query tokens, key tokens, heads, head dim]: 480*832*81 latents -> 21 x 30 x 52 patches = 32,760
+# tokens; 40 heads of 128. Ulysses rank of 2: 20 heads. Cross-attention: 512 text tokens.
+SHAPES = {
+    "self_40h": (1, 32760, 32760, 40, 128),
+    "self_20h_ulysses2": (1, 32760, 32760, 20, 128),
+    "cross_40h": (1, 32760, 512, 40, 128),
+}
+
+
+def sdpa(backend: SDPBackend):
+    def run(q, k, v):  # [B, S, H, D] in and out, as diffusers' native backend passes them (transposed views)
+        with sdpa_kernel(backend):
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return out.transpose(1, 2)
+    return run
+
+
+def fa4():
+    from flash_attn.cute import flash_attn_func
+
+    def run(q, k, v):
+        out = flash_attn_func(q, k, v)
+        return out[0] if isinstance(out, tuple) else out
+    return run
+
+
+KERNELS = {"cudnn": lambda: sdpa(SDPBackend.CUDNN_ATTENTION), "torch_flash": lambda: sdpa(SDPBackend.FLASH_ATTENTION),
+           "fa4_cute": fa4}
+
+
+def reference(q, k, v, heads: int) -> torch.Tensor:
+    """fp32 attention of the first `heads` heads, one head at a time ([B, S, h, D])."""
+    outs = []
+    for h in range(heads):
+        qh, kh, vh = (x[:, :, h].float() for x in (q, k, v))
+        scores = torch.einsum("bsd,btd->bst", qh, kh) / math.sqrt(q.shape[-1])
+        outs.append(torch.einsum("bst,btd->bsd", scores.softmax(-1), vh))
+        del scores
+    return torch.stack(outs, dim=2)
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((x.float() - ref).norm() / ref.norm())
+
+
+def time_kernel(run, q, k, v, warmup: int, repeats: int) -> dict:
+    start = time.perf_counter()
+    run(q, k, v)
+    torch.cuda.synchronize()
+    first_s = time.perf_counter() - start
+    for _ in range(warmup):
+        run(q, k, v)
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
+    for a, b in events:
+        a.record()
+        run(q, k, v)
+        b.record()
+    torch.cuda.synchronize()
+    ms = sorted(a.elapsed_time(b) for a, b in events)
+    return {"first_call_s": first_s, "median_ms": ms[len(ms) // 2], "min_ms": ms[0], "max_ms": ms[-1], "n": repeats}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--ref-heads", type=int, default=2)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "cudnn": torch.backends.cudnn.version(), "shapes": {}}
+    try:
+        import flash_attn.cute as fa
+        result["flash_attn_cute"] = getattr(fa, "__version__", "?")
+    except Exception as error:  # recorded; the other kernels still run
+        result["flash_attn_cute"] = f"not importable: {error!r}"
+    for name, (b, s, s_kv, h, d) in SHAPES.items():
+        q = torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16)
+        k, v = (torch.randn(b, s_kv, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        ref = reference(q, k, v, args.ref_heads)
+        flop = 4 * b * h * s * s_kv * d
+        rows = {}
+        for kernel, make in KERNELS.items():
+            try:
+                run = make()
+                row = time_kernel(run, q, k, v, args.warmup, args.repeats)
+                out = run(q, k, v)
+                row["tflops"] = flop / (row["median_ms"] * 1e-3) / 1e12
+                row["rel_err_vs_fp32"] = rel_err(out[:, :, : args.ref_heads], ref)
+                del out
+            except Exception as error:  # one kernel's failure is a result, not the end
+                row = {"error": repr(error), "trace": traceback.format_exc()[-2000:]}
+            rows[kernel] = row
+            print(name, kernel, {k_: v_ for k_, v_ in row.items() if k_ != "trace"}, flush=True)
+        result["shapes"][name] = {"shape_bsshd": [b, s, s_kv, h, d], "flop": flop, "kernels": rows}
+        del q, k, v, ref
+        torch.cuda.empty_cache()
+    with open(args.out, "w") as file:
+        json.dump(result, file, indent=1)
+
+
+if __name__ == "__main__":
+    main()
