@@ -11,9 +11,14 @@
 #                                                 # compiled; compiled memory with the fused weights held once),
 #                                                 # then the exchange alone (benchmarks/ulysses_exchange.py:
 #                                                 # all-to-all, head blocks, copy engines; two NCCL priorities)
-#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring
+#   bash benchmarks/h200x2_next.sh start fa4      # ~19 min, after benchmarks/fa4_wheels.sh stage + install:
+#                                                 # GPU 0: issue 6's forward timings (with FA4) then FP8 fidelity
+#                                                 # compiled, while GPU 1 runs stock WanPipeline against wanbench
+#                                                 # end to end; then follow-ups suite 3 (now with FA4 rows); then
+#                                                 # the exchange alone
+#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4
 source benchmarks/device_preamble.sh
-part=${2:?decide|mlperf|ring}
+part=${2:?decide|mlperf|ring|fa4}
 case "$part" in
   decide) job='python3 -m wanbench.cli bench benchmarks/suites/followups2-2gpu.toml --out $BG_DIR/followups2-2gpu \
                  --no-report;
@@ -25,7 +30,18 @@ case "$part" in
                  --no-report;
              for p in "" --high-priority; do python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/ulysses_exchange.py $p \
                  --out $BG_DIR/ulysses-exchange-h200x2${p:+-high-priority}.json; done' ;;
-  *) echo "part: decide, mlperf or ring" >&2; exit 2 ;;
+  fa4) job='(CUDA_VISIBLE_DEVICES=0 python3 benchmarks/speed.py --part forward --repeats 3 \
+                 --out $BG_DIR/speed-h200-1gpu-forward.json;
+               CUDA_VISIBLE_DEVICES=0 python3 benchmarks/fidelity.py --steps 10 --repeats 1 --modes fp8 --compile \
+                 --out $BG_DIR/fidelity-h200-compiled.json) > $BG_DIR/gpu0.log 2>&1 &
+             CUDA_VISIBLE_DEVICES=1 python3 benchmarks/speed.py --part e2e --steps 20 --repeats 1 \
+                 --out $BG_DIR/speed-h200-1gpu-e2e.json > $BG_DIR/gpu1.log 2>&1 &
+             wait;
+             python3 -m wanbench.cli bench benchmarks/suites/followups3-2gpu.toml --out $BG_DIR/followups3-2gpu \
+                 --no-report;
+             python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/ulysses_exchange.py \
+                 --out $BG_DIR/ulysses-exchange-h200x2.json' ;;
+  *) echo "part: decide, mlperf, ring or fa4" >&2; exit 2 ;;
 esac
 case "${1:?start|wait}" in
   start) bash benchmarks/device_background.sh start "$part" "$job"

@@ -34,7 +34,9 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"])
     p.add_argument("--vae-dtype", default=None, choices=["bfloat16", "float16", "float32"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--attention", default="auto", help="auto, cudnn, flash, sdpa, efficient or math")
+    p.add_argument("--attention", default="auto",
+                   help="auto (the fastest, timed on this GPU), cudnn, flash, sdpa, efficient, math, "
+                   "or fa4 (FlashAttention 4's CuTe kernel, pip install flash-attn-4)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="fused projections + regional torch.compile (default: on for CUDA where measured faster)")
     p.add_argument("--cfg-batch", action="store_true",

@@ -278,7 +278,7 @@ class RunConfig:
     dtype: str = "bfloat16"
     vae_dtype: str = "float32"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    attention: str = "auto"  # auto | cudnn | flash | sdpa | efficient | math
+    attention: str = "auto"  # auto | cudnn | flash | sdpa | efficient | math | fa4 (FlashAttention 4, CuTe)
     compile: bool = False  # config_for_preset turns it on where measured faster (compile_by_default)
     cfg_batch: bool = False  # cond and uncond as one batch of two per forward (same math; measured no faster)
     vae_pipeline: bool = True  # several ranks: VAE decode as a layer pipeline over up to 3 of them (same math)
@@ -371,6 +371,10 @@ def validate(config: RunConfig) -> list[str]:
         raise UserError(f"bad --dtype: choose one of {', '.join(DTYPES)}")
     if config.attention not in ATTENTION_CHOICES:
         raise UserError(f"bad --attention {config.attention!r}: choose one of {', '.join(ATTENTION_CHOICES)}")
+    if config.attention == "fa4" and config.device == "cpu":
+        raise UserError("--attention fa4 is a GPU kernel (Hopper or newer): drop it with --device cpu")
+    if config.dtype == "float32" and config.attention == "fa4":
+        raise UserError("--attention fa4 computes in bfloat16 or float16: drop it with --dtype float32")
     if config.cache != "none":
         kind, _, value = config.cache.partition(":")
         try:
@@ -398,4 +402,4 @@ def validate(config: RunConfig) -> list[str]:
 DTYPES = ("bfloat16", "float16", "float32")
 # Results recorded before a field existed ran without what it turns on; its default changed since.
 LEGACY_DEFAULTS: dict[str, Any] = {"vae_pipeline": False}
-ATTENTION_CHOICES = ("auto", "cudnn", "flash", "sdpa", "efficient", "math")
+ATTENTION_CHOICES = ("auto", "cudnn", "flash", "sdpa", "efficient", "math", "fa4")

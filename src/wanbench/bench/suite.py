@@ -107,6 +107,8 @@ def label(config: RunConfig) -> str:
         parts.append("fsdp " + ",".join(p.fsdp))
     if config.compile:
         parts.append("compiled")
+    if config.attention != "auto":
+        parts.append(f"attention {config.attention}")
     if config.cfg_batch:
         parts.append("cfg-batch")
     if not config.vae_pipeline and p.gpus > 1:

@@ -124,8 +124,19 @@ def check_dims(dims: ParallelDims, config: RunConfig) -> None:
         )
     check_ulysses_chunks(config.parallel.ulysses_chunks, dims, heads)
     check_ulysses_exchange(config.parallel, dims)
+    if config.attention == "fa4" and not kernel_applies(config.parallel, dims):
+        raise UserError(f"--attention fa4 runs self-attention in wanbench's processors, but this run is "
+                        f"{dims.describe()}: add --ulysses-exchange head-blocks to Ulysses, or drop --ring")
     if (dims.fsdp_dit or dims.fsdp_t5) and dims.group == 1:
         raise UserError("--fsdp shards across GPUs: use it with --gpus 2 or more (or --offload on one GPU)")
+
+
+def kernel_applies(p: ParallelConfig, dims: ParallelDims) -> bool:
+    """Whether an attention kernel outside diffusers' dispatcher (--attention fa4) computes this run's
+    self-attention: not under ring attention, nor diffusers' own all-to-all Ulysses."""
+    if dims.ring > 1:
+        return False
+    return dims.ulysses == 1 or p.ulysses_chunks > 1 or p.ulysses_exchange == "head-blocks"
 
 
 def check_ulysses_chunks(chunks: int, dims: ParallelDims, heads: int) -> None:

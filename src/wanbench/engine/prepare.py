@@ -1,6 +1,7 @@
 """Everything done to the freshly built components before generating, in one place and one order.
 
-  1. attention backend (measured choice on CUDA; ring attention needs one that returns the LSE)
+  1. attention backend (measured choice on CUDA; ring attention needs one that returns the LSE); when
+     FlashAttention 4 is chosen, self-attention processors that call it (engine/wan_attention.py)
   2. fused QKV / KV projections (--compile): one matmul instead of three, same function, the parts
      left as views of the fused weights (engine/fusion.py);
      FP8 linear layers (--fp8 linear, approximate and opt-in: engine/fp8.py);
@@ -24,7 +25,7 @@ from wanbench.config import RunConfig
 from wanbench.engine.attention import apply_backend, resolve_backend
 from wanbench.engine.fusion import fuse_projections
 from wanbench.engine.offload import apply_offload, cap_device_memory
-from wanbench.engine.parallel import ParallelDims, build_mesh, context_parallelize, fsdp_shard
+from wanbench.engine.parallel import ParallelDims, build_mesh, context_parallelize, fsdp_shard, kernel_applies
 from wanbench.launch.distributed import DistContext
 from wanbench.models import WanComponents
 
@@ -36,13 +37,20 @@ def choose_attention(
     choice = config.attention
     if dims.ring > 1 and choice in ("auto", "sdpa"):
         choice = "cudnn" if device.type == "cuda" else "flash"  # ring merges partial results by LSE
-    backend, backend_ms = resolve_backend(choice, device, shape if dims.sp == 1 else None, dtype,
-                                          allow_cpu_flash=dims.ring > 1)
-    apply_backend(components.experts, backend)
-    notes.append(f"attention backend: {backend}")
-    if backend_ms:
+    chosen = resolve_backend(choice, device, shape if dims.sp == 1 else None, dtype,
+                             allow_cpu_flash=dims.ring > 1, allow_kernel=kernel_applies(config.parallel, dims))
+    apply_backend(components.experts, chosen.backend)
+    notes.append(f"attention backend: {chosen.backend}")
+    if chosen.kernel is not None:
+        from wanbench.engine.wan_attention import KernelAttentionProcessor, install
+
+        for expert in components.experts:
+            install(expert, lambda: KernelAttentionProcessor(chosen.kernel))
+        notes.append(f"self-attention kernel: {chosen.kernel} (FlashAttention 4 CuTe); cross-attention: "
+                     f"{chosen.backend}")
+    if chosen.timings_ms:
         notes.append("attention backends timed (ms per call): " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                                                         backend_ms.items()))
+                                                                         chosen.timings_ms.items()))
 
 
 def compile_blocks(components: WanComponents, fullgraph: bool) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from diffusers.models.attention_dispatch import dispatch_attention_fn
 
 from wanbench.engine.wan_attention import SelfAttentionProcessor, install
 
@@ -86,8 +85,7 @@ class HeadBlockUlyssesProcessor(SelfAttentionProcessor):
         cp = self.context_parallel()
         group, world = cp._ulysses_mesh.get_group(), cp.ulysses_degree
         q, k, v = to_sequence_shards([query, key, value], group, world)
-        out = dispatch_attention_fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                    backend=self._attention_backend)  # [B, S, H_local, D]
+        out = self.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # [B, S, H_local, D]
         return to_head_shards(out.transpose(1, 2).contiguous(), group, world).transpose(1, 2)
 
 

@@ -14,9 +14,10 @@ not sequence-split) keeps the stock processor (engine/wan_attention.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed._functional_collectives as funcol
-from diffusers.models.attention_dispatch import dispatch_attention_fn
 
 from wanbench.engine.wan_attention import SelfAttentionProcessor, install
 
@@ -40,7 +41,7 @@ def _as_full_sequence(received: torch.Tensor) -> torch.Tensor:
 
 def pipelined_ulysses_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, group, world: int, chunks: int,
-    backend: str | None,
+    attention: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """Ulysses attention of [B, S_local, H, D] tensors over `world` ranks, in `chunks` head groups."""
     b, s_local, h, d = query.shape
@@ -49,7 +50,7 @@ def pipelined_ulysses_attention(
                 for c in range(chunks)]
     returned = []
     for q, k, v in received:
-        out = dispatch_attention_fn(*(_as_full_sequence(x) for x in (q, k, v)), backend=backend)
+        out = attention(*(_as_full_sequence(x) for x in (q, k, v)))
         # [B, world*S, Hc, D] -> [world, S, B, Hc, D]: sequence shard r goes back to rank r
         returned.append(_exchange(out.reshape(b, world, s_local, hc, d).permute(1, 2, 0, 3, 4).contiguous(),
                                   group))
@@ -71,7 +72,7 @@ class PipelinedUlyssesProcessor(SelfAttentionProcessor):
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         cp = self._parallel_config.context_parallel_config
         return pipelined_ulysses_attention(query, key, value, cp._ulysses_mesh.get_group(), cp.ulysses_degree,
-                                           self.chunks, self._attention_backend)
+                                           self.chunks, self.attention)
 
 
 def pipeline_ulysses(expert: torch.nn.Module, chunks: int) -> int:

@@ -4,11 +4,15 @@ diffusers' WanAttnProcessor projects q/k/v, applies the q/k RMS norms and RoPE, 
 dispatcher and projects out. `SelfAttentionProcessor` keeps that body (mirroring diffusers 0.42 for
 text-to-video self-attention; the pin `diffusers<0.43` keeps them in step, tests compare the results)
 and hands the attention itself to `attend`; cross-attention and image-to-video layers keep the stock
-path. Subclasses: PipelinedUlyssesProcessor (engine/ulysses_overlap.py), OverlappedRingProcessor
-(engine/ring_overlap.py), HeadBlockUlyssesProcessor (engine/ulysses_heads.py, which asks for q/k/v
-heads-first). (A subclass that only made SDPA read heads-first inputs was measured no faster on one H200,
+path. Subclasses: KernelAttentionProcessor (below: self-attention through a kernel outside diffusers'
+dispatcher, e.g. FlashAttention 4, where no context parallelism is active), PipelinedUlyssesProcessor
+(engine/ulysses_overlap.py), OverlappedRingProcessor (engine/ring_overlap.py), HeadBlockUlyssesProcessor
+(engine/ulysses_heads.py, which asks for q/k/v heads-first).
+(A subclass that only made SDPA read heads-first inputs was measured no faster on one H200,
 2.816 s against 2.809 s per compiled forward, results/speed/speed-h200-1gpu-forward.json, and was removed.)
-`install` puts one on every block's self-attention, keeping the backend and parallel config.
+`install` puts one on every block's self-attention, keeping the backend, the kernel and the parallel config.
+The Ulysses subclasses attend through `attention`, so a kernel chosen by --attention applies there too;
+ring attention merges partial results by their LSE through diffusers' forward ops and keeps the backend.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from collections.abc import Callable
 
 import torch
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
+
+from wanbench.engine.attention import attend
 
 
 def _rotate(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor,
@@ -62,6 +68,7 @@ class SelfAttentionProcessor(WanAttnProcessor):
     [B, H, S, D] in where `heads_first`)."""
 
     heads_first = False
+    kernel: str | None = None  # engine/attention.py KERNELS; None: diffusers' dispatcher with _attention_backend
 
     def handles(self) -> bool:
         return True
@@ -69,6 +76,10 @@ class SelfAttentionProcessor(WanAttnProcessor):
     def context_parallel(self):
         """diffusers' ContextParallelConfig of this layer, or None outside context parallelism."""
         return self._parallel_config.context_parallel_config if self._parallel_config is not None else None
+
+    def attention(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Local attention of [B, S, H, D] tensors (strided views allowed) with this run's kernel or backend."""
+        return attend(query, key, value, self._attention_backend, self.kernel)
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -82,11 +93,26 @@ class SelfAttentionProcessor(WanAttnProcessor):
         return attn.to_out[1](attn.to_out[0](out))
 
 
+class KernelAttentionProcessor(SelfAttentionProcessor):
+    """Self-attention through `kernel` on one rank's whole sequence (no context parallelism)."""
+
+    def __init__(self, kernel: str) -> None:
+        super().__init__()
+        self.kernel = kernel
+
+    def handles(self) -> bool:
+        return self.context_parallel() is None
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return self.attention(query, key, value)
+
+
 def install(expert: torch.nn.Module, make: Callable[[], SelfAttentionProcessor]) -> int:
     """Give every block's self-attention a processor from `make`; returns how many will use it (the others
     keep the stock path, e.g. an attention backend the processor has no kernel for)."""
     for block in expert.blocks:
         old, new = block.attn1.processor, make()
         new._attention_backend, new._parallel_config = old._attention_backend, old._parallel_config
+        new.kernel = new.kernel or getattr(old, "kernel", None)
         block.attn1.processor = new
     return sum(block.attn1.processor.handles() for block in expert.blocks)
