@@ -1,5 +1,6 @@
 """Attention kernels on Wan 2.2 A14B's shapes, one GPU: cuDNN SDPA (wanbench's measured choice), torch's flash
-kernel, and FlashAttention 4's CuTe kernels (flash_attn.cute, which has a Hopper forward) when installed.
+kernel, FlashAttention 4's CuTe kernels (flash_attn.cute, which has a Hopper forward) and SageAttention 1's
+Triton kernel (INT8 Q.K^T, FP16 P.V: approximate) when installed.
 
 Issue 6's forward target (<= 2.6 s per A14B forward on one H200) needs attention faster than cuDNN's ~575
 TFLOP/s; this script says whether a kernel on the image does that, exactly. Each kernel is timed with CUDA
@@ -48,8 +49,14 @@ def fa4():
     return run
 
 
+def sage_int8():
+    from sageattention import sageattn
+
+    return lambda q, k, v: sageattn(q, k, v, tensor_layout="NHD")
+
+
 KERNELS = {"cudnn": lambda: sdpa(SDPBackend.CUDNN_ATTENTION), "torch_flash": lambda: sdpa(SDPBackend.FLASH_ATTENTION),
-           "fa4_cute": fa4}
+           "fa4_cute": fa4, "sage_int8_triton": sage_int8}
 
 
 def reference(q, k, v, heads: int) -> torch.Tensor:
