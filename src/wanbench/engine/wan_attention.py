@@ -9,7 +9,7 @@ dispatcher, e.g. FlashAttention 4, where no context parallelism is active), Pipe
 (engine/ulysses_overlap.py), OverlappedRingProcessor (engine/ring_overlap.py), HeadBlockUlyssesProcessor
 (engine/ulysses_heads.py, which asks for q/k/v heads-first).
 (A subclass that only made SDPA read heads-first inputs was measured no faster on one H200,
-2.816 s against 2.809 s per compiled forward, results/speed/speed-h200-1gpu-forward.json, and was removed.)
+2.816 s against 2.809 s per compiled forward, results/speed/speed-h200-1gpu-forward-session4.json, and was removed.)
 `install` puts one on every block's self-attention, keeping the backend, the kernel and the parallel config.
 The Ulysses subclasses attend through `attention`, so a kernel chosen by --attention applies there too;
 ring attention merges partial results by their LSE through diffusers' forward ops and keeps the backend.
