@@ -8,7 +8,7 @@ events after warm-up (median, min, max of `--repeats`), and its output is compar
 the first heads (relative L2 error), next to cuDNN's own error, so "faster" is only claimed for a kernel as
 exact as the one it would replace.
 
-Usage (device): python3 benchmarks/attention_kernels.py --out DIR/attention-kernels-h200.json
+Usage (device): PYTHONPATH=src python3 benchmarks/attention_kernels.py --out DIR/attention-kernels-h200.json
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 import traceback
 
@@ -99,8 +100,10 @@ def main() -> None:
     parser.add_argument("--ref-heads", type=int, default=2)
     args = parser.parse_args()
     torch.manual_seed(0)
-    result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "cudnn": torch.backends.cudnn.version(), "shapes": {}}
+    from wanbench.measure.env import capture_environment
+
+    result = {"command": " ".join(sys.argv), "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "cudnn": torch.backends.cudnn.version(), "env": capture_environment(), "shapes": {}}
     try:
         import flash_attn.cute as fa
         result["flash_attn_cute"] = getattr(fa, "__version__", "?")
