@@ -12,6 +12,10 @@ heads-first [B, H, S_local, D] tensor and is made token-major once for to_out. C
 the blocks a rank keeps for itself, the output once (about four tensors' worth against diffusers' nine). Same
 arithmetic in the same order, so the same result as diffusers' Ulysses and the single process.
 
+Measured on 2x H200 (results/h200x2/fa4-session5/): 3.635 s per step against 3.669 for diffusers' Ulysses
+(0.9% faster), but NVML saw 18 GB more per GPU (torch's allocated peak unchanged: the caching allocator holds
+blocks the point-to-point streams used), so it is opt-in.
+
 Applied by engine/parallel.py (`context_parallelize`) to every block's self-attention for Ulysses without
 ring; cross-attention (text keys, not sequence-split) keeps the stock processor.
 """
