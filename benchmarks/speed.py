@@ -7,7 +7,11 @@
       each with its relative error against stock eager on the same input.
   --part e2e: stock WanPipeline.__call__ against wanbench (open_session + run_once, --compile)
       end to end, `--steps` steps, after a warm-up; load and compile reported apart.
-Writes benchmarks/results/speed-<gpu>-<n>gpu[-part].json (or --out). Times: CUDA-synchronised,
+  --part all (default): both, in that order, into benchmarks/results/speed-<gpu>-1gpu.json with every key of
+      issue 6 (stock_forward_s, wanbench_forward_s, stock_e2e_s, wanbench_e2e_s, ratio_e2e, mfu, ...).
+  --merge FORWARD_JSON E2E_JSON: one such record from a forward run and an e2e run made apart (e.g. side by
+      side on two GPUs of one machine); no timing, the figures are copied with both commands.
+Writes benchmarks/results/speed-<gpu>-1gpu[-part].json (or --out). Times: CUDA-synchronised,
 warm-up first, median of --repeats with min/max. Example (one H200):
   PYTHONPATH=src python benchmarks/speed.py --part forward --out $OUT/speed-forward.json
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import sys
 import time
@@ -144,51 +149,96 @@ def e2e_part(config, repeats: int, steps: int, save) -> dict:
     return out
 
 
+def forward_summary(part: dict, forward_flops: float, peak: float) -> dict:
+    # what wanbench runs by default: --attention auto takes FA4 where installed and faster
+    fa4 = part.get("wanbench_compiled_fa4", {})
+    variant = "wanbench_compiled_fa4" if "forward_s" in fa4 else "wanbench_compiled"
+    forward_s = part[variant]["forward_s"]["median"]
+    return {"stock_forward_s": part["stock_eager"]["forward_s"]["median"], "wanbench_forward_variant": variant,
+            "wanbench_forward_s": forward_s, "mfu_forward": forward_flops / forward_s / 1e12 / peak}
+
+
+def e2e_summary(part: dict, denoise_flops: float, steps: int, peak: float) -> dict:
+    denoise_s = part["wanbench"]["step_s"]["median"] * steps
+    return {"stock_e2e_s": part["stock"]["generation_s"]["median"],
+            "wanbench_e2e_s": part["wanbench"]["generation_s"]["median"], "ratio_e2e": part["ratio_e2e"],
+            "wanbench_step_s": part["wanbench"]["step_s"]["median"],
+            "mfu_denoise": denoise_flops / denoise_s / 1e12 / peak}
+
+
+def merge(paths: list[str], out_path: Path) -> dict:
+    """One record from a forward run and an e2e run of this script (e.g. made side by side on two GPUs)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    by_part = {name: r for r in parts for name in ("forward", "e2e") if name in r}
+    if set(by_part) != {"forward", "e2e"} or len(parts) != 2:
+        raise SystemExit("--merge takes one forward JSON and one e2e JSON written by this script")
+    fwd, e2e = by_part["forward"], by_part["e2e"]
+    for key in ("size", "frames", "model", "weights", "dtype"):
+        if fwd["settings"][key] != e2e["settings"][key]:
+            raise SystemExit(f"--merge: the two runs differ in {key}: {fwd['settings'][key]} / {e2e['settings'][key]}")
+    if fwd["gpu"] != e2e["gpu"]:
+        raise SystemExit(f"--merge: the two runs ran on different GPUs: {fwd['gpu']} / {e2e['gpu']}")
+    keys = ("stock_forward_s", "wanbench_forward_variant", "wanbench_forward_s", "mfu_forward", "stock_e2e_s",
+            "wanbench_e2e_s", "ratio_e2e", "wanbench_step_s", "mfu_denoise")
+    record = {"command": " ".join(sys.argv), "merged_from": {"forward": fwd["command"], "e2e": e2e["command"]},
+              "gpu": fwd["gpu"], "n_gpus": 1, "settings": e2e["settings"],
+              **{k: r[k] for r in (fwd, e2e) for k in keys if k in r},
+              "mfu": e2e.get("mfu_denoise", e2e.get("mfu")), "env": {"forward": fwd["env"], "e2e": e2e["env"]},
+              "forward": fwd["forward"], "e2e": e2e["e2e"]}
+    record.setdefault("mfu_forward", fwd.get("mfu"))  # records written before mfu_forward existed
+    out_path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+    return record
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--part", choices=["forward", "e2e"], required=True)
+    parser.add_argument("--part", choices=["forward", "e2e", "all"], default="all")
     parser.add_argument("--size", default="480*832")
     parser.add_argument("--frames", type=int, default=81)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--merge", nargs=2, metavar=("FORWARD_JSON", "E2E_JSON"),
+                        help="combine a forward run and an e2e run of this script into one record (no timing)")
     args = parser.parse_args()
+    if args.merge:
+        record = merge(args.merge, Path(args.out or "speed.json"))
+        print(json.dumps({k: v for k, v in record.items() if k not in ("env", "forward", "e2e")}, indent=1))
+        return 0
     width, height = parse_size(args.size)
     config = config_for_preset("a14b", width=width, height=height, frames=args.frames, steps=args.steps,
                                device="cuda")
     env = capture_environment()
     gpu = env["gpus"][0]["name"].replace("NVIDIA ", "").replace(" ", "-").lower()
-    out_path = Path(args.out or f"benchmarks/results/speed-{gpu}-1gpu-{args.part}.json")
+    suffix = "" if args.part == "all" else f"-{args.part}"
+    out_path = Path(args.out or f"benchmarks/results/speed-{gpu}-1gpu{suffix}.json")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tokens = video_tokens(config.preset, width, height, args.frames)
     forward_flops = dit_forward_flops(config.preset, tokens).total
+    peak = peak_tflops(env["gpus"][0]["name"])
     record = {"command": " ".join(sys.argv), "gpu": env["gpus"][0]["name"], "n_gpus": 1, "env": env,
               "settings": {"model": "a14b", "weights": "random", "size": args.size, "frames": args.frames,
                            "steps": args.steps, "dtype": "bfloat16", "vae_dtype": "float32",
                            "repeats": args.repeats, "tokens": tokens},
-              "forward_flops": forward_flops, "peak_tflops_datasheet": peak_tflops(env["gpus"][0]["name"])}
+              "forward_flops": forward_flops, "peak_tflops_datasheet": peak}
 
-    def save(part: dict) -> None:
-        record[args.part] = part
-        out_path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+    def saver(name: str):
+        def save(part: dict) -> None:
+            record[name] = part
+            out_path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+        return save
 
-    if args.part == "forward":
-        part = forward_part(config, args.repeats, save)
-        record["stock_forward_s"] = part["stock_eager"]["forward_s"]["median"]
-        # what wanbench runs by default: --attention auto takes FA4 where installed and faster
-        variant = "wanbench_compiled_fa4" if "forward_s" in part["wanbench_compiled_fa4"] else "wanbench_compiled"
-        record["wanbench_forward_variant"] = variant
-        record["wanbench_forward_s"] = part[variant]["forward_s"]["median"]
-        record["mfu"] = forward_flops / record["wanbench_forward_s"] / 1e12 / record["peak_tflops_datasheet"]
-    else:
-        part = e2e_part(config, args.repeats, args.steps, save)
-        record["stock_e2e_s"] = part["stock"]["generation_s"]["median"]
-        record["wanbench_e2e_s"] = part["wanbench"]["generation_s"]["median"]
-        record["ratio_e2e"] = part["ratio_e2e"]
-        flops = run_flops(config.preset, width, height, args.frames, args.steps, cfg=True).denoise
-        denoise_s = part["wanbench"]["step_s"]["median"] * args.steps
-        record["mfu"] = flops / denoise_s / 1e12 / record["peak_tflops_datasheet"]
-    save(part)
+    if args.part in ("forward", "all"):
+        record.update(forward_summary(forward_part(config, args.repeats, saver("forward")), forward_flops, peak))
+        record["mfu"] = record["mfu_forward"]
+        gc.collect()
+        torch.cuda.empty_cache()
+    if args.part in ("e2e", "all"):
+        denoise_flops = run_flops(config.preset, width, height, args.frames, args.steps, cfg=True).denoise
+        part = e2e_part(config, args.repeats, args.steps, saver("e2e"))
+        record.update(e2e_summary(part, denoise_flops, args.steps, peak))
+        record["mfu"] = record["mfu_denoise"]
+    out_path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
     print(json.dumps({k: v for k, v in record.items() if k not in ("env", "forward", "e2e")}, indent=1))
     return 0
 
