@@ -58,6 +58,19 @@ def compile_blocks(components: WanComponents, fullgraph: bool) -> None:
         expert.compile_repeated_blocks(fullgraph=fullgraph)
 
 
+def compile_cache_note() -> str:
+    """Where torch keeps compiled kernels between processes (its FX-graph cache, on by default), so that a
+    run's compile_s can be read as cold or warm."""
+    try:
+        import torch._inductor.config as inductor_config
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+    except ImportError:  # private modules: a torch without them just gets no note
+        return ""
+    if not inductor_config.fx_graph_cache:
+        return "; torch's compile cache is off"
+    return f"; kernels cached across runs by torch in {cache_dir()}"
+
+
 def apply_step_cache(components: WanComponents, spec: str, dims: ParallelDims, notes: list[str]) -> None:
     """First Block Cache: skip the remaining blocks when the first block's residual barely changed."""
     from diffusers import FirstBlockCacheConfig
@@ -108,7 +121,8 @@ def prepare(
         # FSDP's hooks and the context-parallel split hook on blocks.0 (it calls inspect.signature) break
         # the graph: compile those runs without fullgraph rather than refuse them.
         compile_blocks(components, fullgraph=not dims.fsdp_dit and dims.sp == 1)
-        notes.append("compiled: fused QKV projections, regional torch.compile of the transformer blocks")
+        notes.append("compiled: fused QKV projections, regional torch.compile of the transformer blocks"
+                     + compile_cache_note())
     if mesh is not None:
         fsdp_shard(components, dims, mesh)
         fill_unfilled(components, device, config.seed)
