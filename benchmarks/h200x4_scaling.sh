@@ -7,6 +7,8 @@
 #          (4 configurations of about a minute each, done long before the 4-GPU ones need GPUs 2,3;
 #          the runner also waits for clean GPUs before each configuration).
 #   wait:  bash benchmarks/h200x4_scaling.sh wait   (repeat until "done"; tarballs come back in $OUT)
+# FlashAttention 4 (the default self-attention kernel where installed) needs two calls first on the fresh machine:
+# `bash benchmarks/fa4_wheels.sh stage` carrying .fa4a, then `... install` carrying .fa4b (benchmarks/fa4_wheels.sh).
 source benchmarks/device_preamble.sh
 case "${1:?start|wait}" in
   start)

@@ -6,6 +6,8 @@
 #      Ulysses 4), again with `--no-compile` if that run fails;
 #   3. `wanbench bench --preset scaling` up to 8 GPUs.
 #   bash benchmarks/h200x8.sh start; then bash benchmarks/h200x8.sh wait (repeat until "done")
+# FlashAttention 4 (the default self-attention kernel where installed) needs two calls first on the fresh machine:
+# `bash benchmarks/fa4_wheels.sh stage` carrying .fa4a, then `... install` carrying .fa4b (benchmarks/fa4_wheels.sh).
 source benchmarks/device_preamble.sh
 case "${1:?start|wait}" in
   start)

@@ -178,11 +178,12 @@ def preset_suite(name: str, gpus_available: int | None = None) -> SuiteConfig:
             rows += [{"gpus": 2, "cfg_parallel": True}] if g == 2 else [
                 {"gpus": g, "cfg_parallel": True, "ulysses": g // 2}]
         return SuiteConfig(
-            # Eager throughout, so that every row has its like-for-like 1-GPU baseline: compile is not on
-            # by default under FSDP (not measured there), and per rank it gains the same with or without
-            # Ulysses (benchmarks/RESULTS.md).
+            # Eager and cuDNN throughout, so that every row has its like-for-like 1-GPU baseline: compile is
+            # not on by default under FSDP (not measured there), and per rank it gains the same with or without
+            # Ulysses; FlashAttention 4, which auto takes where installed, cannot run under diffusers' Ulysses
+            # (benchmarks/RESULTS.md).
             name="scaling", fixed={"model": "a14b", "weights": "random", "size": "480*832", "frames": 81,
-                                   "steps": 20, "compile": False},
+                                   "steps": 20, "compile": False, "attention": "cudnn"},
             configs=tuple(rows), warmup=1, warmup_steps=2, repeats=2, cooldown_s=10.0, timeout_s=1800.0,
         )
     if name == "mlperf":
