@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Device calls on 2x H200, each part one background job that outlives a 10-minute call (`wait` again until
 # "done"). decide and mlperf ran in session 4 (results/h200x2/followups2-2gpu, mlperf-ss-1280x720-3q; the
-# mlperf part pins --no-compile --no-vae-pipeline, the defaults of that run); ring is next:
+# mlperf part pins --no-compile --no-vae-pipeline, the defaults of that run); fa4 ran in session 5
+# (results/h200x2/fa4-session5, results/speed/); ring is fa4's second half alone (never run as such):
 #   bash benchmarks/h200x2_next.sh start decide   # ~16 min: follow-ups suite 2 (Ulysses head chunks, balanced
 #                                                 # VAE pipeline, compile under Ulysses), then issue 6's forward
 #                                                 # timings (then with a heads-first candidate, since removed)
@@ -11,7 +12,7 @@
 #                                                 # compiled; compiled memory with the fused weights held once),
 #                                                 # then the exchange alone (benchmarks/ulysses_exchange.py:
 #                                                 # all-to-all, head blocks, copy engines; two NCCL priorities)
-#   bash benchmarks/h200x2_next.sh start fa4      # ~19 min, after benchmarks/fa4_wheels.sh stage + install:
+#   bash benchmarks/h200x2_next.sh start fa4      # ~15 min, after benchmarks/fa4_wheels.sh stage + install:
 #                                                 # GPU 0: issue 6's forward timings (with FA4) then FP8 fidelity
 #                                                 # compiled, while GPU 1 runs stock WanPipeline against wanbench
 #                                                 # end to end; then follow-ups suite 3 (now with FA4 rows); then
