@@ -17,9 +17,14 @@
 #                                                 # compiled, while GPU 1 runs stock WanPipeline against wanbench
 #                                                 # end to end; then follow-ups suite 3 (now with FA4 rows); then
 #                                                 # the exchange alone
-#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4
+#   bash benchmarks/h200x2_next.sh start nccl     # ~6 min, next: does NCCL with more channels move Ulysses' 168 MB
+#                                                 # all-to-all faster than 143-191 GB/s (NVLink NV18 carries
+#                                                 # ~450)? The exchange alone at 0 (NCCL's choice), 8, 16 and 32
+#                                                 # channels, then Ulysses 2 (5 steps, eager, cuDNN; suite
+#                                                 # ulysses2-5steps.toml) at NCCL's choice and at 32 channels
+#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl
 source benchmarks/device_preamble.sh
-part=${2:?decide|mlperf|ring|fa4}
+part=${2:?decide|mlperf|ring|fa4|nccl}
 case "$part" in
   decide) job='python3 -m wanbench.cli bench benchmarks/suites/followups2-2gpu.toml --out $BG_DIR/followups2-2gpu \
                  --no-report;
@@ -42,7 +47,17 @@ case "$part" in
                  --no-report;
              python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/ulysses_exchange.py \
                  --out $BG_DIR/ulysses-exchange-h200x2.json' ;;
-  *) echo "part: decide, mlperf, ring or fa4" >&2; exit 2 ;;
+  nccl) job='for ch in 0 8 16 32; do
+               if [ $ch = 0 ]; then unset NCCL_MIN_NCHANNELS NCCL_MAX_NCHANNELS;
+               else export NCCL_MIN_NCHANNELS=$ch NCCL_MAX_NCHANNELS=$ch; fi;
+               python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/ulysses_exchange.py \
+                 --out $BG_DIR/ulysses-exchange-channels$ch.json;
+               if [ $ch = 0 ] || [ $ch = 32 ]; then
+                 python3 -m wanbench.cli bench benchmarks/suites/ulysses2-5steps.toml --no-report \
+                   --out $BG_DIR/ulysses2-channels$ch;
+               fi;
+             done' ;;
+  *) echo "part: decide, mlperf, ring, fa4 or nccl" >&2; exit 2 ;;
 esac
 case "${1:?start|wait}" in
   start) bash benchmarks/device_background.sh start "$part" "$job"
