@@ -17,11 +17,12 @@
 #                                                 # compiled, while GPU 1 runs stock WanPipeline against wanbench
 #                                                 # end to end; then follow-ups suite 3 (now with FA4 rows); then
 #                                                 # the exchange alone
-#   bash benchmarks/h200x2_next.sh start nccl     # ~6 min, next: does NCCL with more channels move Ulysses' 168 MB
+#   bash benchmarks/h200x2_next.sh start nccl     # ~9 min, next: does NCCL with more channels move Ulysses' 168 MB
 #                                                 # all-to-all faster than 143-191 GB/s (NVLink NV18 carries
 #                                                 # ~450)? The exchange alone at 0 (NCCL's choice), 8, 16 and 32
 #                                                 # channels, then Ulysses 2 (5 steps, eager, cuDNN; suite
-#                                                 # ulysses2-5steps.toml) at NCCL's choice and at 32 channels
+#                                                 # ulysses2-5steps.toml: also head blocks, eager and compiled,
+#                                                 # with the host lead bounded) at NCCL's choice and 32 channels
 #   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl
 source benchmarks/device_preamble.sh
 part=${2:?decide|mlperf|ring|fa4|nccl}

@@ -14,13 +14,16 @@ arithmetic in the same order, so the same result as diffusers' Ulysses and the s
 
 Measured on 2x H200 (results/h200x2/fa4-session5/): 3.635 s per step against 3.669 for diffusers' Ulysses
 (0.9% faster), but NVML saw 18 GB more per GPU (torch's allocated peak unchanged: the caching allocator holds
-blocks the point-to-point streams used), so it is opt-in.
+blocks the point-to-point streams used), so it is opt-in. Since then the host's lead over the GPU is bounded
+(`_bound_host_lead`, below) to cap that memory; not yet re-measured (benchmarks/h200x2_next.sh nccl).
 
 Applied by engine/parallel.py (`context_parallelize`) to every block's self-attention for Ulysses without
 ring; cross-attention (text keys, not sequence-split) keeps the stock processor.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import torch
 import torch.distributed as dist
@@ -32,10 +35,32 @@ def _blocks_op(ops: list, op, tensor: torch.Tensor, group, peer: int) -> None:
     ops.append(dist.P2POp(op, tensor, group=group, group_peer=peer))
 
 
+# NCCL's batched point-to-point records every tensor it touches on its own streams, so the caching allocator
+# cannot hand that memory out again until the host has seen the transfer finish. A host that runs a whole
+# forward ahead of the GPU (compiled, it does) then needs fresh memory for every layer's ~1.3 GB of exchanged
+# tensors: on 2x H200 NVML saw 18 GB more per GPU eager and 47 GB compiled than diffusers' Ulysses, with torch's
+# allocated peak unchanged (results/h200x2/fa4-session5). The host therefore waits for the exchange issued
+# EXCHANGES_AHEAD calls back (two per layer): a couple of layers of queued GPU work, so the GPU never starves.
+EXCHANGES_AHEAD = 4
+_in_flight: deque = deque()
+
+
+def _bound_host_lead(device: torch.device) -> None:
+    if device.type != "cuda":
+        return
+    event = torch.cuda.Event()
+    event.record()
+    _in_flight.append(event)
+    while len(_in_flight) > EXCHANGES_AHEAD:
+        _in_flight.popleft().synchronize()
+
+
 @torch.compiler.disable
 def _run(ops: list) -> None:
     for work in dist.batch_isend_irecv(ops) if ops else []:
         work.wait()
+    if ops:
+        _bound_host_lead(ops[0].tensor.device)
 
 
 def to_sequence_shards(tensors: list[torch.Tensor], group, world: int) -> list[torch.Tensor]:
