@@ -95,3 +95,19 @@ def test_fa4_refusals_are_one_line_and_exit_2(capsys, flags, message):
     assert main(["generate", "--model", "tiny", "--steps", "2", "--attention", "fa4", *flags.split()]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_a_broken_install_is_named_in_one_line(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):
+        if name.startswith("flash_attn"):
+            raise ImportError("libcute_dsl_runtime.so: cannot open shared object file\nsecond line")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    reason = flash_cute.unavailable_reason(torch.device("cuda"))
+    assert "\n" not in reason and "libcute_dsl_runtime.so" in reason and "pip install flash-attn-4" in reason

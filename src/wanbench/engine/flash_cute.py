@@ -37,7 +37,8 @@ def unavailable_reason(device: torch.device) -> str | None:
     try:
         import flash_attn.cute  # noqa: F401
     except Exception as error:  # an incomplete install fails in many ways (missing DSL libraries, ABI)
-        return f"flash_attn.cute is not importable ({type(error).__name__}: {error}): {INSTALL_HINT}"
+        first_line = (str(error).strip().splitlines() or [""])[0]  # the refusal stays one line
+        return f"flash_attn.cute is not importable ({type(error).__name__}: {first_line}): {INSTALL_HINT}"
     return None
 
 
