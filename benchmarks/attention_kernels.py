@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ulysses_kernels import time_ms  # benchmarks/ is on sys.path when a script there runs
+
 # [batch, query tokens, key tokens, heads, head dim]: 480*832*81 latents -> 21 x 30 x 52 patches = 32,760
 # tokens; 40 heads of 128. Ulysses rank of 2: 20 heads. Cross-attention: 512 text tokens.
 SHAPES = {
@@ -76,20 +78,12 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def time_kernel(run, q, k, v, warmup: int, repeats: int) -> dict:
+    """The first call (a JIT kernel compiles there) apart, then ulysses_kernels' CUDA-event medians."""
     start = time.perf_counter()
     run(q, k, v)
     torch.cuda.synchronize()
     first_s = time.perf_counter() - start
-    for _ in range(warmup):
-        run(q, k, v)
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
-    for a, b in events:
-        a.record()
-        run(q, k, v)
-        b.record()
-    torch.cuda.synchronize()
-    ms = sorted(a.elapsed_time(b) for a, b in events)
-    return {"first_call_s": first_s, "median_ms": ms[len(ms) // 2], "min_ms": ms[0], "max_ms": ms[-1], "n": repeats}
+    return {"first_call_s": first_s, **time_ms(lambda: run(q, k, v), warmup, repeats), "n": repeats}
 
 
 def main() -> None:

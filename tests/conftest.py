@@ -20,6 +20,22 @@ def tiny_components():
 
 
 @pytest.fixture(scope="session")
+def expert_forward(tiny_components):
+    """Runs a tiny expert (or a changed copy of one) on fixed seeded latents and text, without gradients."""
+    config = tiny_components.transformer.config
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, config.in_channels, 3, 8, 12, generator=gen)  # 3 x 4 x 6 tokens of 2x2 patches
+    text = torch.randn(1, 16, config.text_dim, generator=gen)
+
+    def run(model: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return model(hidden_states=latents, timestep=torch.tensor([900]), encoder_hidden_states=text,
+                         return_dict=False)[0]
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def smoke_results(tmp_path_factory):
     """The smoke suite run once through the CLI: (results folder, completed process)."""
     import subprocess

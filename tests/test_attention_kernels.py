@@ -18,12 +18,6 @@ from wanbench.engine.wan_attention import KernelAttentionProcessor, install
 from wanbench.errors import UserError
 
 
-def forward(model, latents, text):
-    with torch.no_grad():
-        return model(hidden_states=latents, timestep=torch.tensor([900]), encoder_hidden_states=text,
-                     return_dict=False)[0]
-
-
 @pytest.fixture
 def stand_in_kernel(monkeypatch):
     """flash_cute.kernel replaced by softmax attention of [B, S, H, D] tensors; returns the call log."""
@@ -39,21 +33,18 @@ def stand_in_kernel(monkeypatch):
 
 
 @pytest.mark.parametrize("compiled", [False, True])
-def test_kernel_processor_computes_wans_self_attention(tiny_components, stand_in_kernel, compiled):
+def test_kernel_processor_computes_wans_self_attention(tiny_components, expert_forward, stand_in_kernel, compiled):
     stock = tiny_components.transformer
     ours = copy.deepcopy(stock)
     assert install(ours, lambda: KernelAttentionProcessor("fa4")) == len(stock.blocks)
     if compiled:  # fullgraph: the custom op must trace as one opaque call, with the right output shape
         torch._dynamo.reset()
         ours.compile_repeated_blocks(fullgraph=True)
-    gen = torch.Generator().manual_seed(0)
-    latents = torch.randn(1, stock.config.in_channels, 3, 8, 12, generator=gen)
-    text = torch.randn(1, 16, stock.config.text_dim, generator=gen)
-    expected, got = forward(stock, latents, text), forward(ours, latents, text)
+    expected, got = expert_forward(stock), expert_forward(ours)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     heads = stock.config.num_attention_heads
     assert len(stand_in_kernel) == len(stock.blocks)  # self-attention only; cross-attention keeps the backend
-    assert stand_in_kernel[0] == (1, 3 * 4 * 6, heads, stock.config.attention_head_dim)
+    assert stand_in_kernel[0] == (1, 3 * 4 * 6, heads, stock.config.attention_head_dim)  # conftest's 3x8x12 latents
 
 
 def test_the_kernel_follows_when_a_ulysses_processor_replaces_it(tiny_components):

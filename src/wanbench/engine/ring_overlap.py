@@ -58,7 +58,7 @@ class OverlappedRingProcessor(SelfAttentionProcessor):
         return cp is not None and cp.ulysses_degree == 1 and _backend_name(self._attention_backend) in FORWARD_OPS
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        cp = self._parallel_config.context_parallel_config
+        cp = self.context_parallel()
         return overlapped_ring_attention(query, key, value, cp._ring_mesh.get_group(), cp.ring_degree,
                                          cp._ring_local_rank, FORWARD_OPS[_backend_name(self._attention_backend)])
 

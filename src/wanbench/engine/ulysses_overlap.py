@@ -70,7 +70,7 @@ class PipelinedUlyssesProcessor(SelfAttentionProcessor):
         return self.context_parallel() is not None
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        cp = self._parallel_config.context_parallel_config
+        cp = self.context_parallel()
         return pipelined_ulysses_attention(query, key, value, cp._ulysses_mesh.get_group(), cp.ulysses_degree,
                                            self.chunks, self.attention)
 
