@@ -17,12 +17,14 @@
 #                                                 # compiled, while GPU 1 runs stock WanPipeline against wanbench
 #                                                 # end to end; then follow-ups suite 3 (now with FA4 rows); then
 #                                                 # the exchange alone
-#   bash benchmarks/h200x2_next.sh start nccl     # ~9 min, next: does NCCL with more channels move Ulysses' 168 MB
-#                                                 # all-to-all faster than 143-191 GB/s (NVLink NV18 carries
-#                                                 # ~450)? The exchange alone at 0 (NCCL's choice), 8, 16 and 32
-#                                                 # channels, then Ulysses 2 (5 steps, eager, cuDNN; suite
-#                                                 # ulysses2-5steps.toml: also head blocks, eager and compiled,
-#                                                 # with the host lead bounded) at NCCL's choice and 32 channels
+#   bash benchmarks/h200x2_next.sh start nccl     # ~13 min, next: does NCCL move Ulysses' 168 MB all-to-all faster
+#                                                 # than 143-191 GB/s (NVLink NV18 carries ~450)? The exchange
+#                                                 # alone under NCCL's choice, 16 and 32 channels, 32 point-to-point
+#                                                 # channels and NCCL's copy-engine transport; then 1 GPU and
+#                                                 # Ulysses 2 (5 steps, eager, cuDNN; suite ulysses2-5steps.toml:
+#                                                 # diffusers' exchange and head blocks with the host lead bounded)
+#                                                 # under NCCL's choice, and again under the fastest variant where
+#                                                 # it beat NCCL's choice by 5%
 #   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl
 source benchmarks/device_preamble.sh
 part=${2:?decide|mlperf|ring|fa4|nccl}
@@ -48,16 +50,20 @@ case "$part" in
                  --no-report;
              python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/ulysses_exchange.py \
                  --out $BG_DIR/ulysses-exchange-h200x2.json' ;;
-  nccl) job='for ch in 0 8 16 32; do
-               if [ $ch = 0 ]; then unset NCCL_MIN_NCHANNELS NCCL_MAX_NCHANNELS;
-               else export NCCL_MIN_NCHANNELS=$ch NCCL_MAX_NCHANNELS=$ch; fi;
-               python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/ulysses_exchange.py \
-                 --out $BG_DIR/ulysses-exchange-channels$ch.json;
-               if [ $ch = 0 ] || [ $ch = 32 ]; then
-                 python3 -m wanbench.cli bench benchmarks/suites/ulysses2-5steps.toml --no-report \
-                   --out $BG_DIR/ulysses2-channels$ch;
-               fi;
-             done' ;;
+  nccl) job='declare -A variants=([default]="" [ch16]="NCCL_MIN_NCHANNELS=16 NCCL_MAX_NCHANNELS=16"
+               [ch32]="NCCL_MIN_NCHANNELS=32 NCCL_MAX_NCHANNELS=32" [p2p32]="NCCL_MIN_P2P_NCHANNELS=32"
+               [memcpy]="NCCL_P2P_USE_CUDA_MEMCPY=1");
+             for v in default ch16 ch32 p2p32 memcpy; do
+               env ${variants[$v]} python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/ulysses_exchange.py \
+                 --out $BG_DIR/ulysses-exchange-$v.json;
+             done;
+             best=$(python3 -c "import json,sys; t={v: json.load(open(f\"$BG_DIR/ulysses-exchange-{v}.json\"))[\"exchange_stream\"][\"median_ms\"] for v in sys.argv[1:]}; b=min(t, key=t.get); print(b if t[b] < 0.95 * t[\"default\"] else \"default\")" default ch16 ch32 p2p32 memcpy);
+             echo "fastest exchange: $best";
+             python3 -m wanbench.cli bench benchmarks/suites/ulysses2-5steps.toml --no-report --out $BG_DIR/ulysses2-default;
+             if [ "$best" != default ]; then
+               env ${variants[$best]} python3 -m wanbench.cli bench benchmarks/suites/ulysses2-5steps.toml --no-report \
+                 --out $BG_DIR/ulysses2-$best;
+             fi' ;;
   *) echo "part: decide, mlperf, ring, fa4 or nccl" >&2; exit 2 ;;
 esac
 case "${1:?start|wait}" in

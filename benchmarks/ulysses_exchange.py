@@ -47,6 +47,23 @@ def time_ms(fn, device: torch.device, repeats: int, warmup: int = 2) -> dict[str
     return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
 
 
+def stream_ms(fn, device: torch.device, calls: int = 8, repeats: int = 5) -> dict[str, float]:
+    """Per-call time of `calls` calls issued back to back and timed by CUDA events: the link's throughput
+    without the host synchronisation and barrier that time_ms puts around each (which weigh on a 0.5 ms call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
+
+
 def copy_engine_exchange(x: torch.Tensor, attention, device: torch.device, repeats: int) -> dict:
     """The same exchange as copies from the peers' symmetric-memory buffers, which the copy engines run
     (torch's low-contention collectives do this): does it hide behind attention where NCCL's kernels do not?"""
@@ -78,8 +95,25 @@ def copy_engine_exchange(x: torch.Tensor, attention, device: torch.device, repea
         attention()
         torch.cuda.current_stream().wait_stream(side)
 
+    streams = [torch.cuda.Stream(device) for _ in range(4)]
+
+    def pull_peers(parts: int) -> None:  # the peers' rows only, split over `parts` streams (copy engines)
+        current = torch.cuda.current_stream()
+        for stream in streams[:parts]:
+            stream.wait_stream(current)
+        for peer in (p for p in range(world) if p != rank):
+            chunk = handle.get_buffer(peer, (rows, x.shape[1]), x.dtype, rank * rows * x.shape[1])
+            destination = received[peer * rows:(peer + 1) * rows]
+            for part, (src, dst) in enumerate(zip(chunk.chunk(parts), destination.chunk(parts), strict=True)):
+                with torch.cuda.stream(streams[part]):
+                    dst.copy_(src)
+        for stream in streams[:parts]:
+            current.wait_stream(stream)
+
     out = {"copy_engine_exchange": time_ms(pull, device, repeats),
-           "attention_with_copy_engine_exchange": time_ms(pull_beside_attention, device, repeats)}
+           "attention_with_copy_engine_exchange": time_ms(pull_beside_attention, device, repeats),
+           "copy_engine_peer_rows_stream": stream_ms(lambda: pull_peers(1), device),
+           "copy_engine_peer_rows_4_streams": stream_ms(lambda: pull_peers(4), device)}
     expected = torch.empty_like(x)
     dist.all_to_all_single(expected, x)
     pull()
@@ -159,12 +193,17 @@ def main() -> int:
                      ("attention_with_exchange_in_flight", both)):
         out[name] = time_ms(fn, device, args.repeats)
     if cuda:
+        out["exchange_stream"] = stream_ms(exchange, device)
+        out["exchange_qkv_one_message_stream"] = stream_ms(exchange_qkv, device)
         try:
             out.update(copy_engine_exchange(x, attention, device, args.repeats))
         except Exception as exc:  # the NCCL figures above still come back
             out["copy_engine_error"] = f"{type(exc).__name__}: {exc}"
     sent = message_bytes * (world - 1) / world
-    out["exchange"]["sent_gb_per_s"] = sent / out["exchange"]["median_ms"] / 1e6
+    for name, factor in (("exchange", 1), ("exchange_stream", 1), ("exchange_qkv_one_message_stream", 3),
+                         ("copy_engine_peer_rows_stream", 1), ("copy_engine_peer_rows_4_streams", 1)):
+        if name in out:
+            out[name]["sent_gb_per_s"] = factor * sent / out[name]["median_ms"] / 1e6
     hidden = out["attention"]["median_ms"] + out["exchange"]["median_ms"] - \
         out["attention_with_exchange_in_flight"]["median_ms"]
     out["exchange_hidden_fraction"] = hidden / out["exchange"]["median_ms"]

@@ -137,10 +137,14 @@ def test_cli_flags_are_frozen():
     ])
 
 
-def test_env_prints_the_capture(capsys):
+def test_env_prints_the_capture(capsys, monkeypatch):
+    monkeypatch.setenv("NCCL_MAX_NCHANNELS", "32")
+    monkeypatch.setenv("WANBENCH_UNRELATED", "x")
     assert main(["env"]) == 0
     env = json.loads(capsys.readouterr().out)
     assert env["gpu_count"] == 0 and env["torch"]
+    # A process-wide tuning variable changes the numbers, so the record names it.
+    assert env["tuning_env"]["NCCL_MAX_NCHANNELS"] == "32" and "WANBENCH_UNRELATED" not in env["tuning_env"]
 
 
 def test_oom_is_recorded_and_exits_2_with_the_fix(tmp_path, capsys, monkeypatch):

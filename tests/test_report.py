@@ -109,6 +109,22 @@ def _fake_record(seconds: float, peak: float, gpus: int = 1):
             "env": {"gpu_names": ["NVIDIA H200"]}}
 
 
+def test_environment_rows_name_tuning_variables(tmp_path):
+    evil = '<b onmouseover="x">'
+    with ResultsStore(tmp_path) as store:
+        for i, tuning in enumerate(({}, {"NCCL_MAX_NCHANNELS": "32", "NCCL_DEBUG": evil})):
+            record = _fake_record(60.0, 70.0)
+            record["env"] = {**record["env"], "hostname": "h", "tuning_env": tuning}
+            store.add_run(record, "s", f"run {i}", 0)
+    write_report(tmp_path)
+    md = (tmp_path / "report" / "report.md").read_text()
+    section = md.split("## Environment")[1].split("\n## ")[0]
+    # Runs under different process-wide settings are not folded into one environment row.
+    assert "| none |" in section and "NCCL_MAX_NCHANNELS=32" in section
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert evil not in html and "&lt;b onmouseover=" in html
+
+
 def test_compare_gates_on_regressions(tmp_path, capsys):
     base, new = tmp_path / "base", tmp_path / "new"
     for folder, seconds, peak in ((base, 60.0, 70.0), (new, 66.0, 70.2)):

@@ -73,6 +73,15 @@ def gpu_info() -> list[dict[str, Any]]:
     return gpus
 
 
+# Process-wide settings that change a run's speed or memory without showing in its configuration.
+TUNING_PREFIXES = ("NCCL_", "TORCH_NCCL_", "TORCH_SYMM_MEM_", "NVSHMEM_", "PYTORCH_CUDA_ALLOC_CONF",
+                   "CUDA_DEVICE_MAX_CONNECTIONS", "CUDA_VISIBLE_DEVICES", "TORCHINDUCTOR_")
+
+
+def tuning_environment() -> dict[str, str]:
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(TUNING_PREFIXES)}
+
+
 def capture_environment() -> dict[str, Any]:
     gpus = gpu_info()
     nccl = None
@@ -99,4 +108,5 @@ def capture_environment() -> dict[str, Any]:
         "transformers": _version("transformers"),
         "wanbench": _version("wanbench"),
         "git": git_revision(),
+        "tuning_env": tuning_environment(),
     }

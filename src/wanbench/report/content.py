@@ -187,7 +187,8 @@ def _environment(doc: Document, records: list[dict[str, Any]]) -> None:
     for record in records:
         env = record.get("env") or {}
         if env:
-            key = (env.get("hostname"), tuple(env.get("gpu_names") or ()), env.get("torch"))
+            key = (env.get("hostname"), tuple(env.get("gpu_names") or ()), env.get("torch"),
+                   tuple(sorted((env.get("tuning_env") or {}).items())))
             envs.setdefault(key, env)
     rows = []
     for env in envs.values():
@@ -195,9 +196,10 @@ def _environment(doc: Document, records: list[dict[str, Any]]) -> None:
         rows.append([env.get("hostname", ""), ", ".join(env.get("gpu_names") or []) or "none",
                      str(env.get("gpu_count", 0)), str(env.get("driver")), str(env.get("cuda")), str(env.get("torch")),
                      str(env.get("diffusers")), str(env.get("nccl")),
-                     f"{git.get('commit') or 'unknown'}{' (dirty)' if git.get('dirty') else ''}"])
-    doc.add(Table(["Host", "GPUs", "Count", "Driver", "CUDA", "torch", "diffusers", "NCCL", "wanbench revision"],
-                  rows))
+                     f"{git.get('commit') or 'unknown'}{' (dirty)' if git.get('dirty') else ''}",
+                     ", ".join(f"{k}={v}" for k, v in sorted((env.get("tuning_env") or {}).items())) or "none"])
+    doc.add(Table(["Host", "GPUs", "Count", "Driver", "CUDA", "torch", "diffusers", "NCCL", "wanbench revision",
+                   "Tuning variables"], rows))
 
 
 def _methodology(doc: Document) -> None:
