@@ -25,9 +25,14 @@
 #                                                 # diffusers' exchange and head blocks with the host lead bounded)
 #                                                 # under NCCL's choice, and again under the fastest variant where
 #                                                 # it beat NCCL's choice by 5%
-#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl
+#                                                 # (ran in session 6: results/h200x2/nccl-session6)
+#   bash benchmarks/h200x2_next.sh start pull     # ~8 min: --ulysses-exchange copy-engine (engine/ulysses_pull.py):
+#                                                 # its latents against diffusers' Ulysses (2 steps), then
+#                                                 # ulysses2-5steps.toml (1 GPU; Ulysses 2 all-to-all, head blocks,
+#                                                 # copy engine eager and compiled)
+#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|pull
 source benchmarks/device_preamble.sh
-part=${2:?decide|mlperf|ring|fa4|nccl}
+part=${2:?decide|mlperf|ring|fa4|nccl|pull}
 case "$part" in
   decide) job='python3 -m wanbench.cli bench benchmarks/suites/followups2-2gpu.toml --out $BG_DIR/followups2-2gpu \
                  --no-report;
@@ -64,7 +69,17 @@ case "$part" in
                env ${variants[$best]} python3 -m wanbench.cli bench benchmarks/suites/ulysses2-5steps.toml --no-report \
                  --out $BG_DIR/ulysses2-$best;
              fi' ;;
-  *) echo "part: decide, mlperf, ring, fa4 or nccl" >&2; exit 2 ;;
+  pull) job='for x in all-to-all copy-engine; do
+               python3 -m wanbench.cli generate --model a14b --weights random --size 480*832 --steps 2 --gpus 2 \
+                 --ulysses 2 --ulysses-exchange $x --no-compile --attention cudnn --output $BG_DIR/check-$x.mp4 \
+                 --save-latents $BG_DIR/check-$x.safetensors --json $BG_DIR/check-$x.json;
+             done;
+             python3 -c "from safetensors.torch import load_file as l; import json; d=\"$BG_DIR\"; \
+               a, b = (l(f\"{d}/check-{x}.safetensors\")[\"latents\"].float() for x in (\"all-to-all\", \"copy-engine\")); \
+               r = {\"rel_error\": ((a - b).norm() / a.norm()).item(), \"identical\": bool((a == b).all())}; \
+               print(r); json.dump(r, open(f\"{d}/check-latents.json\", \"w\"))";
+             python3 -m wanbench.cli bench benchmarks/suites/ulysses2-5steps.toml --no-report --out $BG_DIR/ulysses2-exchanges' ;;
+  *) echo "part: decide, mlperf, ring, fa4, nccl or pull" >&2; exit 2 ;;
 esac
 case "${1:?start|wait}" in
   start) bash benchmarks/device_background.sh start "$part" "$job"

@@ -67,6 +67,7 @@ def test_fa4_is_refused_where_it_cannot_run():
     (1, 1, "all-to-all", 1, True),  # one GPU or CFG parallel: wanbench's processor runs self-attention
     (1, 2, "all-to-all", 1, False),  # diffusers' Ulysses attends through its dispatcher
     (1, 2, "head-blocks", 1, True),
+    (1, 2, "copy-engine", 1, True),
     (1, 2, "all-to-all", 2, True),
     (2, 1, "all-to-all", 1, False),  # ring merges partial results through diffusers' forward ops
 ])

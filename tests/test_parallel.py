@@ -43,6 +43,8 @@ def reference(tmp_path_factory):
         "--gpus 2 --ulysses 2 --ulysses-chunks 2",
         "--gpus 2 --ulysses 2 --ulysses-chunks 2 --compile",  # the split hook on blocks.0 breaks fullgraph
         "--gpus 2 --ulysses 2 --ulysses-exchange head-blocks",
+        # batch 2 (both CFG branches); on the CPU an all-gather stands in for reading the peers' memory
+        "--gpus 2 --ulysses 2 --ulysses-exchange copy-engine --cfg-batch",
         "--gpus 2 --ring 2",
         "--gpus 2 --ring 2 --compile",  # compiled graphs check the LSE strides of the attention op
         "--gpus 2 --ulysses 2 --fsdp dit,t5",
@@ -65,6 +67,8 @@ def test_strategy_matches_single_process(reference, tmp_path, flags):
     assert overlapped == ("--ring" in flags)  # the ring ran through engine/ring_overlap.py, not diffusers'
     head_blocks = any(n.startswith("Ulysses exchanges head blocks") for n in result["notes"])
     assert head_blocks == ("head-blocks" in flags)
+    pulled = any(n.startswith("Ulysses exchanges are copies out of the peers") for n in result["notes"])
+    assert pulled == ("copy-engine" in flags)
 
 
 @pytest.mark.parametrize("mode", ["group", "model"])
@@ -91,6 +95,7 @@ def test_offload_matches_single_process(reference, tmp_path, mode):
         ("--gpus 2 --ulysses 2 --ulysses-chunks 3", "must divide the 2 heads each of the 2 Ulysses ranks"),
         ("--gpus 2 --cfg-parallel --ulysses-exchange head-blocks", "use it with --ulysses 2 or more"),
         ("--gpus 2 --ulysses 2 --ulysses-chunks 2 --ulysses-exchange head-blocks", "pick one"),
+        ("--gpus 2 --ring 2 --ulysses-exchange copy-engine", "use it with --ulysses 2 or more and no --ring"),
     ],
 )
 def test_impossible_parallel_settings_are_refused_up_front(capsys, flags, message):

@@ -136,7 +136,7 @@ def kernel_applies(p: ParallelConfig, dims: ParallelDims) -> bool:
     self-attention: not under ring attention, nor diffusers' own all-to-all Ulysses."""
     if dims.ring > 1:
         return False
-    return dims.ulysses == 1 or p.ulysses_chunks > 1 or p.ulysses_exchange == "head-blocks"
+    return dims.ulysses == 1 or p.ulysses_chunks > 1 or p.ulysses_exchange != "all-to-all"
 
 
 def check_ulysses_chunks(chunks: int, dims: ParallelDims, heads: int) -> None:
@@ -157,17 +157,18 @@ def require_plain_ulysses(what: str, dims: ParallelDims) -> None:
         raise UserError(f"{what}, but this run is {dims.describe()}: use it with --ulysses 2 or more and no --ring")
 
 
-ULYSSES_EXCHANGES = ("all-to-all", "head-blocks")
+ULYSSES_EXCHANGES = ("all-to-all", "head-blocks", "copy-engine")
 
 
 def check_ulysses_exchange(p: ParallelConfig, dims: ParallelDims) -> None:
     if p.ulysses_exchange not in ULYSSES_EXCHANGES:
-        raise UserError(f"bad --ulysses-exchange {p.ulysses_exchange!r}: use {' or '.join(ULYSSES_EXCHANGES)}")
+        raise UserError(f"bad --ulysses-exchange {p.ulysses_exchange!r}: use {', '.join(ULYSSES_EXCHANGES)}")
     if p.ulysses_exchange == "all-to-all":
         return
-    require_plain_ulysses("--ulysses-exchange head-blocks changes Ulysses' exchange", dims)
+    require_plain_ulysses(f"--ulysses-exchange {p.ulysses_exchange} changes Ulysses' exchange", dims)
     if p.ulysses_chunks > 1:
-        raise UserError("--ulysses-exchange head-blocks and --ulysses-chunks are two ways to exchange: pick one")
+        raise UserError(f"--ulysses-exchange {p.ulysses_exchange} and --ulysses-chunks are two ways to exchange: "
+                        "pick one")
 
 
 def build_mesh(dims: ParallelDims, device: torch.device) -> DeviceMesh:
@@ -190,7 +191,8 @@ def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysse
     ring alone attends the local key/value block while the others are exchanged (engine/ring_overlap.py);
     with ulysses_chunks > 1, self-attention's Ulysses exchanges are pipelined over head chunks
     (engine/ulysses_overlap.py); with ulysses_exchange "head-blocks" they move head blocks straight into
-    place (engine/ulysses_heads.py)."""
+    place (engine/ulysses_heads.py), with "copy-engine" each rank copies its blocks out of its peers' memory
+    (engine/ulysses_pull.py)."""
     if dims.sp == 1:
         return []
     from diffusers import ContextParallelConfig
@@ -217,6 +219,11 @@ def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysse
 
         if sum(exchange_head_blocks(expert) for expert in components.experts):
             notes.append("Ulysses exchanges head blocks straight into place (engine/ulysses_heads.py)")
+    if ulysses_exchange == "copy-engine":
+        from wanbench.engine.ulysses_pull import pull_exchanges
+
+        if sum(pull_exchanges(expert) for expert in components.experts):
+            notes.append("Ulysses exchanges are copies out of the peers' memory (engine/ulysses_pull.py)")
     return notes
 
 

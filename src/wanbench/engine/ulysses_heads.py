@@ -28,7 +28,7 @@ from collections import deque
 import torch
 import torch.distributed as dist
 
-from wanbench.engine.wan_attention import SelfAttentionProcessor, install
+from wanbench.engine.wan_attention import SelfAttentionProcessor, heads_first, install
 
 
 def _blocks_op(ops: list, op, tensor: torch.Tensor, group, peer: int) -> None:
@@ -103,11 +103,13 @@ def to_head_shards(x: torch.Tensor, group, world: int) -> torch.Tensor:
 class HeadBlockUlyssesProcessor(SelfAttentionProcessor):
     """Sequence-parallel self-attention with head-block exchanges (Ulysses without ring)."""
 
-    heads_first = True  # RoPE writes q and k heads-first, v is made heads-first once (project_qkv)
-
     def handles(self) -> bool:
         cp = self.context_parallel()
         return cp is not None and cp.ring_degree == 1 and cp.ulysses_degree > 1
+
+    def place_qkv(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, rotary_emb):
+        """RoPE writes q and k heads-first ([B, H, S_local, D]); v is made heads-first once."""
+        return heads_first(query, rotary_emb), heads_first(key, rotary_emb), heads_first(value, None)
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """[B, H, S_local, D] in, [B, S_local, H, D] out (a view of the heads-first result)."""

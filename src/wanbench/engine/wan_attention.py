@@ -7,7 +7,8 @@ and hands the attention itself to `attend`; cross-attention and image-to-video l
 path. Subclasses: KernelAttentionProcessor (below: self-attention through a kernel outside diffusers'
 dispatcher, e.g. FlashAttention 4, where no context parallelism is active), PipelinedUlyssesProcessor
 (engine/ulysses_overlap.py), OverlappedRingProcessor (engine/ring_overlap.py), HeadBlockUlyssesProcessor
-(engine/ulysses_heads.py, which asks for q/k/v heads-first).
+(engine/ulysses_heads.py, which lays q/k/v out heads-first) and PulledUlyssesProcessor (engine/ulysses_pull.py,
+which writes them where the peers read them).
 (A subclass that only made SDPA read heads-first inputs was measured no faster on one H200,
 2.816 s against 2.809 s per compiled forward, results/speed/speed-h200-1gpu-forward-session4.json, and was removed.)
 `install` puts one on every block's self-attention, keeping the backend, the kernel and the parallel config.
@@ -36,38 +37,33 @@ def _rotate(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor,
     return out.type_as(x)
 
 
-def _heads_first(x: torch.Tensor, heads: int, rotary_emb) -> torch.Tensor:
-    """[B, S, H*D] -> [B, H, S, D] contiguous, RoPE applied on the way when given (one pass, no extra copy)."""
-    tokens_major = x.unflatten(2, (heads, -1))
-    b, s, h, d = tokens_major.shape
+def heads_first(x: torch.Tensor, rotary_emb) -> torch.Tensor:
+    """[B, S, H, D] -> [B, H, S, D] contiguous, RoPE applied on the way when given (one pass, no extra copy)."""
+    b, s, h, d = x.shape
     out = torch.empty(b, h, s, d, dtype=x.dtype, device=x.device)
-    if rotary_emb is None:
-        out.transpose(1, 2).copy_(tokens_major)
-    else:
-        _rotate(tokens_major, *rotary_emb, out=out.transpose(1, 2))
+    write_rotated(x, rotary_emb, out.transpose(1, 2))
     return out
 
 
-def project_qkv(attn, hidden_states: torch.Tensor, rotary_emb,
-                heads_first: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Self-attention q, k, v as [B, S, H, D] ([B, H, S, D] contiguous if heads_first), normed and rotated
-    as WanAttnProcessor does."""
+def write_rotated(x: torch.Tensor, rotary_emb, out: torch.Tensor) -> None:
+    """x with RoPE applied (when given) written into `out`, a [B, S, H, D] view of any strides."""
+    if rotary_emb is None:
+        out.copy_(x)
+    else:
+        _rotate(x, *rotary_emb, out=out)
+
+
+def project_qkv(attn, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Self-attention q, k, v as [B, S, H, D], normed as WanAttnProcessor does (RoPE not yet applied)."""
     query, key, value = _get_qkv_projections(attn, hidden_states, None)
     query, key = attn.norm_q(query), attn.norm_k(key)
-    if heads_first:
-        return (_heads_first(query, attn.heads, rotary_emb), _heads_first(key, attn.heads, rotary_emb),
-                _heads_first(value, attn.heads, None))
-    query, key, value = (x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))
-    if rotary_emb is not None:
-        query, key = _rotate(query, *rotary_emb), _rotate(key, *rotary_emb)
-    return query, key, value
+    return tuple(x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))
 
 
 class SelfAttentionProcessor(WanAttnProcessor):
-    """WanAttnProcessor whose text-to-video self-attention is computed by `attend` ([B, S, H, D] in and out;
-    [B, H, S, D] in where `heads_first`)."""
+    """WanAttnProcessor whose text-to-video self-attention is computed by `attend` ([B, S, H, D] out) on what
+    `place_qkv` made of the projections ([B, S, H, D] rotated tensors unless a subclass lays them out itself)."""
 
-    heads_first = False
     kernel: str | None = None  # engine/attention.py KERNELS; None: diffusers' dispatcher with _attention_backend
 
     def handles(self) -> bool:
@@ -81,15 +77,21 @@ class SelfAttentionProcessor(WanAttnProcessor):
         """Local attention of [B, S, H, D] tensors (strided views allowed) with this run's kernel or backend."""
         return attend(query, key, value, self._attention_backend, self.kernel)
 
-    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    def place_qkv(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, rotary_emb):
+        """[B, S, H, D] projections -> what `attend` takes; RoPE is applied to q and k on the way."""
+        if rotary_emb is not None:
+            query, key = _rotate(query, *rotary_emb), _rotate(key, *rotary_emb)
+        return query, key, value
+
+    def attend(self, query, key, value) -> torch.Tensor:
         raise NotImplementedError
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         if encoder_hidden_states is not None or attn.add_k_proj is not None or attention_mask is not None or (
                 not self.handles()):
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
-        query, key, value = project_qkv(attn, hidden_states, rotary_emb, self.heads_first)
-        out = self.attend(query, key, value).flatten(2, 3).type_as(query)
+        projections = project_qkv(attn, hidden_states)
+        out = self.attend(*self.place_qkv(*projections, rotary_emb)).flatten(2, 3).type_as(projections[0])
         return attn.to_out[1](attn.to_out[0](out))
 
 

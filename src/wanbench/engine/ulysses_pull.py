@@ -1,0 +1,145 @@
+"""Ulysses whose exchanges are copies out of the peers' memory (--ulysses-exchange copy-engine).
+
+On 2x H200 NCCL's all-to-all moves a rank's 84 MB block to its peer at 243 GB/s issued back to back (0.345 ms
+per 168 MB tensor), and diffusers surrounds each of the four exchanges per layer with layout copies; a copy of
+the same rows out of the peer's symmetric-memory buffer runs on the copy engines at 357 GB/s (0.235 ms, no SMs;
+results/h200x2/nccl-session6/). Here each rank writes its q, k and v straight into a buffer its peers can read,
+laid out by destination ([3, world, B, S_local, H/world, D]: RoPE writes each destination's heads into its
+slot), so the block a peer needs is one contiguous piece. After one device-side barrier every rank copies its
+blocks out of each peer's buffer into token-major [B, S, H/world, D] q, k and v (one copy per tensor, peer and
+batch row), attends, writes its output [B, S, H/world, D] into a second shared buffer, and after a second barrier
+copies its own tokens' rows of every peer's heads back, then sets them beside its own heads for to_out.
+Copies left on the SMs per layer: the blocks a rank keeps for itself, the output into its buffer and the output
+assembled for to_out (RoPE's writes are made by the one-GPU path too). Same arithmetic in the same order as the
+single process.
+
+One buffer per role is enough: a rank rewrites its q/k/v buffer only after passing the next output barrier,
+which each peer reaches only after its copies out of that buffer are done (same stream), and its output buffer
+only after the next layer's q/k/v barrier.
+
+Transport: CUDA symmetric memory (torch.distributed._symmetric_memory) on GPUs. On the CPU (gloo) an
+all-gather of the buffers stands in for reading the peers' memory, so tests check the layout logic against the
+single process; only a GPU measures the transport (benchmarks/h200x2_next.sh pull).
+
+Applied by engine/parallel.py (`context_parallelize`) to every block's self-attention for Ulysses without
+ring; cross-attention (text keys, not sequence-split) keeps the stock processor.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from wanbench.engine.wan_attention import SelfAttentionProcessor, install, write_rotated
+
+
+class PeerBuffer:
+    """A tensor that every rank of `group` holds and every other rank of it can read."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, group) -> None:
+        self.rank, self.world, self.group = dist.get_rank(group), dist.get_world_size(group), group
+        self._handle, self._copies = None, None
+        if device.type == "cuda":
+            import torch.distributed._symmetric_memory as symm_mem
+
+            self.local = symm_mem.empty(*shape, dtype=dtype, device=device)
+            self._handle = symm_mem.rendezvous(self.local, group)
+        else:
+            self.local = torch.empty(shape, dtype=dtype, device=device)
+            self._copies = [torch.empty_like(self.local) for _ in range(self.world)]
+
+    def ready(self) -> None:
+        """Wait until every rank has written its buffer (everything issued before on each rank's stream)."""
+        if self._handle is not None:
+            self._handle.barrier(channel=0)
+        else:
+            dist.all_gather(self._copies, self.local, group=self.group)
+
+    def peer(self, rank: int) -> torch.Tensor:
+        """`rank`'s buffer, readable here (on CUDA a view of the peer's memory: copies from it use copy engines)."""
+        if self._handle is not None:
+            return self._handle.get_buffer(rank, tuple(self.local.shape), self.local.dtype)
+        return self._copies[rank]
+
+
+_buffers: dict[tuple, PeerBuffer] = {}
+
+
+@torch.compiler.disable
+def peer_buffer(role: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, group) -> PeerBuffer:
+    """The process's one buffer for `role` at this shape (made, collectively, on first use)."""
+    key = (role, tuple(shape), dtype, str(device), group.group_name)
+    if key not in _buffers:
+        _buffers[key] = PeerBuffer(tuple(shape), dtype, device, group)
+    return _buffers[key]
+
+
+@torch.compiler.disable
+def gather_tokens(buffer: PeerBuffer) -> torch.Tensor:
+    """[3, world, B, S_local, H_local, D] by destination on each rank -> this rank's q, k, v over all tokens,
+    [3, B, S, H_local, D]."""
+    rank, world = buffer.rank, buffer.world
+    _, _, b, s_local, h_local, d = buffer.local.shape
+    qkv = torch.empty(3, b, world * s_local, h_local, d, dtype=buffer.local.dtype, device=buffer.local.device)
+    qkv[:, :, rank * s_local:(rank + 1) * s_local] = buffer.local[:, rank]
+    buffer.ready()
+    for peer in (p for p in range(world) if p != rank):
+        block = buffer.peer(peer)[:, rank]
+        for t in range(3):
+            for i in range(b):
+                qkv[t, i, peer * s_local:(peer + 1) * s_local].copy_(block[t, i])
+    return qkv
+
+
+@torch.compiler.disable
+def scatter_heads(out: torch.Tensor, group) -> torch.Tensor:
+    """This rank's heads over all tokens [B, S, H_local, D] -> its tokens with every rank's heads [B, S_local, H, D]."""
+    buffer = peer_buffer("out", tuple(out.shape), out.dtype, out.device, group)
+    rank, world = buffer.rank, buffer.world
+    b, s, h_local, d = out.shape
+    s_local = s // world
+    buffer.local.copy_(out)
+    pulled = torch.empty(world, b, s_local, h_local, d, dtype=out.dtype, device=out.device)
+    buffer.ready()
+    for peer in (p for p in range(world) if p != rank):
+        rows = buffer.peer(peer)[:, rank * s_local:(rank + 1) * s_local]
+        for i in range(b):
+            pulled[peer, i].copy_(rows[i])
+    pulled[rank] = buffer.local[:, rank * s_local:(rank + 1) * s_local]
+    return pulled.permute(1, 2, 0, 3, 4).reshape(b, s_local, world * h_local, d)
+
+
+class PulledUlyssesProcessor(SelfAttentionProcessor):
+    """Sequence-parallel self-attention whose exchanges copy out of the peers' buffers (Ulysses without ring)."""
+
+    def handles(self) -> bool:
+        cp = self.context_parallel()
+        return cp is not None and cp.ring_degree == 1 and cp.ulysses_degree > 1
+
+    def _group(self):
+        cp = self.context_parallel()
+        return cp._ulysses_mesh.get_group(), cp.ulysses_degree
+
+    def place_qkv(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, rotary_emb):
+        """Write q, k (rotated) and v into the shared buffer, each destination's heads in its own slot; returns
+        the three [world, B, S_local, H_local, D] slots."""
+        group, world = self._group()
+        b, s_local, h, d = query.shape
+        h_local = h // world
+        buffer = peer_buffer("qkv", (3, world, b, s_local, h_local, d), query.dtype, query.device, group)
+        for t, (x, rope) in enumerate(((query, rotary_emb), (key, rotary_emb), (value, None))):
+            for r in range(world):
+                write_rotated(x[:, :, r * h_local:(r + 1) * h_local], rope, buffer.local[t, r])
+        return buffer.local[0], buffer.local[1], buffer.local[2]
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """The buffer's slots in, [B, S_local, H, D] out."""
+        group, _ = self._group()
+        buffer = peer_buffer("qkv", (3, *query.shape), query.dtype, query.device, group)
+        q, k, v = gather_tokens(buffer)
+        return scatter_heads(self.attention(q, k, v), group)
+
+
+def pull_exchanges(expert: torch.nn.Module) -> int:
+    """Give every self-attention of `expert` the pulled-exchange processor; returns how many will use it."""
+    return install(expert, PulledUlyssesProcessor)
