@@ -27,7 +27,9 @@
 #                                                 # it beat NCCL's choice by 5%
 #                                                 # (ran in session 6: results/h200x2/nccl-session6)
 #   bash benchmarks/h200x2_next.sh start pull     # ~8 min: --ulysses-exchange copy-engine (engine/ulysses_pull.py):
-#                                                 # its latents against diffusers' Ulysses (2 steps), then
+#                                                 # its latents against diffusers' Ulysses (2 steps, no video: in
+#                                                 # session 6 a generate writing .mp4 stalled in its first save,
+#                                                 # hence the 60 s mp4 probe first), then
 #                                                 # ulysses2-5steps.toml (1 GPU; Ulysses 2 all-to-all, head blocks,
 #                                                 # copy engine eager and compiled)
 #   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|pull
@@ -69,9 +71,12 @@ case "$part" in
                env ${variants[$best]} python3 -m wanbench.cli bench benchmarks/suites/ulysses2-5steps.toml --no-report \
                  --out $BG_DIR/ulysses2-$best;
              fi' ;;
-  pull) job='for x in all-to-all copy-engine; do
+  pull) job='timeout 60 python3 -c "import numpy as np, imageio.v2 as i; i.mimsave(\"$BG_DIR/probe.mp4\", \
+               list(np.zeros((9, 64, 64, 3), np.uint8)), fps=16, codec=\"libx264\", macro_block_size=1)"; \
+               echo "mp4 probe: rc $?";
+             for x in all-to-all copy-engine; do
                python3 -m wanbench.cli generate --model a14b --weights random --size 480*832 --steps 2 --gpus 2 \
-                 --ulysses 2 --ulysses-exchange $x --no-compile --attention cudnn --output $BG_DIR/check-$x.mp4 \
+                 --ulysses 2 --ulysses-exchange $x --no-compile --attention cudnn --output none --timeout 300 \
                  --save-latents $BG_DIR/check-$x.safetensors --json $BG_DIR/check-$x.json;
              done;
              python3 -c "from safetensors.torch import load_file as l; import json; d=\"$BG_DIR\"; \

@@ -137,6 +137,17 @@ def test_cli_flags_are_frozen():
     ])
 
 
+def test_mp4_output_without_a_writer_is_refused_before_generating(capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "imageio_ffmpeg" else real(
+        name, *a))
+    assert main(["generate", "--model", "tiny", "--steps", "1", "--output", "x.mp4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install imageio-ffmpeg" in err
+
+
 def test_env_prints_the_capture(capsys, monkeypatch):
     monkeypatch.setenv("NCCL_MAX_NCHANNELS", "32")
     monkeypatch.setenv("WANBENCH_UNRELATED", "x")

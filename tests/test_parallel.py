@@ -136,6 +136,36 @@ def test_a_dying_or_hanging_rank_ends_the_run_cleanly(tmp_path, fault, status, m
     assert wanbench_processes(marker.split()[1]) == [], "orphan worker processes left behind"
 
 
+def test_a_failure_on_rank_0_alone_ends_the_run_with_its_record(tmp_path):
+    # Rank 0 fails saving the video (its output folder is a file) while rank 1 waits to gather: the run
+    # must end at once with the failure and what was measured, not stall until --timeout.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    start = time.perf_counter()
+    proc, _, record = run_cli(["--gpus", "2", "--ulysses", "2", "--timeout", "100", "--output",
+                               str(blocker / "video.mp4")], tmp_path, "save-fails")
+    assert proc.returncode == 2 and "choose a writable path" in proc.stderr.strip().splitlines()[-1]
+    assert time.perf_counter() - start < 90
+    result = json.loads(record.read_text())
+    assert result["status"] == "failed" and result["phases"]["denoise_s"] > 0
+
+
+def test_shutdown_after_a_failure_aborts_nccl_instead_of_waiting_for_peers(monkeypatch):
+    from wanbench.launch import distributed
+
+    calls = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda: "nccl")
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(distributed.dist.distributed_c10d, "_abort_process_group", lambda: calls.append("abort"))
+    distributed.shutdown_distributed(clean=False)
+    assert calls == ["abort"]
+    calls.clear()
+    distributed.shutdown_distributed(clean=True)
+    assert calls == ["barrier", "destroy"]
+
+
 def test_torch_device_count_untouched_in_single_process():
     # The CPU context-parallel shim is applied only inside gloo workers.
     assert torch.accelerator.device_count() == 0

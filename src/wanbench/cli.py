@@ -125,21 +125,28 @@ def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
     generation = None
     try:
         generation = generate(config, progress=sys.stderr.isatty(), timeout_s=args.timeout)
+        write_outputs(generation, args)  # before leaving the process group, which may stall after a failure
     finally:
         shutdown_distributed(clean=generation is not None and generation.result.status == "ok")
     result = generation.result
     rank = int(os.environ.get("RANK", "0"))
-    if args.json and rank == 0:
-        result.write_json(args.json)
-    if args.save_latents and rank == 0 and generation.latents is not None:
-        from safetensors.torch import save_file
-
-        save_file({"latents": generation.latents.detach().float().cpu().contiguous()}, args.save_latents)
     if result.status != "ok":
         raise UserError(result.error or "generation failed")
     if rank == 0:
         print_summary(result)
     return 0
+
+
+def write_outputs(generation, args: argparse.Namespace) -> None:
+    """Rank 0 writes the record (--json) and the final latents (--save-latents)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if args.json:
+        generation.result.write_json(args.json)
+    if args.save_latents and generation.latents is not None:
+        from safetensors.torch import save_file
+
+        save_file({"latents": generation.latents.detach().float().cpu().contiguous()}, args.save_latents)
 
 
 def launch_generate(args: argparse.Namespace, argv: list[str], config) -> int:

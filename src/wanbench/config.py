@@ -6,6 +6,7 @@ The CLI only parses arguments into these; every other module reads them.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -394,6 +395,10 @@ def validate(config: RunConfig) -> list[str]:
     out = config.output
     if out != "none" and not out.endswith((".mp4", ".gif", ".npy")):
         raise UserError(f"bad --output {out!r}: use none, or a path ending in .mp4, .gif or .npy")
+    if out.endswith(".mp4") and importlib.util.find_spec("imageio_ffmpeg") is None:
+        # Without it imageio falls back to another writer that fails only after the whole generation.
+        raise UserError(f"--output {out} needs an MP4 writer: pip install imageio-ffmpeg, or use --output "
+                        "NAME.npy or none")
     for note in notes:
         warnings.warn(note, stacklevel=2)
     return notes

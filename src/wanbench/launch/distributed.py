@@ -56,12 +56,17 @@ def init_distributed(device: torch.device, timeout_s: float) -> DistContext:
 
 def shutdown_distributed(clean: bool = True) -> None:
     """Leave the process group; after a clean run, first wait for every rank (no collective left in flight
-    while another rank tears down, which can abort the process on exit). After a failure, no barrier: a
-    peer may be stuck in a collective, and the launcher's timeout ends it."""
+    while another rank tears down, which can abort the process on exit). After a failure, no barrier and
+    no NCCL destroy, which waits for peers that may be stuck in a collective this rank never joined (seen on
+    2x H200: rank 0 failed in its save while rank 1 waited to gather): NCCL is aborted, and the launcher ends
+    the peers when this rank exits."""
     if not dist.is_initialized():
         return
     if clean:
         dist.barrier()
+    elif dist.get_backend() == "nccl":
+        dist.distributed_c10d._abort_process_group()
+        return
     dist.destroy_process_group()
 
 
