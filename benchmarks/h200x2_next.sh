@@ -17,21 +17,23 @@
 #                                                 # compiled, while GPU 1 runs stock WanPipeline against wanbench
 #                                                 # end to end; then follow-ups suite 3 (now with FA4 rows); then
 #                                                 # the exchange alone
-#   bash benchmarks/h200x2_next.sh start nccl     # ~13 min, next: does NCCL move Ulysses' 168 MB all-to-all faster
-#                                                 # than 143-191 GB/s (NVLink NV18 carries ~450)? The exchange
-#                                                 # alone under NCCL's choice, 16 and 32 channels, 32 point-to-point
-#                                                 # channels and NCCL's copy-engine transport; then 1 GPU and
+#   bash benchmarks/h200x2_next.sh start nccl     # ~6 min: does NCCL move Ulysses' 168 MB all-to-all faster than
+#                                                 # 143-191 GB/s (NVLink NV18 carries ~450)? The exchange alone
+#                                                 # under NCCL's choice, 16 and 32 channels and 32 point-to-point
+#                                                 # channels; then 1 GPU and
 #                                                 # Ulysses 2 (5 steps, eager, cuDNN; suite ulysses2-5steps.toml:
 #                                                 # diffusers' exchange and head blocks with the host lead bounded)
 #                                                 # under NCCL's choice, and again under the fastest variant where
 #                                                 # it beat NCCL's choice by 5%
-#                                                 # (ran in session 6: results/h200x2/nccl-session6)
+#                                                 # (ran in session 6: results/h200x2/nccl-session6; its fifth
+#                                                 # variant, NCCL_P2P_USE_CUDA_MEMCPY=1, ran at 65 GB/s and then
+#                                                 # hung an all-to-all for NCCL's 10-minute timeout: dropped)
 #   bash benchmarks/h200x2_next.sh start pull     # ~8 min: --ulysses-exchange copy-engine (engine/ulysses_pull.py):
 #                                                 # its latents against diffusers' Ulysses (2 steps, no video: in
-#                                                 # session 6 a generate writing .mp4 stalled in its first save,
-#                                                 # hence the 60 s mp4 probe first), then
-#                                                 # ulysses2-5steps.toml (1 GPU; Ulysses 2 all-to-all, head blocks,
-#                                                 # copy engine eager and compiled)
+#                                                 # session 6 a generate writing .mp4 stalled after rank 0 failed to
+#                                                 # save it: the image has no imageio-ffmpeg; hence the 60 s mp4
+#                                                 # probe first), then ulysses2-5steps.toml (1 GPU; Ulysses 2
+#                                                 # all-to-all, head blocks, copy engine; the last two compiled)
 #   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|pull
 source benchmarks/device_preamble.sh
 part=${2:?decide|mlperf|ring|fa4|nccl|pull}
@@ -58,13 +60,12 @@ case "$part" in
              python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/ulysses_exchange.py \
                  --out $BG_DIR/ulysses-exchange-h200x2.json' ;;
   nccl) job='declare -A variants=([default]="" [ch16]="NCCL_MIN_NCHANNELS=16 NCCL_MAX_NCHANNELS=16"
-               [ch32]="NCCL_MIN_NCHANNELS=32 NCCL_MAX_NCHANNELS=32" [p2p32]="NCCL_MIN_P2P_NCHANNELS=32"
-               [memcpy]="NCCL_P2P_USE_CUDA_MEMCPY=1");
-             for v in default ch16 ch32 p2p32 memcpy; do
+               [ch32]="NCCL_MIN_NCHANNELS=32 NCCL_MAX_NCHANNELS=32" [p2p32]="NCCL_MIN_P2P_NCHANNELS=32");
+             for v in default ch16 ch32 p2p32; do
                env ${variants[$v]} python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/ulysses_exchange.py \
                  --out $BG_DIR/ulysses-exchange-$v.json;
              done;
-             best=$(python3 -c "import json,sys; t={v: json.load(open(f\"$BG_DIR/ulysses-exchange-{v}.json\"))[\"exchange_stream\"][\"median_ms\"] for v in sys.argv[1:]}; b=min(t, key=t.get); print(b if t[b] < 0.95 * t[\"default\"] else \"default\")" default ch16 ch32 p2p32 memcpy);
+             best=$(python3 -c "import json,sys; t={v: json.load(open(f\"$BG_DIR/ulysses-exchange-{v}.json\"))[\"exchange_stream\"][\"median_ms\"] for v in sys.argv[1:]}; b=min(t, key=t.get); print(b if t[b] < 0.95 * t[\"default\"] else \"default\")" default ch16 ch32 p2p32);
              echo "fastest exchange: $best";
              python3 -m wanbench.cli bench benchmarks/suites/ulysses2-5steps.toml --no-report --out $BG_DIR/ulysses2-default;
              if [ "$best" != default ]; then

@@ -12,10 +12,11 @@ heads-first [B, H, S_local, D] tensor and is made token-major once for to_out. C
 the blocks a rank keeps for itself, the output once (about four tensors' worth against diffusers' nine). Same
 arithmetic in the same order, so the same result as diffusers' Ulysses and the single process.
 
-Measured on 2x H200 (results/h200x2/fa4-session5/): 3.635 s per step against 3.669 for diffusers' Ulysses
-(0.9% faster), but NVML saw 18 GB more per GPU (torch's allocated peak unchanged: the caching allocator holds
-blocks the point-to-point streams used), so it is opt-in. Since then the host's lead over the GPU is bounded
-(`_bound_host_lead`, below) to cap that memory; not yet re-measured (benchmarks/h200x2_next.sh nccl).
+Measured on 2x H200: 3.635 s per step against 3.669 for diffusers' Ulysses (0.9% faster), with NVML at 18 GB
+more per GPU (results/h200x2/fa4-session5/: the caching allocator held blocks the point-to-point streams used);
+with the host's lead over the GPU bounded (`_bound_host_lead`, below), 3.695 s against 3.725 (0.8% faster) and
+88.9 GB against 86.8 (results/h200x2/nccl-session6/). Opt-in until its compiled memory is re-measured
+(47 GB more before the bound; benchmarks/h200x2_next.sh pull).
 
 Applied by engine/parallel.py (`context_parallelize`) to every block's self-attention for Ulysses without
 ring; cross-attention (text keys, not sequence-split) keeps the stock processor.

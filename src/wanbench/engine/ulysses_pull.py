@@ -58,7 +58,7 @@ class PeerBuffer:
     def peer(self, rank: int) -> torch.Tensor:
         """`rank`'s buffer, readable here (on CUDA a view of the peer's memory: copies from it use copy engines)."""
         if self._handle is not None:
-            return self._handle.get_buffer(rank, tuple(self.local.shape), self.local.dtype)
+            return self._handle.get_buffer(rank, tuple(self.local.shape), self.local.dtype, 0)
         return self._copies[rank]
 
 
