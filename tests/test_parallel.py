@@ -209,6 +209,17 @@ def test_vae_stage_views_compose_to_the_whole_decoder(tiny_components, n_stages)
     assert [len(s.up_blocks) for s in stages[1:]] == [1] * (n_stages - 1)  # later (costlier) blocks alone
 
 
+def test_copy_engine_exchange_within_ulysses_subgroups_matches_single_process(reference, tmp_path):
+    """CFG 2 x Ulysses 2 on four ranks: each Ulysses group (ranks 0-1, 2-3 by the mesh) reads only its own
+    peers' buffers, by rank within the group."""
+    proc, latents, record = run_cli(["--gpus", "4", "--strategy", "hybrid", "--ulysses-exchange", "copy-engine"],
+                                    tmp_path, "hybrid-pull")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rel = ((load_file(latents)["latents"] - reference).norm() / reference.norm()).item()
+    assert rel < 1e-5, f"relative latent error {rel:.2e}"
+    assert any(n.startswith("Ulysses exchanges are copies") for n in json.loads(record.read_text())["notes"])
+
+
 def test_hybrid_with_vae_pipeline_matches_single_process_latents_and_frames(reference, tmp_path):
     """CFG 2 x Ulysses 2 on four ranks (the hybrid strategy) with the VAE decode pipelined over three of them."""
     import numpy as np
