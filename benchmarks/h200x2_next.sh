@@ -28,12 +28,14 @@
 #                                                 # (ran in session 6: results/h200x2/nccl-session6; its fifth
 #                                                 # variant, NCCL_P2P_USE_CUDA_MEMCPY=1, ran at 65 GB/s and then
 #                                                 # hung an all-to-all for NCCL's 10-minute timeout: dropped)
-#   bash benchmarks/h200x2_next.sh start pull     # ~8 min: --ulysses-exchange copy-engine (engine/ulysses_pull.py):
-#                                                 # its latents against diffusers' Ulysses (2 steps, no video: in
-#                                                 # session 6 a generate writing .mp4 stalled after rank 0 failed to
-#                                                 # save it: the image has no imageio-ffmpeg; hence the 60 s mp4
-#                                                 # probe first), then ulysses2-5steps.toml (1 GPU; Ulysses 2
-#                                                 # all-to-all, head blocks, copy engine; the last two compiled)
+#   bash benchmarks/h200x2_next.sh start pull     # ~17 min, next: --ulysses-exchange copy-engine
+#                                                 # (engine/ulysses_pull.py): its latents against diffusers' Ulysses
+#                                                 # (2 steps, no video: in session 6 a generate writing .mp4 stalled
+#                                                 # after rank 0 failed to save it, the image has no imageio-ffmpeg;
+#                                                 # hence the 60 s mp4 probe first), then issue 3's suite again with
+#                                                 # every exchange (strategies2-2gpu.toml: 1 GPU, CFG, Ulysses 2
+#                                                 # all-to-all / head blocks / copy engine, copy engine + FSDP;
+#                                                 # 10 steps, eager, cuDNN)
 #   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|pull
 source benchmarks/device_preamble.sh
 part=${2:?decide|mlperf|ring|fa4|nccl|pull}
@@ -84,7 +86,7 @@ case "$part" in
                a, b = (l(f\"{d}/check-{x}.safetensors\")[\"latents\"].float() for x in (\"all-to-all\", \"copy-engine\")); \
                r = {\"rel_error\": ((a - b).norm() / a.norm()).item(), \"identical\": bool((a == b).all())}; \
                print(r); json.dump(r, open(f\"{d}/check-latents.json\", \"w\"))";
-             python3 -m wanbench.cli bench benchmarks/suites/ulysses2-5steps.toml --no-report --out $BG_DIR/ulysses2-exchanges' ;;
+             python3 -m wanbench.cli bench benchmarks/suites/strategies2-2gpu.toml --no-report --out $BG_DIR/strategies2-2gpu' ;;
   *) echo "part: decide, mlperf, ring, fa4, nccl or pull" >&2; exit 2 ;;
 esac
 case "${1:?start|wait}" in

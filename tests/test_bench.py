@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +160,15 @@ def test_nvml_ids_follow_cuda_visible_devices() -> None:
     assert nvml_ids([0], "GPU-8e2f") == {0: "GPU-8e2f"}
     with pytest.raises(ValueError, match="not visible"):
         nvml_ids([0, 1], "3")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "benchmarks" / "suites").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_committed_suites_pass_the_up_front_checks(path):
+    # A suite that a device call will run must not fail on a setting the CPU can already refuse.
+    from wanbench.engine.parallel import check_runnable
+
+    configs = expand(load_suite_file(path))
+    assert configs
+    for config in configs:
+        check_runnable(config)
