@@ -29,8 +29,8 @@
 #                                                 # variant, NCCL_P2P_USE_CUDA_MEMCPY=1, ran at 65 GB/s and then
 #                                                 # hung an all-to-all for NCCL's 10-minute timeout: dropped)
 #   bash benchmarks/h200x2_next.sh start pull     # ~17 min, next: --ulysses-exchange copy-engine
-#                                                 # (engine/ulysses_pull.py): its latents against diffusers' Ulysses
-#                                                 # (2 steps, no video: in session 6 a generate writing .mp4 stalled
+#                                                 # (engine/ulysses_pull.py): its latents, eager and compiled, against
+#                                                 # diffusers' Ulysses (2 steps, no video: in session 6 a generate writing .mp4 stalled
 #                                                 # after rank 0 failed to save it, the image has no imageio-ffmpeg;
 #                                                 # hence the 60 s mp4 probe first), then issue 3's suite again with
 #                                                 # every exchange (strategies2-2gpu.toml: 1 GPU, CFG, Ulysses 2
@@ -77,14 +77,17 @@ case "$part" in
   pull) job='timeout 60 python3 -c "import numpy as np, imageio.v2 as i; i.mimsave(\"$BG_DIR/probe.mp4\", \
                list(np.zeros((9, 64, 64, 3), np.uint8)), fps=16, codec=\"libx264\", macro_block_size=1)"; \
                echo "mp4 probe: rc $?";
-             for x in all-to-all copy-engine; do
+             for x in "all-to-all --no-compile" "copy-engine --no-compile" "copy-engine --compile"; do
+               name=$(echo $x | tr -d " -");
                python3 -m wanbench.cli generate --model a14b --weights random --size 480*832 --steps 2 --gpus 2 \
-                 --ulysses 2 --ulysses-exchange $x --no-compile --attention cudnn --output none --timeout 300 \
-                 --save-latents $BG_DIR/check-$x.safetensors --json $BG_DIR/check-$x.json;
+                 --ulysses 2 --ulysses-exchange $x --attention cudnn --output none --timeout 300 \
+                 --save-latents $BG_DIR/check-$name.safetensors --json $BG_DIR/check-$name.json;
              done;
              python3 -c "from safetensors.torch import load_file as l; import json; d=\"$BG_DIR\"; \
-               a, b = (l(f\"{d}/check-{x}.safetensors\")[\"latents\"].float() for x in (\"all-to-all\", \"copy-engine\")); \
-               r = {\"rel_error\": ((a - b).norm() / a.norm()).item(), \"identical\": bool((a == b).all())}; \
+               a, b, c = (l(f\"{d}/check-{x}.safetensors\")[\"latents\"].float() \
+                          for x in (\"alltoallnocompile\", \"copyenginenocompile\", \"copyenginecompile\")); \
+               r = {\"rel_error\": ((a - b).norm() / a.norm()).item(), \"identical\": bool((a == b).all()), \
+                    \"compiled_rel_error\": ((a - c).norm() / a.norm()).item()}; \
                print(r); json.dump(r, open(f\"{d}/check-latents.json\", \"w\"))";
              python3 -m wanbench.cli bench benchmarks/suites/strategies2-2gpu.toml --no-report --out $BG_DIR/strategies2-2gpu' ;;
   *) echo "part: decide, mlperf, ring, fa4, nccl or pull" >&2; exit 2 ;;
