@@ -103,3 +103,16 @@ def test_a_broken_install_is_named_in_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     reason = flash_cute.unavailable_reason(torch.device("cuda"))
     assert "\n" not in reason and "libcute_dsl_runtime.so" in reason and "pip install flash-attn-4" in reason
+
+
+@pytest.mark.parametrize(("ring", "ulysses", "expected"), [
+    (1, 1, (1, 32760, 40, 128)),
+    (1, 2, (1, 32760, 20, 128)),  # a Ulysses rank attends every token with its share of the heads
+    (1, 8, (1, 32760, 5, 128)),
+    (2, 1, None),  # ring keeps its LSE-returning backend: nothing to time
+])
+def test_auto_times_the_attention_one_rank_computes(ring, ulysses, expected):
+    from wanbench.engine.prepare import rank_attention_shape
+
+    dims = ParallelDims(ring * ulysses, 1, ring, ulysses, False, False, 1)
+    assert rank_attention_shape((1, 32760, 40, 128), dims) == expected

@@ -37,7 +37,7 @@ def choose_attention(
     choice = config.attention
     if dims.ring > 1 and choice in ("auto", "sdpa"):
         choice = "cudnn" if device.type == "cuda" else "flash"  # ring merges partial results by LSE
-    chosen = resolve_backend(choice, device, shape if dims.sp == 1 else None, dtype,
+    chosen = resolve_backend(choice, device, rank_attention_shape(shape, dims), dtype,
                              allow_cpu_flash=dims.ring > 1, allow_kernel=kernel_applies(config.parallel, dims))
     apply_backend(components.experts, chosen.backend)
     notes.append(f"attention backend: {chosen.backend}")
@@ -51,6 +51,15 @@ def choose_attention(
     if chosen.timings_ms:
         notes.append("attention backends timed (ms per call): " + ", ".join(f"{k} {v:.2f}" for k, v in
                                                                          chosen.timings_ms.items()))
+
+
+def rank_attention_shape(shape: tuple[int, int, int, int], dims: ParallelDims) -> tuple[int, int, int, int] | None:
+    """The self-attention one rank computes, for --attention auto to time: every token and 1/ulysses of the heads
+    under Ulysses. None under ring, whose backend is fixed (it merges partial results by their LSE)."""
+    if dims.ring > 1:
+        return None
+    batch, tokens, heads, head_dim = shape
+    return batch, tokens, heads // dims.ulysses, head_dim
 
 
 def compile_blocks(components: WanComponents, fullgraph: bool) -> None:
