@@ -236,3 +236,18 @@ def test_hybrid_with_vae_pipeline_matches_single_process_latents_and_frames(refe
     ranks = json.loads(record.read_text())["per_rank_phases"]
     # three stages on ranks 0-2 (without the flag only rank 0 decodes); rank 3 has no stage
     assert [r["vae_decode_s"] > 0 for r in ranks] == [True, True, True, False]
+
+
+def test_copy_engine_without_symmetric_memory_names_the_fix(tmp_path):
+    # CPU-only torch cannot allocate CUDA symmetric memory: the stand-in for GPUs without peer access.
+    import torch.distributed as dist
+
+    from wanbench.engine.ulysses_pull import PeerBuffer
+    from wanbench.errors import UserError
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(UserError, match=r"needs CUDA symmetric memory.*use --ulysses-exchange all-to-all"):
+            PeerBuffer((4,), torch.bfloat16, torch.device("cuda"), dist.group.WORLD)
+    finally:
+        dist.destroy_process_group()

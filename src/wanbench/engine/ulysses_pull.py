@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from wanbench.engine.wan_attention import SelfAttentionProcessor, install, write_rotated
+from wanbench.errors import UserError
 
 
 class PeerBuffer:
@@ -40,10 +41,15 @@ class PeerBuffer:
         self.rank, self.world, self.group = dist.get_rank(group), dist.get_world_size(group), group
         self._handle, self._copies = None, None
         if device.type == "cuda":
-            import torch.distributed._symmetric_memory as symm_mem
+            try:
+                import torch.distributed._symmetric_memory as symm_mem
 
-            self.local = symm_mem.empty(*shape, dtype=dtype, device=device)
-            self._handle = symm_mem.rendezvous(self.local, group)
+                self.local = symm_mem.empty(*shape, dtype=dtype, device=device)
+                self._handle = symm_mem.rendezvous(self.local, group)
+            except Exception as exc:  # no peer access between these GPUs, or a torch without it
+                first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise UserError("--ulysses-exchange copy-engine needs CUDA symmetric memory between the GPUs "
+                                f"({first_line}): use --ulysses-exchange all-to-all") from exc
         else:
             self.local = torch.empty(shape, dtype=dtype, device=device)
             self._copies = [torch.empty_like(self.local) for _ in range(self.world)]
