@@ -8,14 +8,15 @@ laid out by destination ([3, world, B, S_local, H/world, D]: RoPE writes each de
 slot), so the block a peer needs is one contiguous piece. After one device-side barrier every rank copies its
 blocks out of each peer's buffer into token-major [B, S, H/world, D] q, k and v (one copy per tensor, peer and
 batch row), attends, writes its output [B, S, H/world, D] into a second shared buffer, and after a second barrier
-copies its own tokens' rows of every peer's heads back, then sets them beside its own heads for to_out.
+copies its own tokens' rows of every peer's heads back, then sets them beside its own heads for to_out. The copies
+out of the peers run on a side stream while the SMs copy the rank's own blocks.
 Copies left on the SMs per layer: the blocks a rank keeps for itself, the output into its buffer and the output
 assembled for to_out (RoPE's writes are made by the one-GPU path too). Same arithmetic in the same order as the
 single process.
 
 One buffer per role is enough: a rank rewrites its q/k/v buffer only after passing the next output barrier,
-which each peer reaches only after its copies out of that buffer are done (same stream), and its output buffer
-only after the next layer's q/k/v barrier.
+which each peer reaches only after its copies out of that buffer are done (its current stream waits for the side
+stream before its next barrier), and its output buffer only after the next layer's q/k/v barrier.
 
 Transport: CUDA symmetric memory (torch.distributed._symmetric_memory) on GPUs. On the CPU (gloo) an
 all-gather of the buffers stands in for reading the peers' memory, so tests check the layout logic against the
@@ -26,6 +27,8 @@ ring; cross-attention (text keys, not sequence-split) keeps the stock processor.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.distributed as dist
@@ -39,13 +42,14 @@ class PeerBuffer:
 
     def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, group) -> None:
         self.rank, self.world, self.group = dist.get_rank(group), dist.get_world_size(group), group
-        self._handle, self._copies = None, None
+        self._handle, self._copies, self._side = None, None, None
         if device.type == "cuda":
             try:
                 import torch.distributed._symmetric_memory as symm_mem
 
                 self.local = symm_mem.empty(*shape, dtype=dtype, device=device)
                 self._handle = symm_mem.rendezvous(self.local, group)
+                self._side = torch.cuda.Stream(device)
             except Exception as exc:  # no peer access between these GPUs, or a torch without it
                 first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise UserError("--ulysses-exchange copy-engine needs CUDA symmetric memory between the GPUs "
@@ -60,6 +64,19 @@ class PeerBuffer:
             self._handle.barrier(channel=0)
         else:
             dist.all_gather(self._copies, self.local, group=self.group)
+
+    def beside(self):
+        """Context for the copies out of the peers' buffers: on CUDA a side stream (after what the current stream
+        issued, the barrier included), so the copy engines run while the SMs make this rank's own copies; `join`
+        then makes the current stream wait for them."""
+        if self._side is None:
+            return contextlib.nullcontext()
+        self._side.wait_stream(torch.cuda.current_stream())
+        return torch.cuda.stream(self._side)
+
+    def join(self) -> None:
+        if self._side is not None:
+            torch.cuda.current_stream().wait_stream(self._side)
 
     def peer(self, rank: int) -> torch.Tensor:
         """`rank`'s buffer, readable here (on CUDA a view of the peer's memory: copies from it use copy engines)."""
@@ -87,13 +104,15 @@ def gather_tokens(buffer: PeerBuffer) -> torch.Tensor:
     rank, world = buffer.rank, buffer.world
     _, _, b, s_local, h_local, d = buffer.local.shape
     qkv = torch.empty(3, b, world * s_local, h_local, d, dtype=buffer.local.dtype, device=buffer.local.device)
-    qkv[:, :, rank * s_local:(rank + 1) * s_local] = buffer.local[:, rank]
     buffer.ready()
-    for peer in (p for p in range(world) if p != rank):
-        block = buffer.peer(peer)[:, rank]
-        for t in range(3):
-            for i in range(b):
-                qkv[t, i, peer * s_local:(peer + 1) * s_local].copy_(block[t, i])
+    with buffer.beside():
+        for peer in (p for p in range(world) if p != rank):
+            block = buffer.peer(peer)[:, rank]
+            for t in range(3):
+                for i in range(b):
+                    qkv[t, i, peer * s_local:(peer + 1) * s_local].copy_(block[t, i])
+    qkv[:, :, rank * s_local:(rank + 1) * s_local] = buffer.local[:, rank]
+    buffer.join()
     return qkv
 
 
@@ -107,11 +126,13 @@ def scatter_heads(out: torch.Tensor, group) -> torch.Tensor:
     buffer.local.copy_(out)
     pulled = torch.empty(world, b, s_local, h_local, d, dtype=out.dtype, device=out.device)
     buffer.ready()
-    for peer in (p for p in range(world) if p != rank):
-        rows = buffer.peer(peer)[:, rank * s_local:(rank + 1) * s_local]
-        for i in range(b):
-            pulled[peer, i].copy_(rows[i])
+    with buffer.beside():
+        for peer in (p for p in range(world) if p != rank):
+            rows = buffer.peer(peer)[:, rank * s_local:(rank + 1) * s_local]
+            for i in range(b):
+                pulled[peer, i].copy_(rows[i])
     pulled[rank] = buffer.local[:, rank * s_local:(rank + 1) * s_local]
+    buffer.join()
     return pulled.permute(1, 2, 0, 3, 4).reshape(b, s_local, world * h_local, d)
 
 
