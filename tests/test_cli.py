@@ -151,11 +151,13 @@ def test_mp4_output_without_a_writer_is_refused_before_generating(capsys, monkey
 def test_env_prints_the_capture(capsys, monkeypatch):
     monkeypatch.setenv("NCCL_MAX_NCHANNELS", "32")
     monkeypatch.setenv("WANBENCH_UNRELATED", "x")
+    monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # torchrun sets it in every worker
     assert main(["env"]) == 0
     env = json.loads(capsys.readouterr().out)
     assert env["gpu_count"] == 0 and env["torch"]
     # A process-wide tuning variable changes the numbers, so the record names it.
     assert env["tuning_env"]["NCCL_MAX_NCHANNELS"] == "32" and "WANBENCH_UNRELATED" not in env["tuning_env"]
+    assert "TORCH_NCCL_ASYNC_ERROR_HANDLING" not in env["tuning_env"]
 
 
 def test_oom_is_recorded_and_exits_2_with_the_fix(tmp_path, capsys, monkeypatch):

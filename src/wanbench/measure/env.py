@@ -78,8 +78,12 @@ TUNING_PREFIXES = ("NCCL_", "TORCH_NCCL_", "TORCH_SYMM_MEM_", "NVSHMEM_", "PYTOR
                    "CUDA_DEVICE_MAX_CONNECTIONS", "CUDA_VISIBLE_DEVICES", "TORCHINDUCTOR_")
 
 
+# Set by the tools themselves in every worker (torchrun, inductor, the container image), not chosen for a run.
+NOT_TUNING = {"TORCH_NCCL_ASYNC_ERROR_HANDLING", "TORCHINDUCTOR_CACHE_DIR", "NCCL_VERSION"}
+
+
 def tuning_environment() -> dict[str, str]:
-    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(TUNING_PREFIXES)}
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(TUNING_PREFIXES) and k not in NOT_TUNING}
 
 
 def capture_environment() -> dict[str, Any]:
