@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from wanbench.errors import UserError
+from wanbench.errors import UserError, first_line
 
 INSTALL_HINT = "pip install flash-attn-4 (with nvidia-cutlass-dsl[cu13] on CUDA 13)"
 
@@ -37,8 +37,7 @@ def unavailable_reason(device: torch.device) -> str | None:
     try:
         import flash_attn.cute  # noqa: F401
     except Exception as error:  # an incomplete install fails in many ways (missing DSL libraries, ABI)
-        first_line = (str(error).strip().splitlines() or [""])[0]  # the refusal stays one line
-        return f"flash_attn.cute is not importable ({type(error).__name__}: {first_line}): {INSTALL_HINT}"
+        return f"flash_attn.cute is not importable ({type(error).__name__}: {first_line(error)}): {INSTALL_HINT}"
     return None
 
 

@@ -41,7 +41,7 @@ from wanbench.engine.parallel import (
 from wanbench.engine.prepare import prepare, sharded_modules
 from wanbench.engine.text import encode_prompts
 from wanbench.engine.vae_pipeline import decode_pipelined, pipeline_stages
-from wanbench.errors import UserError
+from wanbench.errors import UserError, first_line
 from wanbench.launch.distributed import DistContext, init_distributed, under_torchrun
 from wanbench.measure.env import capture_environment
 from wanbench.measure.host import peak_rss_gb, rss_gb
@@ -114,8 +114,7 @@ def classify_failure(exc: BaseException, phase: str | None) -> tuple[str, str]:
         return "failed", str(exc)
     # Not a user error: a bug or an environment problem, so keep the traceback (stderr: the worker log).
     traceback.print_exception(exc, file=sys.stderr)
-    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-    return "failed", f"{type(exc).__name__}{where}: {first_line}"
+    return "failed", f"{type(exc).__name__}{where}: {first_line(exc)[:300]}"
 
 
 @dataclass

@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 
 from wanbench.engine.wan_attention import SelfAttentionProcessor, install, write_rotated
-from wanbench.errors import UserError
+from wanbench.errors import UserError, first_line
 
 
 class PeerBuffer:
@@ -51,9 +51,9 @@ class PeerBuffer:
                 self._handle = symm_mem.rendezvous(self.local, group)
                 self._side = torch.cuda.Stream(device)
             except Exception as exc:  # no peer access between these GPUs, or a torch without it
-                first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                cause = first_line(exc) or type(exc).__name__
                 raise UserError("--ulysses-exchange copy-engine needs CUDA symmetric memory between the GPUs "
-                                f"({first_line}): use --ulysses-exchange all-to-all") from exc
+                                f"({cause}): use --ulysses-exchange all-to-all") from exc
         else:
             self.local = torch.empty(shape, dtype=dtype, device=device)
             self._copies = [torch.empty_like(self.local) for _ in range(self.world)]
