@@ -122,14 +122,15 @@ def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
         return launch_generate(args, argv, config)
     from wanbench.engine.generate import generate
 
+    rank = int(os.environ.get("RANK", "0"))
     generation = None
     try:
         generation = generate(config, progress=sys.stderr.isatty(), timeout_s=args.timeout)
-        write_outputs(generation, args)  # before leaving the process group, which may stall after a failure
+        if rank == 0:  # before leaving the process group, which may stall after a failure
+            write_outputs(generation, args)
     finally:
         shutdown_distributed(clean=generation is not None and generation.result.status == "ok")
     result = generation.result
-    rank = int(os.environ.get("RANK", "0"))
     if result.status != "ok":
         raise UserError(result.error or "generation failed")
     if rank == 0:
@@ -138,9 +139,7 @@ def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def write_outputs(generation, args: argparse.Namespace) -> None:
-    """Rank 0 writes the record (--json) and the final latents (--save-latents)."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
+    """The record (--json) and the final latents (--save-latents), written by rank 0."""
     if args.json:
         generation.result.write_json(args.json)
     if args.save_latents and generation.latents is not None:

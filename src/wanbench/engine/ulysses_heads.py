@@ -29,7 +29,7 @@ from collections import deque
 import torch
 import torch.distributed as dist
 
-from wanbench.engine.wan_attention import SelfAttentionProcessor, heads_first, install
+from wanbench.engine.wan_attention import UlyssesExchangeProcessor, heads_first, install
 
 
 def _blocks_op(ops: list, op, tensor: torch.Tensor, group, peer: int) -> None:
@@ -101,12 +101,8 @@ def to_head_shards(x: torch.Tensor, group, world: int) -> torch.Tensor:
     return out
 
 
-class HeadBlockUlyssesProcessor(SelfAttentionProcessor):
+class HeadBlockUlyssesProcessor(UlyssesExchangeProcessor):
     """Sequence-parallel self-attention with head-block exchanges (Ulysses without ring)."""
-
-    def handles(self) -> bool:
-        cp = self.context_parallel()
-        return cp is not None and cp.ring_degree == 1 and cp.ulysses_degree > 1
 
     def place_qkv(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, rotary_emb):
         """RoPE writes q and k heads-first ([B, H, S_local, D]); v is made heads-first once."""
@@ -114,8 +110,7 @@ class HeadBlockUlyssesProcessor(SelfAttentionProcessor):
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """[B, H, S_local, D] in, [B, S_local, H, D] out (a view of the heads-first result)."""
-        cp = self.context_parallel()
-        group, world = cp._ulysses_mesh.get_group(), cp.ulysses_degree
+        group, world = self.ulysses_group()
         q, k, v = to_sequence_shards([query, key, value], group, world)
         out = self.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # [B, S, H_local, D]
         return to_head_shards(out.transpose(1, 2).contiguous(), group, world).transpose(1, 2)

@@ -70,9 +70,8 @@ class PipelinedUlyssesProcessor(SelfAttentionProcessor):
         return self.context_parallel() is not None
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        cp = self.context_parallel()
-        return pipelined_ulysses_attention(query, key, value, cp._ulysses_mesh.get_group(), cp.ulysses_degree,
-                                           self.chunks, self.attention)
+        group, world = self.ulysses_group()
+        return pipelined_ulysses_attention(query, key, value, group, world, self.chunks, self.attention)
 
 
 def pipeline_ulysses(expert: torch.nn.Module, chunks: int) -> int:

@@ -33,7 +33,7 @@ import contextlib
 import torch
 import torch.distributed as dist
 
-from wanbench.engine.wan_attention import SelfAttentionProcessor, install, write_rotated
+from wanbench.engine.wan_attention import UlyssesExchangeProcessor, install, write_rotated
 from wanbench.errors import UserError, first_line
 
 
@@ -136,21 +136,13 @@ def scatter_heads(out: torch.Tensor, group) -> torch.Tensor:
     return pulled.permute(1, 2, 0, 3, 4).reshape(b, s_local, world * h_local, d)
 
 
-class PulledUlyssesProcessor(SelfAttentionProcessor):
+class PulledUlyssesProcessor(UlyssesExchangeProcessor):
     """Sequence-parallel self-attention whose exchanges copy out of the peers' buffers (Ulysses without ring)."""
-
-    def handles(self) -> bool:
-        cp = self.context_parallel()
-        return cp is not None and cp.ring_degree == 1 and cp.ulysses_degree > 1
-
-    def _group(self):
-        cp = self.context_parallel()
-        return cp._ulysses_mesh.get_group(), cp.ulysses_degree
 
     def place_qkv(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, rotary_emb):
         """Write q, k (rotated) and v into the shared buffer, each destination's heads in its own slot; returns
         the three [world, B, S_local, H_local, D] slots."""
-        group, world = self._group()
+        group, world = self.ulysses_group()
         b, s_local, h, d = query.shape
         h_local = h // world
         buffer = peer_buffer("qkv", (3, world, b, s_local, h_local, d), query.dtype, query.device, group)
@@ -161,7 +153,7 @@ class PulledUlyssesProcessor(SelfAttentionProcessor):
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """The buffer's slots in, [B, S_local, H, D] out."""
-        group, _ = self._group()
+        group, _ = self.ulysses_group()
         buffer = peer_buffer("qkv", (3, *query.shape), query.dtype, query.device, group)
         q, k, v = gather_tokens(buffer)
         return scatter_heads(self.attention(q, k, v), group)

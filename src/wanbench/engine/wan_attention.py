@@ -73,6 +73,11 @@ class SelfAttentionProcessor(WanAttnProcessor):
         """diffusers' ContextParallelConfig of this layer, or None outside context parallelism."""
         return self._parallel_config.context_parallel_config if self._parallel_config is not None else None
 
+    def ulysses_group(self):
+        """(process group, degree) of this layer's Ulysses ranks."""
+        cp = self.context_parallel()
+        return cp._ulysses_mesh.get_group(), cp.ulysses_degree
+
     def attention(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """Local attention of [B, S, H, D] tensors (strided views allowed) with this run's kernel or backend."""
         return attend(query, key, value, self._attention_backend, self.kernel)
@@ -93,6 +98,14 @@ class SelfAttentionProcessor(WanAttnProcessor):
         projections = project_qkv(attn, hidden_states)
         out = self.attend(*self.place_qkv(*projections, rotary_emb)).flatten(2, 3).type_as(projections[0])
         return attn.to_out[1](attn.to_out[0](out))
+
+
+class UlyssesExchangeProcessor(SelfAttentionProcessor):
+    """Base of the processors that make Ulysses' exchange their own way (Ulysses without ring)."""
+
+    def handles(self) -> bool:
+        cp = self.context_parallel()
+        return cp is not None and cp.ring_degree == 1 and cp.ulysses_degree > 1
 
 
 class KernelAttentionProcessor(SelfAttentionProcessor):
