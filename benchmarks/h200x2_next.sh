@@ -37,9 +37,13 @@
 #                                                 # all-to-all / head blocks / copy engine, copy engine + FSDP;
 #                                                 # 10 steps, eager, cuDNN; the copy-engine rows are left out if
 #                                                 # its check run failed, so a hang costs one --timeout, not three)
-#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|pull
+#   bash benchmarks/h200x2_next.sh start probe    # ~6 min: the pull part's copy-engine check hung silently (session 7);
+#                                                 # its transport step by step (benchmarks/copy_engine_probe.py),
+#                                                 # then tiny and a14b (2 steps) generates with it, each killed
+#                                                 # rank naming where it was (launch/stacks.py)
+#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|pull|probe
 source benchmarks/device_preamble.sh
-part=${2:?decide|mlperf|ring|fa4|nccl|pull}
+part=${2:?decide|mlperf|ring|fa4|nccl|pull|probe}
 case "$part" in
   decide) job='python3 -m wanbench.cli bench benchmarks/suites/followups2-2gpu.toml --out $BG_DIR/followups2-2gpu \
                  --no-report;
@@ -97,7 +101,14 @@ case "$part" in
                suite=$BG_DIR/strategies2-without-copy-engine.toml; echo "copy-engine check failed: its rows are left out";
              fi;
              python3 -m wanbench.cli bench $suite --no-report --out $BG_DIR/strategies2-2gpu' ;;
-  *) echo "part: decide, mlperf, ring, fa4, nccl or pull" >&2; exit 2 ;;
+  probe) job='timeout 150 python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/copy_engine_probe.py \
+               --out $BG_DIR/probe.json > $BG_DIR/probe.log 2>&1; echo "probe: rc $?";
+             python3 -m wanbench.cli generate --model tiny --gpus 2 --ulysses 2 --ulysses-exchange copy-engine --steps 2 \
+               --output none --timeout 100 --json $BG_DIR/tiny-copyengine.json && \
+             python3 -m wanbench.cli generate --model a14b --weights random --size 480*832 --steps 2 --gpus 2 \
+               --ulysses 2 --ulysses-exchange copy-engine --no-compile --attention cudnn --output none --timeout 180 \
+               --save-latents $BG_DIR/check-copyenginenocompile.safetensors --json $BG_DIR/check-copyenginenocompile.json' ;;
+  *) echo "part: decide, mlperf, ring, fa4, nccl, pull or probe" >&2; exit 2 ;;
 esac
 case "${1:?start|wait}" in
   start) bash benchmarks/device_background.sh start "$part" "$job"

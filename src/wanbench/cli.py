@@ -154,6 +154,7 @@ def launch_generate(args: argparse.Namespace, argv: list[str], config) -> int:
     from pathlib import Path
 
     from wanbench.launch.process import last_error_line
+    from wanbench.launch.stacks import timeout_error
     from wanbench.launch.torchrun import launch_workers
     from wanbench.result import RunResult
 
@@ -167,7 +168,7 @@ def launch_generate(args: argparse.Namespace, argv: list[str], config) -> int:
         return 0
     result = result or RunResult(config=config.to_dict())
     if done.timed_out:
-        result.status, result.error = "timeout", f"workers killed after --timeout {args.timeout:.0f} s (log: {log})"
+        result.status, result.error = "timeout", timeout_error("workers", args.timeout, log, workdir / "stacks")
     elif done.returncode != 0:
         cause = result.error if result.status != "ok" and result.error else last_error_line(log)
         result.status = result.status if result.status != "ok" else "failed"
@@ -301,13 +302,14 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
     out = Path(args.out or f"wanbench-results/mlperf-{args.scenario.lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
     if (config.parallel.gpus > 1 or config.parallel.nnodes > 1) and not under_torchrun():
         from wanbench.launch.process import last_error_line
+        from wanbench.launch.stacks import timeout_error
         from wanbench.launch.torchrun import launch_workers
 
         out.mkdir(parents=True, exist_ok=True)
         done = launch_workers(list(argv) + ([] if args.out else ["--out", str(out)]), config.parallel,
                               args.timeout, out / "workers.log", auto_port=args.master_port is None)
         if done.timed_out:
-            raise UserError(f"mlperf workers killed after --timeout {args.timeout:.0f} s (log: {out}/workers.log)")
+            raise UserError(timeout_error("mlperf workers", args.timeout, out / "workers.log", out / "stacks"))
         if done.returncode != 0:
             cause = last_error_line(out / "workers.log")
             raise UserError(f"an mlperf worker exited with code {done.returncode}: {cause}")
@@ -406,11 +408,13 @@ def quiet_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from wanbench.launch.distributed import under_torchrun
+    from wanbench.launch.stacks import dump_stacks_on_term
 
     if under_torchrun():
         from wanbench.launch.process import die_with_parent
 
         die_with_parent()  # a worker outlives neither torchrun nor the wanbench that started it
+    dump_stacks_on_term()
     quiet_libraries()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -19,6 +19,7 @@ from typing import Any
 from wanbench.bench.suite import SuiteConfig, expand, label
 from wanbench.config import RunConfig
 from wanbench.launch.process import child_env, free_port, last_error_line, run_with_timeout
+from wanbench.launch.stacks import stacks_env, timeout_error
 from wanbench.launch.torchrun import torchrun_command
 from wanbench.measure.sampler import MemorySampler, gpu_used_gb, reduce_window
 from wanbench.result import RunResult
@@ -91,9 +92,14 @@ def failure_record(config: RunConfig, status: str, error: str | None) -> dict[st
     return result.to_dict()
 
 
+def stacks_folder(log: Path) -> Path:
+    """Where a configuration's workers dump their stacks when killed (launch/stacks.py)."""
+    return log.with_suffix(".stacks")
+
+
 def classify_worker_exit(timed_out: bool, returncode: int, log: Path, timeout_s: float) -> tuple[str, str]:
     if timed_out:
-        return "timeout", f"worker killed after the {timeout_s:.0f} s timeout (log: {log})"
+        return "timeout", timeout_error("worker", timeout_s, log, stacks_folder(log))
     text = log.read_text(errors="replace") if log.exists() else ""
     if "out of memory" in text.lower():
         return "oom", f"worker ran out of device memory (log: {log})"
@@ -165,7 +171,8 @@ def run_configuration(
         progress.update(f"{head}: {text}, {elapsed:.0f} s")
 
     with open(log, "w") as log_file:
-        done = run_with_timeout(cmd, suite.timeout_s, env=child_env(), stdout=log_file, stderr=log_file,
+        done = run_with_timeout(cmd, suite.timeout_s, env=child_env(stacks_env(stacks_folder(log))),
+                                stdout=log_file, stderr=log_file,
                                 on_start=sampler.start if sampler else None, on_tick=tick)
     samples = sampler.stop() if sampler else None
     finished = [json.loads(line) for line in pending.read_text().splitlines() if line.strip()] if (

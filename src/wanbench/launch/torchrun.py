@@ -7,6 +7,7 @@ from pathlib import Path
 
 from wanbench.config import ParallelConfig
 from wanbench.launch.process import Finished, child_env, free_port, run_with_timeout
+from wanbench.launch.stacks import stacks_env
 
 
 def torchrun_command(
@@ -26,9 +27,13 @@ def torchrun_command(
 def launch_workers(
     argv: list[str], parallel: ParallelConfig, timeout_s: float | None, log_path: Path, auto_port: bool
 ) -> Finished:
-    """Run the workers to completion or timeout; their stderr goes to log_path, stdout passes through."""
+    """Run the workers to completion or timeout; their stderr goes to log_path, stdout passes through, and
+    killed workers leave their stacks in log_path's folder/stacks (launch/stacks.py)."""
     port = free_port() if auto_port and parallel.nnodes == 1 else None
     cmd = torchrun_command(argv, parallel, port)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
-        return run_with_timeout(cmd, timeout_s, env=child_env({"OMP_NUM_THREADS": "1"}), stderr=log)
+        return run_with_timeout(
+            cmd, timeout_s, env=child_env({"OMP_NUM_THREADS": "1", **stacks_env(log_path.parent / "stacks")}),
+            stderr=log,
+        )

@@ -1,0 +1,145 @@
+"""Where does --ulysses-exchange copy-engine stop? Its transport (engine/ulysses_pull.py) step by step on GPUs.
+
+In session 7 a 2-GPU a14b generate with the copy-engine exchange hung silently until its timeout, while the
+same exchange written by hand in benchmarks/ulysses_exchange.py had run (session 6). Each stage here runs under
+faulthandler's watchdog (a hang prints every thread's stack, then exits) and prints when it is done:
+  1. the symmetric-memory backend torch picks;
+  2. a PeerBuffer on the world group: write, device barrier, read the peer's;
+  3. the same on the Ulysses group of wanbench's device mesh (what the engine uses);
+  4. the a14b layer exchange (gather_tokens + scatter_heads at 480*832x81, 40 heads), checked against NCCL's
+     all-to-all and timed per layer (medians of --repeats, CUDA-synchronised) next to four all-to-alls.
+Rank 0 writes the JSON. Usage: python3 -m torch.distributed.run --nproc-per-node 2 \\
+  benchmarks/copy_engine_probe.py --out $OUT/probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import faulthandler
+import json
+import statistics
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+
+from wanbench.engine.parallel import ParallelDims, build_mesh
+from wanbench.engine.ulysses_pull import PeerBuffer, gather_tokens, scatter_heads
+
+
+def stage(name: str, results: dict, fn, limit_s: float = 60.0) -> None:
+    faulthandler.dump_traceback_later(limit_s, exit=True)
+    start = time.perf_counter()
+    try:
+        results[name] = fn()
+    except Exception as exc:  # a probe records what failed and goes on
+        results[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+    faulthandler.cancel_dump_traceback_later()
+    sync()
+    print(f"rank {dist.get_rank()}: {name} done in {time.perf_counter() - start:.1f} s: {results[name]}",
+          file=sys.stderr, flush=True)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def this_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def peer_roundtrip(group) -> dict:
+    buffer = PeerBuffer((4, 1024), torch.bfloat16, this_device(), group)
+    buffer.local.fill_(buffer.rank + 1)
+    buffer.ready()
+    peer = (buffer.rank + 1) % buffer.world
+    seen = buffer.peer(peer).clone()
+    buffer.ready()
+    return {"peer_value": seen[0, 0].item(), "expected": peer + 1, "rank_in_group": buffer.rank}
+
+
+def timed_ms(fn, repeats: int) -> dict:
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        dist.barrier()
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
+
+
+def layer_exchange(group, repeats: int, tokens: int = 32760, heads: int = 40, head_dim: int = 128) -> dict:
+    world = dist.get_world_size(group)
+    s_local, h_local = tokens // world, heads // world
+    device = this_device()
+    buffer = PeerBuffer((3, world, 1, s_local, h_local, head_dim), torch.bfloat16, device, group)
+    torch.manual_seed(dist.get_rank())
+    buffer.local.normal_()
+
+    def pulled() -> torch.Tensor:
+        qkv = gather_tokens(buffer)
+        return scatter_heads(qkv[0], group)
+
+    # The same exchange through NCCL: [world, ...] blocks by destination out, by source in.
+    sent = buffer.local.transpose(0, 1).contiguous()
+    received = torch.empty_like(sent)
+
+    def nccl() -> torch.Tensor:
+        dist.all_to_all_single(received, sent, group=group)
+        out = received[:, 0].permute(1, 0, 2, 3, 4).reshape(1, world * s_local, h_local, head_dim)
+        back = torch.empty(world, 1, s_local, h_local, head_dim, dtype=out.dtype, device=device)
+        dist.all_to_all_single(back, out.reshape(1, world, s_local, h_local, head_dim).transpose(0, 1)
+                               .contiguous(), group=group)
+        return back.permute(1, 2, 0, 3, 4).reshape(1, s_local, world * h_local, head_dim)
+
+    same = bool(torch.equal(pulled(), nccl()))
+    return {"equal_to_nccl": same, "copy_engine_layer": timed_ms(pulled, repeats),
+            "nccl_qkv_and_out_layer": timed_ms(nccl, repeats)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--tokens", type=int, default=32760, help="a14b at 480*832x81 (CPU check: 64)")
+    args = parser.parse_args()
+    import os
+
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    cuda = device.type == "cuda"
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=120),
+                            device_id=device if cuda else None)
+    import torch.distributed._symmetric_memory as symm_mem
+
+    results: dict = {"torch": torch.__version__}
+    if device.type == "cuda":
+        stage("backend", results, lambda: {"backend": symm_mem.get_backend(device),
+                                           "nvshmem": symm_mem.is_nvshmem_available()})
+    stage("world_group", results, lambda: peer_roundtrip(dist.group.WORLD))
+    mesh = build_mesh(ParallelDims(world=dist.get_world_size(), ulysses=dist.get_world_size()), device)
+    group = mesh["ring", "ulysses"]["ulysses"].get_group()
+    results["ulysses_group_name"] = group.group_name
+    stage("ulysses_group", results, lambda: peer_roundtrip(group))
+    stage("a14b_layer_exchange", results, lambda: layer_exchange(group, args.repeats, args.tokens),
+          limit_s=120)
+    if dist.get_rank() == 0:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Where a killed worker was: each worker dumps its Python stacks to a file of its own when it is SIGTERMed
+(faulthandler: it works while the thread is stuck in C, e.g. a collective or a device barrier), and the
+launcher names each rank's innermost wanbench frame in the one-line error of a timeout.
+
+Launchers set WANBENCH_STACKS_DIR in the workers' environment (`stacks_env`); workers call `dump_stacks_on_term`
+at start. (A hang on 2x H200 in session 7 left nothing but torchrun's own shutdown in the workers' log.)
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import re
+import signal
+from pathlib import Path
+from typing import TextIO
+
+STACKS_DIR_ENV = "WANBENCH_STACKS_DIR"
+_open_files: list[TextIO] = []  # faulthandler writes to the descriptor: keep the file open for the process's life
+_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
+
+
+def stacks_env(folder: Path) -> dict[str, str]:
+    """The environment entry that makes the workers started with it dump their stacks into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return {STACKS_DIR_ENV: str(folder)}
+
+
+def dump_stacks_on_term() -> None:
+    """In a worker started with `stacks_env`: on SIGTERM write every thread's stack to stacks-rank<RANK>.txt,
+    then die as SIGTERM would have it."""
+    folder = os.environ.get(STACKS_DIR_ENV)
+    if not folder or not hasattr(faulthandler, "register"):
+        return
+    stacks = open(Path(folder) / f"stacks-rank{int(os.environ.get('RANK', '0'))}.txt", "w")  # noqa: SIM115
+    _open_files.append(stacks)
+    faulthandler.register(signal.SIGTERM, file=stacks, all_threads=True, chain=True)
+
+
+def main_thread_frames(dump: str) -> list[tuple[str, int, str]]:
+    """(path, line, function) of the main thread's frames, innermost first, from one faulthandler dump (the
+    main thread is the one whose outermost frame is a module's top level)."""
+    threads: list[list[tuple[str, int, str]]] = []
+    for line in dump.splitlines():
+        if line.startswith(("Thread ", "Current thread ")):
+            if threads and threads[-1] and _is_main(threads[-1]):
+                break  # a second dump after the first (SIGTERM from the launcher and then from torchrun)
+            threads.append([])
+        elif (frame := _FRAME.match(line)) and threads:
+            threads[-1].append((frame["path"], int(frame["line"]), frame["func"]))
+    main = [t for t in threads if t and _is_main(t)]
+    return main[0] if main else next((t for t in threads if t), [])
+
+
+def _is_main(frames: list[tuple[str, int, str]]) -> bool:
+    return frames[-1][2] in ("<module>", "_run_module_as_main")
+
+
+def where(frames: list[tuple[str, int, str]]) -> str:
+    """`file.py:LINE func` of the innermost wanbench frame, with the innermost frame of all after it when that
+    lies outside wanbench (the library call it waited in)."""
+    if not frames:
+        return "no stack"
+    ours = next((f for f in frames if f"{os.sep}wanbench{os.sep}" in f[0]), None)
+    if ours is None or ours == frames[0]:
+        return _short(ours or frames[0])
+    return f"{_short(ours)} (in {_short(frames[0])})"
+
+
+def _short(frame: tuple[str, int, str]) -> str:
+    return f"{Path(frame[0]).name}:{frame[1]} {frame[2]}"
+
+
+def where_stuck(folder: Path) -> str:
+    """'rank 0 at X; rank 1 at Y' from the dumps in `folder`, '' when no worker wrote one."""
+    ranks = sorted(int(p.stem.removeprefix("stacks-rank")) for p in folder.glob("stacks-rank*.txt"))
+    parts = []
+    for rank in ranks:
+        frames = main_thread_frames((folder / f"stacks-rank{rank}.txt").read_text(errors="replace"))
+        if frames:
+            parts.append(f"rank {rank} at {where(frames)}")
+    return "; ".join(parts)
+
+
+def timeout_error(who: str, timeout_s: float, log: Path, stacks: Path) -> str:
+    """The one line of a run killed at its timeout: what was killed, where each rank was, where the log is."""
+    at = where_stuck(stacks) if stacks.is_dir() else ""
+    return f"{who} killed after the {timeout_s:.0f} s timeout{'; ' + at if at else ''} (log: {log})"
