@@ -41,9 +41,13 @@
 #                                                 # its transport step by step (benchmarks/copy_engine_probe.py),
 #                                                 # then tiny and a14b (2 steps) generates with it, each killed
 #                                                 # rank naming where it was (launch/stacks.py)
-#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|pull|probe
+#   bash benchmarks/h200x2_next.sh start barrier  # ~5 min: the probe found the transport sound alone and the a14b
+#                                                 # generate stalled in its forward: the copy-engine check again with
+#                                                 # the NCCL barrier (now the default), then with the device barrier
+#                                                 # (30 s kernel timeout), workers' logs and stacks kept
+#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|pull|probe|barrier
 source benchmarks/device_preamble.sh
-part=${2:?decide|mlperf|ring|fa4|nccl|pull|probe}
+part=${2:?decide|mlperf|ring|fa4|nccl|pull|probe|barrier}
 case "$part" in
   decide) job='python3 -m wanbench.cli bench benchmarks/suites/followups2-2gpu.toml --out $BG_DIR/followups2-2gpu \
                  --no-report;
@@ -108,7 +112,13 @@ case "$part" in
              python3 -m wanbench.cli generate --model a14b --weights random --size 480*832 --steps 2 --gpus 2 \
                --ulysses 2 --ulysses-exchange copy-engine --no-compile --attention cudnn --output none --timeout 180 \
                --save-latents $BG_DIR/check-copyenginenocompile.safetensors --json $BG_DIR/check-copyenginenocompile.json' ;;
-  *) echo "part: decide, mlperf, ring, fa4, nccl, pull or probe" >&2; exit 2 ;;
+  barrier) job='for b in nccl device; do
+               WANBENCH_PEER_BARRIER=$b python3 -m wanbench.cli generate --model a14b --weights random --size 480*832 \
+                 --steps 2 --gpus 2 --ulysses 2 --ulysses-exchange copy-engine --no-compile --attention cudnn \
+                 --output none --timeout 150 --save-latents $BG_DIR/check-copyengine-$b.safetensors \
+                 --json $BG_DIR/check-copyengine-$b.json; echo "barrier $b: rc $?";
+             done; for d in /tmp/wanbench-*; do cp -r $d $BG_DIR/; done; grep -h -i "timeout\|error" /tmp/wanbench-*/workers.log | head -20' ;;
+  *) echo "part: decide, mlperf, ring, fa4, nccl, pull, probe or barrier" >&2; exit 2 ;;
 esac
 case "${1:?start|wait}" in
   start) bash benchmarks/device_background.sh start "$part" "$job"

@@ -18,6 +18,13 @@ One buffer per role is enough: a rank rewrites its q/k/v buffer only after passi
 which each peer reaches only after its copies out of that buffer are done (its current stream waits for the side
 stream before its next barrier), and its output buffer only after the next layer's q/k/v barrier.
 
+Barrier: a one-element NCCL all-reduce on the Ulysses group by default (WANBENCH_PEER_BARRIER=device: the
+symmetric-memory barrier kernel, with a 30 s timeout that ends the process). In session 7 an a14b generate with
+the device barrier stalled both GPUs until --timeout while the same exchange alone ran (benchmarks/copy_engine_probe.py,
+2x H200); a kernel that spins on its peer next to NCCL's kernels and the side stream's copies needs a consistent
+order on every GPU that nothing here gives it, while NCCL orders its own kernels. Cost: ~20 us per barrier, two per
+layer.
+
 Transport: CUDA symmetric memory (torch.distributed._symmetric_memory) on GPUs. On the CPU (gloo) an
 all-gather of the buffers stands in for reading the peers' memory, so tests check the layout logic against the
 single process; only a GPU measures the transport (benchmarks/h200x2_next.sh pull).
@@ -29,6 +36,7 @@ ring; cross-attention (text keys, not sequence-split) keeps the stock processor.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import torch.distributed as dist
@@ -36,13 +44,16 @@ import torch.distributed as dist
 from wanbench.engine.wan_attention import UlyssesExchangeProcessor, install, write_rotated
 from wanbench.errors import UserError, first_line
 
+BARRIER_ENV = "WANBENCH_PEER_BARRIER"  # nccl (default) or device
+DEVICE_BARRIER_TIMEOUT_MS = 30_000
+
 
 class PeerBuffer:
     """A tensor that every rank of `group` holds and every other rank of it can read."""
 
     def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, group) -> None:
         self.rank, self.world, self.group = dist.get_rank(group), dist.get_world_size(group), group
-        self._handle, self._copies, self._side = None, None, None
+        self._handle, self._copies, self._side, self._flag = None, None, None, None
         if device.type == "cuda":
             try:
                 import torch.distributed._symmetric_memory as symm_mem
@@ -50,6 +61,8 @@ class PeerBuffer:
                 self.local = symm_mem.empty(*shape, dtype=dtype, device=device)
                 self._handle = symm_mem.rendezvous(self.local, group)
                 self._side = torch.cuda.Stream(device)
+                if os.environ.get(BARRIER_ENV, "nccl") != "device":
+                    self._flag = torch.zeros(1, dtype=torch.int32, device=device)
             except Exception as exc:  # no peer access between these GPUs, or a torch without it
                 cause = first_line(exc) or type(exc).__name__
                 raise UserError("--ulysses-exchange copy-engine needs CUDA symmetric memory between the GPUs "
@@ -60,8 +73,10 @@ class PeerBuffer:
 
     def ready(self) -> None:
         """Wait until every rank has written its buffer (everything issued before on each rank's stream)."""
-        if self._handle is not None:
-            self._handle.barrier(channel=0)
+        if self._flag is not None:
+            dist.all_reduce(self._flag, group=self.group)
+        elif self._handle is not None:
+            self._handle.barrier(channel=0, timeout_ms=DEVICE_BARRIER_TIMEOUT_MS)
         else:
             dist.all_gather(self._copies, self.local, group=self.group)
 
