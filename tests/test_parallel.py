@@ -139,6 +139,34 @@ def test_a_dying_or_hanging_rank_ends_the_run_cleanly(tmp_path, fault, status, m
     assert wanbench_processes(marker.split()[1]) == [], "orphan worker processes left behind"
 
 
+def test_a_killed_rank_is_named_at_its_innermost_wanbench_frame(tmp_path):
+    # faulthandler's dump of a worker killed twice (by the launcher, then by torchrun): a helper thread listed
+    # first, the main thread waiting in a collective under wanbench's code, then the second dump.
+    from wanbench.launch.stacks import where_stuck
+
+    dump = """Thread 0x00007f01 (most recent call first):
+  File "/usr/lib/python3.12/threading.py", line 359 in wait
+  File "/usr/lib/python3.12/threading.py", line 1012 in _bootstrap
+
+Current thread 0x00007f00 (most recent call first):
+  File "/site/torch/distributed/distributed_c10d.py", line 4394 in all_gather
+  File "/src/wanbench/engine/ulysses_pull.py", line 63 in ready
+  File "/src/wanbench/engine/denoise.py", line 51 in denoise
+  File "/src/wanbench/cli.py", line 428 in <module>
+  File "<frozen runpy>", line 198 in _run_module_as_main
+Current thread 0x00007f00 (most recent call first):
+  File "/site/torch/other.py", line 1 in elsewhere
+  File "<frozen runpy>", line 198 in _run_module_as_main
+"""
+    (tmp_path / "stacks-rank1.txt").write_text(dump)
+    (tmp_path / "stacks-rank0.txt").write_text(
+        'Current thread 0x1 (most recent call first):\n  File "/src/wanbench/engine/generate.py", line 297 in '
+        'inject_fault\n  File "<frozen runpy>", line 198 in _run_module_as_main\n')
+    (tmp_path / "stacks-rank2.txt").write_text("")  # a rank that was never signalled
+    assert where_stuck(tmp_path) == ("rank 0 at generate.py:297 inject_fault; "
+                                     "rank 1 at ulysses_pull.py:63 ready (in distributed_c10d.py:4394 all_gather)")
+
+
 def test_a_failure_on_rank_0_alone_ends_the_run_with_its_record(tmp_path):
     # Rank 0 fails saving the video (its output folder is a file) while rank 1 waits to gather: the run
     # must end at once with the failure and what was measured, not stall until --timeout.

@@ -19,7 +19,7 @@ from typing import Any
 from wanbench.bench.suite import SuiteConfig, expand, label
 from wanbench.config import RunConfig
 from wanbench.launch.process import child_env, free_port, last_error_line, run_with_timeout
-from wanbench.launch.stacks import stacks_env, timeout_error
+from wanbench.launch.stacks import keep_stacks_if, stacks_env, timeout_error
 from wanbench.launch.torchrun import torchrun_command
 from wanbench.measure.sampler import MemorySampler, gpu_used_gb, reduce_window
 from wanbench.result import RunResult
@@ -199,6 +199,7 @@ def run_configuration(
             store.add_run(record, suite.name, name, repeat)
             count_run(totals, record)
     pending.unlink(missing_ok=True)
+    keep_stacks_if(done.timed_out, stacks_folder(log))
     progress.line(f"{head}: {summarise(store, key)} ({done.elapsed_s:.0f} s)")
 
 

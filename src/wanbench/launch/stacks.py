@@ -11,6 +11,7 @@ from __future__ import annotations
 import faulthandler
 import os
 import re
+import shutil
 import signal
 from pathlib import Path
 from typing import TextIO
@@ -24,6 +25,12 @@ def stacks_env(folder: Path) -> dict[str, str]:
     """The environment entry that makes the workers started with it dump their stacks into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     return {STACKS_DIR_ENV: str(folder)}
+
+
+def keep_stacks_if(timed_out: bool, folder: Path) -> None:
+    """The dumps matter only after a timeout (the one SIGTERM sent); otherwise the folder of empty files goes."""
+    if not timed_out:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def dump_stacks_on_term() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from wanbench.config import ParallelConfig
 from wanbench.launch.process import Finished, child_env, free_port, run_with_timeout
-from wanbench.launch.stacks import stacks_env
+from wanbench.launch.stacks import keep_stacks_if, stacks_env
 
 
 def torchrun_command(
@@ -32,8 +32,9 @@ def launch_workers(
     port = free_port() if auto_port and parallel.nnodes == 1 else None
     cmd = torchrun_command(argv, parallel, port)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    stacks = log_path.parent / "stacks"
     with open(log_path, "w") as log:
-        return run_with_timeout(
-            cmd, timeout_s, env=child_env({"OMP_NUM_THREADS": "1", **stacks_env(log_path.parent / "stacks")}),
-            stderr=log,
-        )
+        done = run_with_timeout(cmd, timeout_s, env=child_env({"OMP_NUM_THREADS": "1", **stacks_env(stacks)}),
+                                stderr=log)
+    keep_stacks_if(done.timed_out, stacks)
+    return done
