@@ -30,13 +30,14 @@
 #                                                 # hung an all-to-all for NCCL's 10-minute timeout: dropped)
 #   bash benchmarks/h200x2_next.sh start pull     # ~17 min, next: --ulysses-exchange copy-engine
 #                                                 # (engine/ulysses_pull.py): its latents, eager and compiled, against
-#                                                 # diffusers' Ulysses (2 steps, no video: in session 6 a generate writing .mp4 stalled
-#                                                 # after rank 0 failed to save it, the image has no imageio-ffmpeg;
-#                                                 # hence the 60 s mp4 probe first), then issue 3's suite again with
+#                                                 # diffusers' Ulysses (2 steps, no video: the image has no
+#                                                 # imageio-ffmpeg, session 7's probe), then issue 3's suite again with
 #                                                 # every exchange (strategies2-2gpu.toml: 1 GPU, CFG, Ulysses 2
 #                                                 # all-to-all / head blocks / copy engine, copy engine + FSDP;
 #                                                 # 10 steps, eager, cuDNN; the copy-engine rows are left out if
 #                                                 # its check run failed, so a hang costs one --timeout, not three)
+#                                                 # (session 7: its check hung in the device barrier, so the suite
+#                                                 # ran without those rows; the NCCL barrier since passed the check)
 #   bash benchmarks/h200x2_next.sh start probe    # ~6 min: the pull part's copy-engine check hung silently (session 7);
 #                                                 # its transport step by step (benchmarks/copy_engine_probe.py),
 #                                                 # then tiny and a14b (2 steps) generates with it, each killed
@@ -45,9 +46,13 @@
 #                                                 # generate stalled in its forward: the copy-engine check again with
 #                                                 # the NCCL barrier (now the default), then with the device barrier
 #                                                 # (30 s kernel timeout), workers' logs and stacks kept
-#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|pull|probe|barrier
+#                                                 # (ran in session 7: results/h200x2/copy-engine-session7)
+#   bash benchmarks/h200x2_next.sh start profile  # ~5 min: where a step's time goes (benchmarks/profile_step.py:
+#                                                 # device time by kind and GPU idle) for Ulysses 2 copy engine,
+#                                                 # Ulysses 2 all-to-all and 1 GPU (eager, cuDNN)
+#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|pull|probe|barrier|profile
 source benchmarks/device_preamble.sh
-part=${2:?decide|mlperf|ring|fa4|nccl|pull|probe|barrier}
+part=${2:?decide|mlperf|ring|fa4|nccl|pull|probe|barrier|profile}
 case "$part" in
   decide) job='python3 -m wanbench.cli bench benchmarks/suites/followups2-2gpu.toml --out $BG_DIR/followups2-2gpu \
                  --no-report;
@@ -83,10 +88,7 @@ case "$part" in
                env ${variants[$best]} python3 -m wanbench.cli bench benchmarks/suites/ulysses2-5steps.toml --no-report \
                  --out $BG_DIR/ulysses2-$best;
              fi' ;;
-  pull) job='timeout 60 python3 -c "import numpy as np, imageio.v2 as i; i.mimsave(\"$BG_DIR/probe.mp4\", \
-               list(np.zeros((9, 64, 64, 3), np.uint8)), fps=16, codec=\"libx264\", macro_block_size=1)"; \
-               echo "mp4 probe: rc $?";
-             for x in "all-to-all --no-compile" "copy-engine --no-compile" "copy-engine --compile"; do
+  pull) job='for x in "all-to-all --no-compile" "copy-engine --no-compile" "copy-engine --compile"; do
                name=$(echo $x | tr -d " -");
                python3 -m wanbench.cli generate --model a14b --weights random --size 480*832 --steps 2 --gpus 2 \
                  --ulysses 2 --ulysses-exchange $x --attention cudnn --output none --timeout 240 \
@@ -118,7 +120,15 @@ case "$part" in
                  --output none --timeout 150 --save-latents $BG_DIR/check-copyengine-$b.safetensors \
                  --json $BG_DIR/check-copyengine-$b.json; echo "barrier $b: rc $?";
              done; for d in /tmp/wanbench-*; do cp -r $d $BG_DIR/; done; grep -h -i "timeout\|error" /tmp/wanbench-*/workers.log | head -20' ;;
-  *) echo "part: decide, mlperf, ring, fa4, nccl, pull, probe or barrier" >&2; exit 2 ;;
+  profile) job='common="--model a14b --weights random --size 480*832 --no-compile --attention cudnn";
+             for x in copy-engine all-to-all; do
+               timeout 300 python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/profile_step.py \
+                 --out $BG_DIR/profile-ulysses2-$x.json -- $common --gpus 2 --ulysses 2 --ulysses-exchange $x \
+                 > $BG_DIR/profile-ulysses2-$x.log 2>&1; echo "profile $x: rc $?";
+             done;
+             CUDA_VISIBLE_DEVICES=0 timeout 300 python3 benchmarks/profile_step.py --out $BG_DIR/profile-1gpu.json -- \
+               $common > $BG_DIR/profile-1gpu.log 2>&1; echo "profile 1 GPU: rc $?"' ;;
+  *) echo "part: decide, mlperf, ring, fa4, nccl, pull, probe, barrier or profile" >&2; exit 2 ;;
 esac
 case "${1:?start|wait}" in
   start) bash benchmarks/device_background.sh start "$part" "$job"
