@@ -7,7 +7,9 @@ faulthandler's watchdog (a hang prints every thread's stack, then exits) and pri
   2. a PeerBuffer on the world group: write, device barrier, read the peer's;
   3. the same on the Ulysses group of wanbench's device mesh (what the engine uses);
   4. the a14b layer exchange (gather_tokens + scatter_heads at 480*832x81, 40 heads), checked against NCCL's
-     all-to-all and timed per layer (medians of --repeats, CUDA-synchronised) next to four all-to-alls.
+     all-to-all and timed per layer (medians of --repeats, CUDA-synchronised) next to four all-to-alls, and with
+     the output's rows copied straight into to_out's layout (a candidate that saves one copy per layer);
+  5. (GPUs) one barrier, 100 back to back: the NCCL all-reduce against the device kernel.
 Rank 0 writes the JSON. Usage: python3 -m torch.distributed.run --nproc-per-node 2 \\
   benchmarks/copy_engine_probe.py --out $OUT/probe.json
 """
@@ -18,6 +20,7 @@ import argparse
 import datetime
 import faulthandler
 import json
+import os
 import statistics
 import sys
 import time
@@ -26,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from wanbench.engine.parallel import ParallelDims, build_mesh
-from wanbench.engine.ulysses_pull import PeerBuffer, gather_tokens, scatter_heads
+from wanbench.engine.ulysses_pull import BARRIER_ENV, PeerBuffer, gather_tokens, peer_buffer, scatter_heads
 
 
 def stage(name: str, results: dict, fn, limit_s: float = 60.0) -> None:
@@ -99,9 +102,46 @@ def layer_exchange(group, repeats: int, tokens: int = 32760, heads: int = 40, he
                                .contiguous(), group=group)
         return back.permute(1, 2, 0, 3, 4).reshape(1, s_local, world * h_local, head_dim)
 
-    same = bool(torch.equal(pulled(), nccl()))
-    return {"equal_to_nccl": same, "copy_engine_layer": timed_ms(pulled, repeats),
+    def pulled_into_place() -> torch.Tensor:
+        qkv = gather_tokens(buffer)
+        return scatter_heads_into_place(qkv[0], group)
+
+    expected = nccl()
+    return {"equal_to_nccl": bool(torch.equal(pulled(), expected)),
+            "into_place_equal_to_nccl": bool(torch.equal(pulled_into_place(), expected)),
+            "copy_engine_layer": timed_ms(pulled, repeats),
+            "copy_engine_into_place_layer": timed_ms(pulled_into_place, repeats),
             "nccl_qkv_and_out_layer": timed_ms(nccl, repeats)}
+
+
+def scatter_heads_into_place(out: torch.Tensor, group) -> torch.Tensor:
+    """scatter_heads without its last copy: the peers' rows land straight in to_out's layout [B, S_local, world,
+    H_local, D] (strided, so SM loads over NVLink instead of the copy engines). A candidate, measured here first."""
+    buffer = peer_buffer("out", tuple(out.shape), out.dtype, out.device, group)
+    rank, world = buffer.rank, buffer.world
+    b, s, h_local, d = out.shape
+    s_local = s // world
+    buffer.local.copy_(out)
+    placed = torch.empty(b, s_local, world, h_local, d, dtype=out.dtype, device=out.device)
+    buffer.ready()
+    with buffer.beside():
+        for peer in (p for p in range(world) if p != rank):
+            placed[:, :, peer].copy_(buffer.peer(peer)[:, rank * s_local:(rank + 1) * s_local])
+    placed[:, :, rank] = out[:, rank * s_local:(rank + 1) * s_local]
+    buffer.join()
+    return placed.reshape(b, s_local, world * h_local, d)
+
+
+def barrier_ms(group, repeats: int, calls: int = 100) -> dict:
+    """`calls` barriers back to back, per barrier: the NCCL all-reduce (the default) and the device kernel."""
+    out = {}
+    for kind in ("nccl", "device"):
+        os.environ[BARRIER_ENV] = kind
+        buffer = PeerBuffer((2, 1024), torch.bfloat16, this_device(), group)
+        timing = timed_ms(lambda b=buffer: [b.ready() for _ in range(calls)], repeats)
+        out[kind] = {k: v / calls for k, v in timing.items()}
+    os.environ.pop(BARRIER_ENV)
+    return out
 
 
 def main() -> int:
@@ -110,8 +150,6 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=32760, help="a14b at 480*832x81 (CPU check: 64)")
     args = parser.parse_args()
-    import os
-
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -133,6 +171,8 @@ def main() -> int:
     stage("ulysses_group", results, lambda: peer_roundtrip(group))
     stage("a14b_layer_exchange", results, lambda: layer_exchange(group, args.repeats, args.tokens),
           limit_s=120)
+    if device.type == "cuda":
+        stage("barrier_per_call", results, lambda: barrier_ms(group, args.repeats))
     if dist.get_rank() == 0:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)

@@ -47,7 +47,9 @@
 #                                                 # the NCCL barrier (now the default), then with the device barrier
 #                                                 # (30 s kernel timeout), workers' logs and stacks kept
 #                                                 # (ran in session 7: results/h200x2/copy-engine-session7)
-#   bash benchmarks/h200x2_next.sh start profile  # ~5 min: where a step's time goes (benchmarks/profile_step.py:
+#   bash benchmarks/h200x2_next.sh start profile  # ~6 min: copy_engine_probe.py again (now also the output copied
+#                                                 # straight into to_out's layout, and one barrier's cost), then
+#                                                 # where a step's time goes (benchmarks/profile_step.py:
 #                                                 # device time by kind and GPU idle) for Ulysses 2 copy engine,
 #                                                 # Ulysses 2 all-to-all and 1 GPU (eager, cuDNN)
 #   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|pull|probe|barrier|profile
@@ -120,7 +122,9 @@ case "$part" in
                  --output none --timeout 150 --save-latents $BG_DIR/check-copyengine-$b.safetensors \
                  --json $BG_DIR/check-copyengine-$b.json; echo "barrier $b: rc $?";
              done; for d in /tmp/wanbench-*; do cp -r $d $BG_DIR/; done; grep -h -i "timeout\|error" /tmp/wanbench-*/workers.log | head -20' ;;
-  profile) job='common="--model a14b --weights random --size 480*832 --no-compile --attention cudnn";
+  profile) job='timeout 150 python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/copy_engine_probe.py \
+               --out $BG_DIR/probe.json > $BG_DIR/probe.log 2>&1; echo "probe: rc $?";
+             common="--model a14b --weights random --size 480*832 --no-compile --attention cudnn";
              for x in copy-engine all-to-all; do
                timeout 300 python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/profile_step.py \
                  --out $BG_DIR/profile-ulysses2-$x.json -- $common --gpus 2 --ulysses 2 --ulysses-exchange $x \
