@@ -19,11 +19,11 @@ which each peer reaches only after its copies out of that buffer are done (its c
 stream before its next barrier), and its output buffer only after the next layer's q/k/v barrier.
 
 Barrier: a one-element NCCL all-reduce on the Ulysses group by default (WANBENCH_PEER_BARRIER=device: the
-symmetric-memory barrier kernel, with a 30 s timeout that ends the process). In session 7 an a14b generate with
-the device barrier stalled both GPUs until --timeout while the same exchange alone ran (benchmarks/copy_engine_probe.py,
-2x H200); a kernel that spins on its peer next to NCCL's kernels and the side stream's copies needs a consistent
-order on every GPU that nothing here gives it, while NCCL orders its own kernels. Cost: ~20 us per barrier, two per
-layer.
+symmetric-memory barrier kernel, with a 30 s timeout that ends the process). On 2x H200 (session 7) the device
+barrier passed the exchange alone (benchmarks/copy_engine_probe.py) and a tiny generate, but inside an a14b
+generate it waited for its peer until its timeout, while the NCCL barrier ran the same generate to latents
+bit-identical to diffusers' exchange. Why is not established (a guess: kernels that spin on a peer need the same
+order on every GPU, which NCCL gives its own kernels and nothing gives this one). Cost: two barriers per layer.
 
 Transport: CUDA symmetric memory (torch.distributed._symmetric_memory) on GPUs. On the CPU (gloo) an
 all-gather of the buffers stands in for reading the peers' memory, so tests check the layout logic against the
