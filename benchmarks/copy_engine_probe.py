@@ -8,7 +8,8 @@ faulthandler's watchdog (a hang prints every thread's stack, then exits) and pri
   3. the same on the Ulysses group of wanbench's device mesh (what the engine uses);
   4. the a14b layer exchange (gather_tokens + scatter_heads at 480*832x81, 40 heads), checked against NCCL's
      all-to-all and timed per layer (medians of --repeats, CUDA-synchronised) next to four all-to-alls, and with
-     the output's rows copied straight into to_out's layout (a candidate that saves one copy per layer);
+     the output's rows copied straight into to_out's layout (a candidate that saves one copy per layer), and with
+     q, k, v pushed into the peers' full-sequence buffers (a candidate that saves the copies of a rank's own block);
   5. (GPUs) one barrier, 100 back to back: the NCCL all-reduce against the device kernel.
 Rank 0 writes the JSON. Usage: python3 -m torch.distributed.run --nproc-per-node 2 \\
   benchmarks/copy_engine_probe.py --out $OUT/probe.json
@@ -106,12 +107,41 @@ def layer_exchange(group, repeats: int, tokens: int = 32760, heads: int = 40, he
         qkv = gather_tokens(buffer)
         return scatter_heads_into_place(qkv[0], group)
 
+    receive = PeerBuffer((3, 1, tokens, h_local, head_dim), torch.bfloat16, device, group)
+    # In the engine RoPE would write the rank's own block here; it does not change between repeats.
+    receive.local[:, :, buffer.rank * s_local:(buffer.rank + 1) * s_local] = buffer.local[:, buffer.rank]
+
+    def pushed() -> torch.Tensor:
+        return scatter_heads(pushed_gather(buffer, receive)[0], group)
+
     expected = nccl()
-    return {"equal_to_nccl": bool(torch.equal(pulled(), expected)),
-            "into_place_equal_to_nccl": bool(torch.equal(pulled_into_place(), expected)),
-            "copy_engine_layer": timed_ms(pulled, repeats),
-            "copy_engine_into_place_layer": timed_ms(pulled_into_place, repeats),
-            "nccl_qkv_and_out_layer": timed_ms(nccl, repeats)}
+    results = {"equal_to_nccl": bool(torch.equal(pulled(), expected)),
+               "into_place_equal_to_nccl": bool(torch.equal(pulled_into_place(), expected)),
+               "copy_engine_layer": timed_ms(pulled, repeats),
+               "copy_engine_into_place_layer": timed_ms(pulled_into_place, repeats),
+               "nccl_qkv_and_out_layer": timed_ms(nccl, repeats)}
+    if device.type == "cuda":  # the CPU stand-in (an all-gather of each rank's buffer) cannot take writes
+        results.update(pushed_equal_to_nccl=bool(torch.equal(pushed(), expected)),
+                       copy_engine_pushed_layer=timed_ms(pushed, repeats))
+    return results
+
+
+def pushed_gather(send: PeerBuffer, receive: PeerBuffer) -> torch.Tensor:
+    """gather_tokens the other way round, a candidate measured here first: each rank copies the blocks its peers
+    need into their full-sequence buffers [3, B, S, H_local, D] (copy engines writing over NVLink) and attends
+    straight out of its own, so no copy of its own block (RoPE would write that in place). Safe with one buffer:
+    a rank pushes layer L+1 only after the output barrier of layer L, which each peer reaches after attending."""
+    rank, world = send.rank, send.world
+    b, s_local = send.local.shape[2], send.local.shape[3]
+    with send.beside():
+        for peer in (p for p in range(world) if p != rank):
+            target = receive.peer(peer)[:, :, rank * s_local:(rank + 1) * s_local]
+            for t in range(3):
+                for i in range(b):
+                    target[t, i].copy_(send.local[t, peer, i])
+    send.join()
+    receive.ready()
+    return receive.local
 
 
 def scatter_heads_into_place(out: torch.Tensor, group) -> torch.Tensor:
