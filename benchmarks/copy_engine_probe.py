@@ -6,11 +6,14 @@ faulthandler's watchdog (a hang prints every thread's stack, then exits) and pri
   1. the symmetric-memory backend torch picks;
   2. a PeerBuffer on the world group: write, device barrier, read the peer's;
   3. the same on the Ulysses group of wanbench's device mesh (what the engine uses);
-  4. the a14b layer exchange (gather_tokens + scatter_heads at 480*832x81, 40 heads), checked against NCCL's
+  4. the a14b layer exchange (attend_pulled + scatter_heads at 480*832x81, 40 heads), checked against NCCL's
      all-to-all and timed per layer (medians of --repeats, CUDA-synchronised) next to four all-to-alls, and with
      the output's rows copied straight into to_out's layout (a candidate that saves one copy per layer), and with
      q, k, v pushed into the peers' full-sequence buffers (a candidate that saves the copies of a rank's own block);
-  5. (GPUs) one barrier, 100 back to back: the NCCL all-reduce against the device kernel.
+  5. one layer's exchange with cuDNN attention, in 1, 2 and 4 head chunks (the copies of chunk c+1 beside chunk
+     c's attention: --ulysses-chunks with the copy-engine exchange), next to NCCL's all-to-all around attention
+     (its attention over all 20 heads at once, so not bit for bit: the largest difference is reported);
+  6. (GPUs) one barrier, 100 back to back: the NCCL all-reduce against the device kernel.
 Rank 0 writes the JSON. Usage: python3 -m torch.distributed.run --nproc-per-node 2 \\
   benchmarks/copy_engine_probe.py --out $OUT/probe.json
 """
@@ -30,7 +33,7 @@ import torch
 import torch.distributed as dist
 
 from wanbench.engine.parallel import ParallelDims, build_mesh
-from wanbench.engine.ulysses_pull import BARRIER_ENV, PeerBuffer, gather_tokens, peer_buffer, scatter_heads
+from wanbench.engine.ulysses_pull import BARRIER_ENV, PeerBuffer, attend_pulled, peer_buffer, scatter_heads
 
 
 def stage(name: str, results: dict, fn, limit_s: float = 60.0) -> None:
@@ -83,16 +86,15 @@ def layer_exchange(group, repeats: int, tokens: int = 32760, heads: int = 40, he
     world = dist.get_world_size(group)
     s_local, h_local = tokens // world, heads // world
     device = this_device()
-    buffer = PeerBuffer((3, world, 1, s_local, h_local, head_dim), torch.bfloat16, device, group)
+    buffer = PeerBuffer((3, world, 1, 1, s_local, h_local, head_dim), torch.bfloat16, device, group)
     torch.manual_seed(dist.get_rank())
     buffer.local.normal_()
 
     def pulled() -> torch.Tensor:
-        qkv = gather_tokens(buffer)
-        return scatter_heads(qkv[0], group)
+        return scatter_heads(attend_pulled(buffer, lambda q, k, v: q), group)
 
     # The same exchange through NCCL: [world, ...] blocks by destination out, by source in.
-    sent = buffer.local.transpose(0, 1).contiguous()
+    sent = buffer.local[:, :, 0].transpose(0, 1).contiguous()
     received = torch.empty_like(sent)
 
     def nccl() -> torch.Tensor:
@@ -104,15 +106,14 @@ def layer_exchange(group, repeats: int, tokens: int = 32760, heads: int = 40, he
         return back.permute(1, 2, 0, 3, 4).reshape(1, s_local, world * h_local, head_dim)
 
     def pulled_into_place() -> torch.Tensor:
-        qkv = gather_tokens(buffer)
-        return scatter_heads_into_place(qkv[0], group)
+        return scatter_heads_into_place(attend_pulled(buffer, lambda q, k, v: q)[0], group)
 
     receive = PeerBuffer((3, 1, tokens, h_local, head_dim), torch.bfloat16, device, group)
     # In the engine RoPE would write the rank's own block here; it does not change between repeats.
-    receive.local[:, :, buffer.rank * s_local:(buffer.rank + 1) * s_local] = buffer.local[:, buffer.rank]
+    receive.local[:, :, buffer.rank * s_local:(buffer.rank + 1) * s_local] = buffer.local[:, buffer.rank, 0]
 
     def pushed() -> torch.Tensor:
-        return scatter_heads(pushed_gather(buffer, receive)[0], group)
+        return scatter_heads([pushed_gather(buffer, receive)[0]], group)
 
     expected = nccl()
     results = {"equal_to_nccl": bool(torch.equal(pulled(), expected)),
@@ -132,13 +133,13 @@ def pushed_gather(send: PeerBuffer, receive: PeerBuffer) -> torch.Tensor:
     straight out of its own, so no copy of its own block (RoPE would write that in place). Safe with one buffer:
     a rank pushes layer L+1 only after the output barrier of layer L, which each peer reaches after attending."""
     rank, world = send.rank, send.world
-    b, s_local = send.local.shape[2], send.local.shape[3]
+    b, s_local = send.local.shape[3], send.local.shape[4]
     with send.beside():
         for peer in (p for p in range(world) if p != rank):
             target = receive.peer(peer)[:, :, rank * s_local:(rank + 1) * s_local]
             for t in range(3):
                 for i in range(b):
-                    target[t, i].copy_(send.local[t, peer, i])
+                    target[t, i].copy_(send.local[t, peer, 0, i])
     send.join()
     receive.ready()
     return receive.local
@@ -160,6 +161,54 @@ def scatter_heads_into_place(out: torch.Tensor, group) -> torch.Tensor:
     placed[:, :, rank] = out[:, rank * s_local:(rank + 1) * s_local]
     buffer.join()
     return placed.reshape(b, s_local, world * h_local, d)
+
+
+def attention_layer(group, repeats: int, tokens: int, heads: int = 40, head_dim: int = 128) -> dict:
+    """One layer's exchange and self-attention (cuDNN on GPUs) with the copies out of the peers beside the
+    attention of earlier head chunks (--ulysses-chunks with the copy-engine exchange): 1, 2 and 4 chunks, their
+    outputs compared bit for bit, next to NCCL's all-to-all around one attention over all heads."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    world = dist.get_world_size(group)
+    s_local, h_local = tokens // world, heads // world
+    device = this_device()
+    backend = SDPBackend.CUDNN_ATTENTION if device.type == "cuda" else SDPBackend.MATH
+
+    def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        with sdpa_kernel(backend):
+            return torch.nn.functional.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+
+    torch.manual_seed(dist.get_rank())
+    qkv = torch.randn(3, world, 1, s_local, h_local, head_dim, dtype=torch.bfloat16, device=device)
+    out, results = {}, {}
+    for chunks in (1, 2, 4):
+        hc = h_local // chunks
+        buffer = PeerBuffer((3, world, chunks, 1, s_local, hc, head_dim), torch.bfloat16, device, group)
+        buffer.local.copy_(qkv.unflatten(4, (chunks, hc)).permute(0, 1, 4, 2, 3, 5, 6))
+
+        def layer(b: PeerBuffer = buffer) -> torch.Tensor:
+            return scatter_heads(attend_pulled(b, attention), group)
+
+        out[chunks] = layer()
+        results[f"copy_engine_{chunks}_chunks"] = timed_ms(layer, repeats)
+    sent = qkv.transpose(0, 1).contiguous()
+    received = torch.empty_like(sent)
+
+    def nccl() -> torch.Tensor:
+        dist.all_to_all_single(received, sent, group=group)
+        q, k, v = (received[:, t].permute(1, 0, 2, 3, 4).reshape(1, tokens, h_local, head_dim) for t in range(3))
+        o = attention(q, k, v).reshape(1, world, s_local, h_local, head_dim).transpose(0, 1).contiguous()
+        back = torch.empty_like(o)
+        dist.all_to_all_single(back, o, group=group)
+        return back.permute(1, 2, 0, 3, 4).reshape(1, s_local, world * h_local, head_dim)
+
+    results["nccl_all_to_all"] = timed_ms(nccl, repeats)
+    reference = nccl()
+    for chunks in (1, 2, 4):
+        results[f"{chunks}_chunks_max_abs_diff_to_nccl"] = (out[chunks].float() - reference.float()).abs().max().item()
+    results["chunks_equal_bitwise"] = bool(torch.equal(out[1], out[2]) and torch.equal(out[1], out[4]))
+    return results
 
 
 def barrier_ms(group, repeats: int, calls: int = 100) -> dict:
@@ -201,6 +250,7 @@ def main() -> int:
     stage("ulysses_group", results, lambda: peer_roundtrip(group))
     stage("a14b_layer_exchange", results, lambda: layer_exchange(group, args.repeats, args.tokens),
           limit_s=120)
+    stage("a14b_attention_layer", results, lambda: attention_layer(group, args.repeats, args.tokens), limit_s=180)
     if device.type == "cuda":
         stage("barrier_per_call", results, lambda: barrier_ms(group, args.repeats))
     if dist.get_rank() == 0:

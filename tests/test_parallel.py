@@ -43,8 +43,9 @@ def reference(tmp_path_factory):
         "--gpus 2 --ulysses 2 --ulysses-chunks 2",
         "--gpus 2 --ulysses 2 --ulysses-chunks 2 --compile",  # the split hook on blocks.0 breaks fullgraph
         "--gpus 2 --ulysses 2 --ulysses-exchange head-blocks",
-        # batch 2 (both CFG branches); on the CPU an all-gather stands in for reading the peers' memory
-        "--gpus 2 --ulysses 2 --ulysses-exchange copy-engine --cfg-batch",
+        # batch 2 (both CFG branches), attended in 2 head chunks (the peers' copies beside attention); on the CPU an
+        # all-gather stands in for reading the peers' memory (one chunk: the 4-rank hybrid test below)
+        "--gpus 2 --ulysses 2 --ulysses-exchange copy-engine --ulysses-chunks 2 --cfg-batch",
         "--gpus 2 --ring 2",
         "--gpus 2 --ring 2 --compile",  # compiled graphs check the LSE strides of the attention op
         "--gpus 2 --ulysses 2 --fsdp dit,t5",
@@ -69,6 +70,8 @@ def test_strategy_matches_single_process(reference, tmp_path, flags):
     assert head_blocks == ("head-blocks" in flags)
     pulled = any(n.startswith("Ulysses exchanges are copies out of the peers") for n in result["notes"])
     assert pulled == ("copy-engine" in flags)
+    chunked_pull = any(n.endswith("attending in 2 head chunks") for n in result["notes"])
+    assert chunked_pull == ("copy-engine" in flags and "--ulysses-chunks 2" in flags)
 
 
 @pytest.mark.parametrize("mode", ["group", "model"])

@@ -166,9 +166,9 @@ def check_ulysses_exchange(p: ParallelConfig, dims: ParallelDims) -> None:
     if p.ulysses_exchange == "all-to-all":
         return
     require_plain_ulysses(f"--ulysses-exchange {p.ulysses_exchange} changes Ulysses' exchange", dims)
-    if p.ulysses_chunks > 1:
+    if p.ulysses_chunks > 1 and p.ulysses_exchange != "copy-engine":
         raise UserError(f"--ulysses-exchange {p.ulysses_exchange} and --ulysses-chunks are two ways to exchange: "
-                        "pick one")
+                        "pick one, or use --ulysses-exchange copy-engine, which attends in head chunks")
 
 
 def build_mesh(dims: ParallelDims, device: torch.device) -> DeviceMesh:
@@ -192,7 +192,7 @@ def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysse
     with ulysses_chunks > 1, self-attention's Ulysses exchanges are pipelined over head chunks
     (engine/ulysses_overlap.py); with ulysses_exchange "head-blocks" they move head blocks straight into
     place (engine/ulysses_heads.py), with "copy-engine" each rank copies its blocks out of its peers' memory
-    (engine/ulysses_pull.py)."""
+    (engine/ulysses_pull.py; ulysses_chunks > 1 there: attention in head chunks, the copies beside it)."""
     if dims.sp == 1:
         return []
     from diffusers import ContextParallelConfig
@@ -208,7 +208,7 @@ def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysse
 
         if sum(overlap_ring(expert) for expert in components.experts):
             notes.append("ring: each rank attends its own key/value block while the others are exchanged")
-    if ulysses_chunks > 1:
+    if ulysses_chunks > 1 and ulysses_exchange == "all-to-all":
         from wanbench.engine.ulysses_overlap import pipeline_ulysses
 
         for expert in components.experts:
@@ -222,8 +222,9 @@ def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysse
     if ulysses_exchange == "copy-engine":
         from wanbench.engine.ulysses_pull import pull_exchanges
 
-        if sum(pull_exchanges(expert) for expert in components.experts):
-            notes.append("Ulysses exchanges are copies out of the peers' memory (engine/ulysses_pull.py)")
+        if sum(pull_exchanges(expert, ulysses_chunks) for expert in components.experts):
+            notes.append("Ulysses exchanges are copies out of the peers' memory (engine/ulysses_pull.py)"
+                         + (f", attending in {ulysses_chunks} head chunks" if ulysses_chunks > 1 else ""))
     return notes
 
 

@@ -4,12 +4,16 @@ On 2x H200 NCCL's all-to-all moves a rank's 84 MB block to its peer at 243 GB/s 
 per 168 MB tensor), and diffusers surrounds each of the four exchanges per layer with layout copies; a copy of
 the same rows out of the peer's symmetric-memory buffer runs on the copy engines at 357 GB/s (0.235 ms, no SMs;
 results/h200x2/nccl-session6/). Here each rank writes its q, k and v straight into a buffer its peers can read,
-laid out by destination ([3, world, B, S_local, H/world, D]: RoPE writes each destination's heads into its
-slot), so the block a peer needs is one contiguous piece. After one device-side barrier every rank copies its
-blocks out of each peer's buffer into token-major [B, S, H/world, D] q, k and v (one copy per tensor, peer and
-batch row), attends, writes its output [B, S, H/world, D] into a second shared buffer, and after a second barrier
-copies its own tokens' rows of every peer's heads back, then sets them beside its own heads for to_out. The copies
-out of the peers run on a side stream while the SMs copy the rank's own blocks.
+laid out by destination and head chunk ([3, world, chunks, B, S_local, H/(world*chunks), D]: RoPE writes each
+destination's heads into its slots), so the block a peer needs is one contiguous piece. After one barrier every
+rank copies its blocks out of each peer's buffer into token-major q, k and v (one copy per tensor, peer, chunk and
+batch row), attends chunk by chunk, writes its output [B, S, H/world, D] into a second shared buffer, and after a
+second barrier copies its own tokens' rows of every peer's heads back, then sets them beside its own heads for
+to_out. The copies out of the peers run on a side stream (copy engines) while the SMs copy the rank's own blocks;
+with --ulysses-chunks N > 1 all chunks' copies are issued at once, so chunk c+1 arrives while chunk c attends
+(attention is independent per head: the same arithmetic, bit for bit). The session-5 exchange benchmark hid only
+23% of a copy-engine exchange behind attention, but it put a barrier kernel, which waits for a free SM, between
+them; here the one barrier comes before any attention.
 Copies left on the SMs per layer: the blocks a rank keeps for itself, the output into its buffer and the output
 assembled for to_out (RoPE's writes are made by the one-GPU path too). Same arithmetic in the same order as the
 single process.
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -93,6 +98,20 @@ class PeerBuffer:
         if self._side is not None:
             torch.cuda.current_stream().wait_stream(self._side)
 
+    def mark(self) -> torch.cuda.Event | None:
+        """A point on the side stream after the copies issued so far (None off CUDA), for `wait`."""
+        if self._side is None:
+            return None
+        event = torch.cuda.Event()
+        event.record(self._side)
+        return event
+
+    @staticmethod
+    def wait(event: torch.cuda.Event | None) -> None:
+        """Make the current stream wait for the copies issued before `mark` returned `event`."""
+        if event is not None:
+            torch.cuda.current_stream().wait_event(event)
+
     def peer(self, rank: int) -> torch.Tensor:
         """`rank`'s buffer, readable here (on CUDA a view of the peer's memory: copies from it use copy engines)."""
         if self._handle is not None:
@@ -113,33 +132,43 @@ def peer_buffer(role: str, shape: tuple[int, ...], dtype: torch.dtype, device: t
 
 
 @torch.compiler.disable
-def gather_tokens(buffer: PeerBuffer) -> torch.Tensor:
-    """[3, world, B, S_local, H_local, D] by destination on each rank -> this rank's q, k, v over all tokens,
-    [3, B, S, H_local, D]."""
+def attend_pulled(buffer: PeerBuffer, attention: Callable[..., torch.Tensor]) -> list[torch.Tensor]:
+    """[3, world, chunks, B, S_local, Hc, D] by destination on each rank -> `attention` of this rank's heads over
+    all tokens, chunk by chunk ([B, S, Hc, D] each). Every chunk's copies out of the peers are issued at once on
+    the side stream after the one barrier, so while chunk c attends (on the SMs) chunk c+1 arrives (copy engines)."""
     rank, world = buffer.rank, buffer.world
-    _, _, b, s_local, h_local, d = buffer.local.shape
-    qkv = torch.empty(3, b, world * s_local, h_local, d, dtype=buffer.local.dtype, device=buffer.local.device)
+    _, _, chunks, b, s_local, hc, d = buffer.local.shape
+    qkv = torch.empty(chunks, 3, b, world * s_local, hc, d, dtype=buffer.local.dtype, device=buffer.local.device)
     buffer.ready()
+    arrivals = []
     with buffer.beside():
-        for peer in (p for p in range(world) if p != rank):
-            block = buffer.peer(peer)[:, rank]
-            for t in range(3):
-                for i in range(b):
-                    qkv[t, i, peer * s_local:(peer + 1) * s_local].copy_(block[t, i])
-    qkv[:, :, rank * s_local:(rank + 1) * s_local] = buffer.local[:, rank]
-    buffer.join()
-    return qkv
+        for c in range(chunks):
+            for peer in (p for p in range(world) if p != rank):
+                block = buffer.peer(peer)[:, rank, c]
+                for t in range(3):
+                    for i in range(b):
+                        qkv[c, t, i, peer * s_local:(peer + 1) * s_local].copy_(block[t, i])
+            arrivals.append(buffer.mark())
+    outs = []
+    for c in range(chunks):
+        qkv[c, :, :, rank * s_local:(rank + 1) * s_local] = buffer.local[:, rank, c]
+        buffer.wait(arrivals[c])
+        outs.append(attention(qkv[c, 0], qkv[c, 1], qkv[c, 2]))
+    return outs
 
 
 @torch.compiler.disable
-def scatter_heads(out: torch.Tensor, group) -> torch.Tensor:
-    """This rank's heads over all tokens [B, S, H_local, D] -> its tokens with every rank's heads [B, S_local, H, D]."""
-    buffer = peer_buffer("out", tuple(out.shape), out.dtype, out.device, group)
+def scatter_heads(outs: list[torch.Tensor], group) -> torch.Tensor:
+    """This rank's heads over all tokens, as head chunks [B, S, Hc, D] -> its tokens with every rank's heads
+    [B, S_local, H, D]."""
+    b, s, hc, d = outs[0].shape
+    h_local = hc * len(outs)
+    buffer = peer_buffer("out", (b, s, h_local, d), outs[0].dtype, outs[0].device, group)
     rank, world = buffer.rank, buffer.world
-    b, s, h_local, d = out.shape
     s_local = s // world
-    buffer.local.copy_(out)
-    pulled = torch.empty(world, b, s_local, h_local, d, dtype=out.dtype, device=out.device)
+    for c, out in enumerate(outs):
+        buffer.local[:, :, c * hc:(c + 1) * hc].copy_(out)
+    pulled = torch.empty(world, b, s_local, h_local, d, dtype=outs[0].dtype, device=outs[0].device)
     buffer.ready()
     with buffer.beside():
         for peer in (p for p in range(world) if p != rank):
@@ -152,28 +181,35 @@ def scatter_heads(out: torch.Tensor, group) -> torch.Tensor:
 
 
 class PulledUlyssesProcessor(UlyssesExchangeProcessor):
-    """Sequence-parallel self-attention whose exchanges copy out of the peers' buffers (Ulysses without ring)."""
+    """Sequence-parallel self-attention whose exchanges copy out of the peers' buffers (Ulysses without ring),
+    attending in `chunks` head chunks so that all but the first chunk's copies run beside attention."""
+
+    def __init__(self, chunks: int = 1) -> None:
+        super().__init__()
+        self.chunks = chunks
 
     def place_qkv(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, rotary_emb):
-        """Write q, k (rotated) and v into the shared buffer, each destination's heads in its own slot; returns
-        the three [world, B, S_local, H_local, D] slots."""
+        """Write q, k (rotated) and v into the shared buffer, each destination's head chunks in their own slots;
+        returns the three [world, chunks, B, S_local, Hc, D] slots."""
         group, world = self.ulysses_group()
         b, s_local, h, d = query.shape
-        h_local = h // world
-        buffer = peer_buffer("qkv", (3, world, b, s_local, h_local, d), query.dtype, query.device, group)
+        hc = h // (world * self.chunks)
+        buffer = peer_buffer("qkv", (3, world, self.chunks, b, s_local, hc, d), query.dtype, query.device, group)
         for t, (x, rope) in enumerate(((query, rotary_emb), (key, rotary_emb), (value, None))):
             for r in range(world):
-                write_rotated(x[:, :, r * h_local:(r + 1) * h_local], rope, buffer.local[t, r])
+                for c in range(self.chunks):
+                    first = (r * self.chunks + c) * hc  # rank r's heads, chunk c
+                    write_rotated(x[:, :, first:first + hc], rope, buffer.local[t, r, c])
         return buffer.local[0], buffer.local[1], buffer.local[2]
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """The buffer's slots in, [B, S_local, H, D] out."""
         group, _ = self.ulysses_group()
         buffer = peer_buffer("qkv", (3, *query.shape), query.dtype, query.device, group)
-        q, k, v = gather_tokens(buffer)
-        return scatter_heads(self.attention(q, k, v), group)
+        return scatter_heads(attend_pulled(buffer, self.attention), group)
 
 
-def pull_exchanges(expert: torch.nn.Module) -> int:
-    """Give every self-attention of `expert` the pulled-exchange processor; returns how many will use it."""
-    return install(expert, PulledUlyssesProcessor)
+def pull_exchanges(expert: torch.nn.Module, chunks: int = 1) -> int:
+    """Give every self-attention of `expert` the pulled-exchange processor (attending in `chunks` head chunks);
+    returns how many will use it."""
+    return install(expert, lambda: PulledUlyssesProcessor(chunks))
