@@ -28,12 +28,13 @@
 #                                                 # (ran in session 6: results/h200x2/nccl-session6; its fifth
 #                                                 # variant, NCCL_P2P_USE_CUDA_MEMCPY=1, ran at 65 GB/s and then
 #                                                 # hung an all-to-all for NCCL's 10-minute timeout: dropped)
-#   bash benchmarks/h200x2_next.sh start pull     # ~17 min, next: --ulysses-exchange copy-engine
+#   bash benchmarks/h200x2_next.sh start pull     # ~20 min, next: --ulysses-exchange copy-engine --ulysses-chunks 2
 #                                                 # (engine/ulysses_pull.py): its latents, eager and compiled, against
 #                                                 # diffusers' Ulysses (2 steps, no video: the image has no
 #                                                 # imageio-ffmpeg, session 7's probe), then issue 3's suite again with
 #                                                 # every exchange (strategies2-2gpu.toml: 1 GPU, CFG, Ulysses 2
-#                                                 # all-to-all / head blocks / copy engine, copy engine + FSDP;
+#                                                 # all-to-all / copy engine in 1, 2, 4 head chunks, copy engine
+#                                                 # in 2 chunks + FSDP;
 #                                                 # 10 steps, eager, cuDNN; the copy-engine rows are left out if
 #                                                 # its check run failed, so a hang costs one --timeout, not three)
 #                                                 # (session 7: its check hung in the device barrier, so the suite
@@ -90,7 +91,8 @@ case "$part" in
                env ${variants[$best]} python3 -m wanbench.cli bench benchmarks/suites/ulysses2-5steps.toml --no-report \
                  --out $BG_DIR/ulysses2-$best;
              fi' ;;
-  pull) job='for x in "all-to-all --no-compile" "copy-engine --no-compile" "copy-engine --compile"; do
+  pull) job='for x in "all-to-all --no-compile" "copy-engine --ulysses-chunks 2 --no-compile" \
+                      "copy-engine --ulysses-chunks 2 --compile"; do
                name=$(echo $x | tr -d " -");
                python3 -m wanbench.cli generate --model a14b --weights random --size 480*832 --steps 2 --gpus 2 \
                  --ulysses 2 --ulysses-exchange $x --attention cudnn --output none --timeout 240 \
@@ -98,12 +100,12 @@ case "$part" in
              done;
              python3 -c "from safetensors.torch import load_file as l; import json; d=\"$BG_DIR\"; \
                a, b, c = (l(f\"{d}/check-{x}.safetensors\")[\"latents\"].float() \
-                          for x in (\"alltoallnocompile\", \"copyenginenocompile\", \"copyenginecompile\")); \
+                          for x in (\"alltoallnocompile\", \"copyengineulysseschunks2nocompile\", \"copyengineulysseschunks2compile\")); \
                r = {\"rel_error\": ((a - b).norm() / a.norm()).item(), \"identical\": bool((a == b).all()), \
                     \"compiled_rel_error\": ((a - c).norm() / a.norm()).item()}; \
                print(r); json.dump(r, open(f\"{d}/check-latents.json\", \"w\"))";
              suite=benchmarks/suites/strategies2-2gpu.toml;
-             if ! python3 -c "import json, sys; sys.exit(json.load(open(\"$BG_DIR/check-copyenginenocompile.json\"))[\"status\"] != \"ok\")"; then
+             if ! python3 -c "import json, sys; sys.exit(json.load(open(\"$BG_DIR/check-copyengineulysseschunks2nocompile.json\"))[\"status\"] != \"ok\")"; then
                python3 -c "s = open(\"$suite\").read(); open(\"$BG_DIR/strategies2-without-copy-engine.toml\", \"w\").write( \
                  s[:s.index(\"[[configs]]\ngpus = 2\nulysses = 2\nulysses_exchange = \\\"copy-engine\\\"\")])";
                suite=$BG_DIR/strategies2-without-copy-engine.toml; echo "copy-engine check failed: its rows are left out";
