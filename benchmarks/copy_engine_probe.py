@@ -6,7 +6,7 @@ faulthandler's watchdog (a hang prints every thread's stack, then exits) and pri
   1. the symmetric-memory backend torch picks;
   2. a PeerBuffer on the world group: write, device barrier, read the peer's;
   3. the same on the Ulysses group of wanbench's device mesh (what the engine uses);
-  4. the a14b layer exchange (attend_pulled + scatter_heads at 480*832x81, 40 heads), checked against NCCL's
+  4. the a14b layer exchange (attend_pulled at 480*832x81, 40 heads, attention left out), checked against NCCL's
      all-to-all and timed per layer (medians of --repeats, CUDA-synchronised) next to four all-to-alls, and with
      the output's rows copied straight into to_out's layout (a candidate that saves one copy per layer), and with
      q, k, v pushed into the peers' full-sequence buffers (a candidate that saves the copies of a rank's own block);
@@ -33,7 +33,15 @@ import torch
 import torch.distributed as dist
 
 from wanbench.engine.parallel import ParallelDims, build_mesh
-from wanbench.engine.ulysses_pull import BARRIER_ENV, PeerBuffer, attend_pulled, peer_buffer, scatter_heads
+from wanbench.engine.ulysses_pull import (
+    BARRIER_ENV,
+    OutputExchange,
+    PeerBuffer,
+    attend_pulled,
+    peer_buffer,
+    pull_qkv,
+    take_chunk,
+)
 
 
 def stage(name: str, results: dict, fn, limit_s: float = 60.0) -> None:
@@ -91,7 +99,7 @@ def layer_exchange(group, repeats: int, tokens: int = 32760, heads: int = 40, he
     buffer.local.normal_()
 
     def pulled() -> torch.Tensor:
-        return scatter_heads(attend_pulled(buffer, lambda q, k, v: q), group)
+        return attend_pulled(buffer, lambda q, k, v: q, group)
 
     # The same exchange through NCCL: [world, ...] blocks by destination out, by source in.
     sent = buffer.local[:, :, 0].transpose(0, 1).contiguous()
@@ -106,14 +114,15 @@ def layer_exchange(group, repeats: int, tokens: int = 32760, heads: int = 40, he
         return back.permute(1, 2, 0, 3, 4).reshape(1, s_local, world * h_local, head_dim)
 
     def pulled_into_place() -> torch.Tensor:
-        return scatter_heads_into_place(attend_pulled(buffer, lambda q, k, v: q)[0], group)
+        qkv, arrivals = pull_qkv(buffer)
+        return scatter_heads_into_place(take_chunk(buffer, qkv, arrivals, 0)[0], group)
 
     receive = PeerBuffer((3, 1, tokens, h_local, head_dim), torch.bfloat16, device, group)
     # In the engine RoPE would write the rank's own block here; it does not change between repeats.
     receive.local[:, :, buffer.rank * s_local:(buffer.rank + 1) * s_local] = buffer.local[:, buffer.rank, 0]
 
     def pushed() -> torch.Tensor:
-        return scatter_heads([pushed_gather(buffer, receive)[0]], group)
+        return scatter(pushed_gather(buffer, receive)[0], group)
 
     expected = nccl()
     results = {"equal_to_nccl": bool(torch.equal(pulled(), expected)),
@@ -145,9 +154,17 @@ def pushed_gather(send: PeerBuffer, receive: PeerBuffer) -> torch.Tensor:
     return receive.local
 
 
+def scatter(out: torch.Tensor, group) -> torch.Tensor:
+    """The engine's output exchange of one chunk: [B, S, H_local, D] -> [B, S_local, H, D]."""
+    outputs = OutputExchange((1, 3, *out.shape), out.dtype, out.device, group)
+    outputs.send(0, out)
+    return outputs.assembled()
+
+
 def scatter_heads_into_place(out: torch.Tensor, group) -> torch.Tensor:
-    """scatter_heads without its last copy: the peers' rows land straight in to_out's layout [B, S_local, world,
-    H_local, D] (strided, so SM loads over NVLink instead of the copy engines). A candidate, measured here first."""
+    """The engine's output exchange without its last copy: the peers' rows land straight in to_out's layout
+    [B, S_local, world, H_local, D] (strided, so SM loads over NVLink instead of the copy engines). A candidate,
+    measured here first."""
     buffer = peer_buffer("out", tuple(out.shape), out.dtype, out.device, group)
     rank, world = buffer.rank, buffer.world
     b, s, h_local, d = out.shape
@@ -188,7 +205,7 @@ def attention_layer(group, repeats: int, tokens: int, heads: int = 40, head_dim:
         buffer.local.copy_(qkv.unflatten(4, (chunks, hc)).permute(0, 1, 4, 2, 3, 5, 6))
 
         def layer(b: PeerBuffer = buffer) -> torch.Tensor:
-            return scatter_heads(attend_pulled(b, attention), group)
+            return attend_pulled(b, attention, group)
 
         out[chunks] = layer()
         results[f"copy_engine_{chunks}_chunks"] = timed_ms(layer, repeats)

@@ -7,27 +7,30 @@ results/h200x2/nccl-session6/). Here each rank writes its q, k and v straight in
 laid out by destination and head chunk ([3, world, chunks, B, S_local, H/(world*chunks), D]: RoPE writes each
 destination's heads into its slots), so the block a peer needs is one contiguous piece. After one barrier every
 rank copies its blocks out of each peer's buffer into token-major q, k and v (one copy per tensor, peer, chunk and
-batch row), attends chunk by chunk, writes its output [B, S, H/world, D] into a second shared buffer, and after a
-second barrier copies its own tokens' rows of every peer's heads back, then sets them beside its own heads for
-to_out. The copies out of the peers run on a side stream (copy engines) while the SMs copy the rank's own blocks;
-with --ulysses-chunks N > 1 all chunks' copies are issued at once, so chunk c+1 arrives while chunk c attends
-(attention is independent per head: the same arithmetic, bit for bit). The session-5 exchange benchmark hid only
-23% of a copy-engine exchange behind attention, but it put a barrier kernel, which waits for a free SM, between
-them; here the one barrier comes before any attention.
+batch row) and attends chunk by chunk; each chunk's output [B, S, H/(world*chunks), D] goes into a second shared
+buffer and, after a barrier, every rank copies its own tokens' rows of it out of its peers' buffers; the rows are
+finally set beside each other, heads in rank and chunk order, for to_out. The copies out of the peers run on side
+streams (copy engines) while the SMs copy the rank's own blocks. With --ulysses-chunks N > 1 all chunks' q/k/v
+copies are issued at once after the first barrier, so chunk c+1 arrives while chunk c attends, and chunk c's
+output travels while chunk c+1 attends (attention is independent per head: the same arithmetic, bit for bit).
+The session-5 exchange benchmark hid only 23% of a copy-engine exchange behind attention, but it put a barrier
+kernel, which waits for a free SM, between them; here no barrier waits behind an attention it should overlap.
 Copies left on the SMs per layer: the blocks a rank keeps for itself, the output into its buffer and the output
 assembled for to_out (RoPE's writes are made by the one-GPU path too). Same arithmetic in the same order as the
 single process.
 
-One buffer per role is enough: a rank rewrites its q/k/v buffer only after passing the next output barrier,
-which each peer reaches only after its copies out of that buffer are done (its current stream waits for the side
-stream before its next barrier), and its output buffer only after the next layer's q/k/v barrier.
+One buffer per role is enough: a rank rewrites its q/k/v buffer only after passing the layer's last output
+barrier, which each peer reaches only after its copies out of that buffer are done (its current stream waits for
+every chunk's copies before its last attention), and its output buffer (one slot per chunk) only after the next
+layer's q/k/v barrier, which each peer reaches after joining its output copies.
 
 Barrier: a one-element NCCL all-reduce on the Ulysses group by default (WANBENCH_PEER_BARRIER=device: the
 symmetric-memory barrier kernel, with a 30 s timeout that ends the process). On 2x H200 (session 7) the device
 barrier passed the exchange alone (benchmarks/copy_engine_probe.py) and a tiny generate, but inside an a14b
 generate it waited for its peer until its timeout, while the NCCL barrier ran the same generate to latents
 bit-identical to diffusers' exchange. Why is not established (a guess: kernels that spin on a peer need the same
-order on every GPU, which NCCL gives its own kernels and nothing gives this one). Cost: two barriers per layer.
+order on every GPU, which NCCL gives its own kernels and nothing gives this one). Cost: 1 + chunks barriers per
+layer.
 
 Transport: CUDA symmetric memory (torch.distributed._symmetric_memory) on GPUs. On the CPU (gloo) an
 all-gather of the buffers stands in for reading the peers' memory, so tests check the layout logic against the
@@ -132,10 +135,20 @@ def peer_buffer(role: str, shape: tuple[int, ...], dtype: torch.dtype, device: t
 
 
 @torch.compiler.disable
-def attend_pulled(buffer: PeerBuffer, attention: Callable[..., torch.Tensor]) -> list[torch.Tensor]:
-    """[3, world, chunks, B, S_local, Hc, D] by destination on each rank -> `attention` of this rank's heads over
-    all tokens, chunk by chunk ([B, S, Hc, D] each). Every chunk's copies out of the peers are issued at once on
-    the side stream after the one barrier, so while chunk c attends (on the SMs) chunk c+1 arrives (copy engines)."""
+def attend_pulled(buffer: PeerBuffer, attention: Callable[..., torch.Tensor], group) -> torch.Tensor:
+    """[3, world, chunks, B, S_local, Hc, D] by destination on each rank -> this rank's tokens with every rank's
+    heads attended, [B, S_local, H, D]: q, k, v pulled from the peers, attention chunk by chunk, each chunk's
+    output pulled back by its tokens' ranks while the next chunk attends."""
+    qkv, arrivals = pull_qkv(buffer)
+    outputs = OutputExchange(qkv.shape, qkv.dtype, qkv.device, group)
+    for c in range(len(arrivals)):
+        outputs.send(c, attention(*take_chunk(buffer, qkv, arrivals, c)))
+    return outputs.assembled()
+
+
+def pull_qkv(buffer: PeerBuffer) -> tuple[torch.Tensor, list]:
+    """After the one barrier, every chunk's copies out of the peers into token-major [chunks, 3, B, S, Hc, D],
+    all issued at once on the side stream (copy engines); returns it and each chunk's arrival mark."""
     rank, world = buffer.rank, buffer.world
     _, _, chunks, b, s_local, hc, d = buffer.local.shape
     qkv = torch.empty(chunks, 3, b, world * s_local, hc, d, dtype=buffer.local.dtype, device=buffer.local.device)
@@ -149,35 +162,45 @@ def attend_pulled(buffer: PeerBuffer, attention: Callable[..., torch.Tensor]) ->
                     for i in range(b):
                         qkv[c, t, i, peer * s_local:(peer + 1) * s_local].copy_(block[t, i])
             arrivals.append(buffer.mark())
-    outs = []
-    for c in range(chunks):
-        qkv[c, :, :, rank * s_local:(rank + 1) * s_local] = buffer.local[:, rank, c]
-        buffer.wait(arrivals[c])
-        outs.append(attention(qkv[c, 0], qkv[c, 1], qkv[c, 2]))
-    return outs
+    return qkv, arrivals
 
 
-@torch.compiler.disable
-def scatter_heads(outs: list[torch.Tensor], group) -> torch.Tensor:
-    """This rank's heads over all tokens, as head chunks [B, S, Hc, D] -> its tokens with every rank's heads
-    [B, S_local, H, D]."""
-    b, s, hc, d = outs[0].shape
-    h_local = hc * len(outs)
-    buffer = peer_buffer("out", (b, s, h_local, d), outs[0].dtype, outs[0].device, group)
-    rank, world = buffer.rank, buffer.world
-    s_local = s // world
-    for c, out in enumerate(outs):
-        buffer.local[:, :, c * hc:(c + 1) * hc].copy_(out)
-    pulled = torch.empty(world, b, s_local, h_local, d, dtype=outs[0].dtype, device=outs[0].device)
-    buffer.ready()
-    with buffer.beside():
-        for peer in (p for p in range(world) if p != rank):
-            rows = buffer.peer(peer)[:, rank * s_local:(rank + 1) * s_local]
-            for i in range(b):
-                pulled[peer, i].copy_(rows[i])
-    pulled[rank] = buffer.local[:, rank * s_local:(rank + 1) * s_local]
-    buffer.join()
-    return pulled.permute(1, 2, 0, 3, 4).reshape(b, s_local, world * h_local, d)
+def take_chunk(buffer: PeerBuffer, qkv: torch.Tensor, arrivals: list, c: int) -> torch.Tensor:
+    """Chunk c's q, k, v [3, B, S, Hc, D]: the rank's own block copied in (SMs), the peers' waited for."""
+    s_local = buffer.local.shape[4]
+    qkv[c, :, :, buffer.rank * s_local:(buffer.rank + 1) * s_local] = buffer.local[:, buffer.rank, c]
+    buffer.wait(arrivals[c])
+    return qkv[c]
+
+
+class OutputExchange:
+    """Attention outputs, chunk by chunk ([B, S, Hc, D]: this rank's heads, all tokens), back to the ranks that
+    hold their tokens: each chunk goes into a shared buffer [chunks, B, S, Hc, D] and, after a barrier, every rank
+    copies its tokens' rows of it out of its peers' buffers on the side stream while the next chunk attends."""
+
+    def __init__(self, qkv_shape: torch.Size, dtype: torch.dtype, device: torch.device, group) -> None:
+        chunks, _, b, s, hc, d = qkv_shape
+        self.buffer = peer_buffer("out", (chunks, b, s, hc, d), dtype, device, group)
+        self.s_local = s // self.buffer.world
+        self.pulled = torch.empty(self.buffer.world, chunks, b, self.s_local, hc, d, dtype=dtype, device=device)
+
+    def send(self, c: int, out: torch.Tensor) -> None:
+        buffer, rank, s_local = self.buffer, self.buffer.rank, self.s_local
+        mine = slice(rank * s_local, (rank + 1) * s_local)
+        buffer.local[c].copy_(out)
+        buffer.ready()
+        with buffer.beside():
+            for peer in (p for p in range(buffer.world) if p != rank):
+                rows = buffer.peer(peer)[c, :, mine]
+                for i in range(rows.shape[0]):
+                    self.pulled[peer, c, i].copy_(rows[i])
+        self.pulled[rank, c] = buffer.local[c, :, mine]
+
+    def assembled(self) -> torch.Tensor:
+        """[B, S_local, H, D], heads in rank, chunk order (as place_qkv split them)."""
+        self.buffer.join()
+        world, chunks, b, s_local, hc, d = self.pulled.shape
+        return self.pulled.permute(2, 3, 0, 1, 4, 5).reshape(b, s_local, world * chunks * hc, d)
 
 
 class PulledUlyssesProcessor(UlyssesExchangeProcessor):
@@ -206,7 +229,7 @@ class PulledUlyssesProcessor(UlyssesExchangeProcessor):
         """The buffer's slots in, [B, S_local, H, D] out."""
         group, _ = self.ulysses_group()
         buffer = peer_buffer("qkv", (3, *query.shape), query.dtype, query.device, group)
-        return scatter_heads(attend_pulled(buffer, self.attention), group)
+        return attend_pulled(buffer, self.attention, group)
 
 
 def pull_exchanges(expert: torch.nn.Module, chunks: int = 1) -> int:
