@@ -48,11 +48,12 @@
 #                                                 # the NCCL barrier (now the default), then with the device barrier
 #                                                 # (30 s kernel timeout), workers' logs and stacks kept
 #                                                 # (ran in session 7: results/h200x2/copy-engine-session7)
-#   bash benchmarks/h200x2_next.sh start profile  # ~6 min: copy_engine_probe.py again (now also the output copied
-#                                                 # straight into to_out's layout, and one barrier's cost), then
-#                                                 # where a step's time goes (benchmarks/profile_step.py:
-#                                                 # device time by kind and GPU idle) for Ulysses 2 copy engine,
-#                                                 # Ulysses 2 all-to-all and 1 GPU (eager, cuDNN)
+#   bash benchmarks/h200x2_next.sh start profile  # ~8 min: copy_engine_probe.py again (now also a layer with cuDNN
+#                                                 # attention in 1, 2 and 4 head chunks, the output copied straight
+#                                                 # into to_out's layout, q/k/v pushed, one barrier's cost), then
+#                                                 # where a step's time goes (benchmarks/profile_step.py: device
+#                                                 # time by kind and GPU idle) for Ulysses 2 copy engine in 2 head
+#                                                 # chunks and in 1, Ulysses 2 all-to-all and 1 GPU (eager, cuDNN)
 #   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|pull|probe|barrier|profile
 source benchmarks/device_preamble.sh
 part=${2:?decide|mlperf|ring|fa4|nccl|pull|probe|barrier|profile}
@@ -127,10 +128,11 @@ case "$part" in
   profile) job='timeout 150 python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/copy_engine_probe.py \
                --out $BG_DIR/probe.json > $BG_DIR/probe.log 2>&1; echo "probe: rc $?";
              common="--model a14b --weights random --size 480*832 --no-compile --attention cudnn";
-             for x in copy-engine all-to-all; do
+             for x in "copy-engine --ulysses-chunks 2" copy-engine all-to-all; do
+               name=$(echo $x | tr -d " -");
                timeout 300 python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/profile_step.py \
-                 --out $BG_DIR/profile-ulysses2-$x.json -- $common --gpus 2 --ulysses 2 --ulysses-exchange $x \
-                 > $BG_DIR/profile-ulysses2-$x.log 2>&1; echo "profile $x: rc $?";
+                 --out $BG_DIR/profile-ulysses2-$name.json -- $common --gpus 2 --ulysses 2 --ulysses-exchange $x \
+                 > $BG_DIR/profile-ulysses2-$name.log 2>&1; echo "profile $x: rc $?";
              done;
              CUDA_VISIBLE_DEVICES=0 timeout 300 python3 benchmarks/profile_step.py --out $BG_DIR/profile-1gpu.json -- \
                $common > $BG_DIR/profile-1gpu.log 2>&1; echo "profile 1 GPU: rc $?"' ;;
