@@ -99,7 +99,7 @@ def layer_exchange(group, repeats: int, tokens: int = 32760, heads: int = 40, he
     buffer.local.normal_()
 
     def pulled() -> torch.Tensor:
-        return attend_pulled(buffer, lambda q, k, v: q, group)
+        return attend_pulled(buffer, lambda q, k, v: q)
 
     # The same exchange through NCCL: [world, ...] blocks by destination out, by source in.
     sent = buffer.local[:, :, 0].transpose(0, 1).contiguous()
@@ -205,7 +205,7 @@ def attention_layer(group, repeats: int, tokens: int, heads: int = 40, head_dim:
         buffer.local.copy_(qkv.unflatten(4, (chunks, hc)).permute(0, 1, 4, 2, 3, 5, 6))
 
         def layer(b: PeerBuffer = buffer) -> torch.Tensor:
-            return attend_pulled(b, attention, group)
+            return attend_pulled(b, attention)
 
         out[chunks] = layer()
         results[f"copy_engine_{chunks}_chunks"] = timed_ms(layer, repeats)

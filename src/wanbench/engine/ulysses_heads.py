@@ -16,7 +16,7 @@ Measured on 2x H200: 3.635 s per step against 3.669 for diffusers' Ulysses (0.9%
 more per GPU (results/h200x2/fa4-session5/: the caching allocator held blocks the point-to-point streams used);
 with the host's lead over the GPU bounded (`_bound_host_lead`, below), 3.695 s against 3.725 (0.8% faster) and
 88.9 GB against 86.8 (results/h200x2/nccl-session6/). Opt-in until its compiled memory is re-measured
-(47 GB more before the bound; benchmarks/h200x2_next.sh pull).
+(47 GB more before the bound; the compiled row of benchmarks/suites/ulysses2-5steps.toml).
 
 Applied by engine/parallel.py (`context_parallelize`) to every block's self-attention for Ulysses without
 ring; cross-attention (text keys, not sequence-split) keeps the stock processor.

@@ -135,12 +135,12 @@ def peer_buffer(role: str, shape: tuple[int, ...], dtype: torch.dtype, device: t
 
 
 @torch.compiler.disable
-def attend_pulled(buffer: PeerBuffer, attention: Callable[..., torch.Tensor], group) -> torch.Tensor:
+def attend_pulled(buffer: PeerBuffer, attention: Callable[..., torch.Tensor]) -> torch.Tensor:
     """[3, world, chunks, B, S_local, Hc, D] by destination on each rank -> this rank's tokens with every rank's
     heads attended, [B, S_local, H, D]: q, k, v pulled from the peers, attention chunk by chunk, each chunk's
     output pulled back by its tokens' ranks while the next chunk attends."""
     qkv, arrivals = pull_qkv(buffer)
-    outputs = OutputExchange(qkv.shape, qkv.dtype, qkv.device, group)
+    outputs = OutputExchange(qkv.shape, qkv.dtype, qkv.device, buffer.group)
     for c in range(len(arrivals)):
         outputs.send(c, attention(*take_chunk(buffer, qkv, arrivals, c)))
     return outputs.assembled()
@@ -229,7 +229,7 @@ class PulledUlyssesProcessor(UlyssesExchangeProcessor):
         """The buffer's slots in, [B, S_local, H, D] out."""
         group, _ = self.ulysses_group()
         buffer = peer_buffer("qkv", (3, *query.shape), query.dtype, query.device, group)
-        return attend_pulled(buffer, self.attention, group)
+        return attend_pulled(buffer, self.attention)
 
 
 def pull_exchanges(expert: torch.nn.Module, chunks: int = 1) -> int:
