@@ -28,17 +28,16 @@
 #                                                 # (ran in session 6: results/h200x2/nccl-session6; its fifth
 #                                                 # variant, NCCL_P2P_USE_CUDA_MEMCPY=1, ran at 65 GB/s and then
 #                                                 # hung an all-to-all for NCCL's 10-minute timeout: dropped)
-#   bash benchmarks/h200x2_next.sh start pull     # ~20 min, next: --ulysses-exchange copy-engine --ulysses-chunks 2
-#                                                 # (engine/ulysses_pull.py): its latents, eager and compiled, against
-#                                                 # diffusers' Ulysses (2 steps, no video: the image has no
-#                                                 # imageio-ffmpeg, session 7's probe), then issue 3's suite again with
-#                                                 # every exchange (strategies2-2gpu.toml: 1 GPU, CFG, Ulysses 2
-#                                                 # all-to-all / copy engine in 1, 2, 4 head chunks, copy engine
-#                                                 # in 2 chunks + FSDP;
-#                                                 # 10 steps, eager, cuDNN; the copy-engine rows are left out if
-#                                                 # its check run failed, so a hang costs one --timeout, not three)
-#                                                 # (session 7: its check hung in the device barrier, so the suite
-#                                                 # ran without those rows; the NCCL barrier since passed the check)
+#   bash benchmarks/h200x2_next.sh start issue3   # ~26 min, next: issue 3's whole table in one run. Checks first
+#                                                 # (2-step a14b latents, eager: all-to-all against the copy-engine
+#                                                 # exchange, engine/ulysses_copy.py, which writes into the peers
+#                                                 # since session 8); then strategies3-2gpu.toml (1 GPU, group offload
+#                                                 # capped at 32 GB, CFG, Ulysses 2 all-to-all / copy engine / copy
+#                                                 # engine + FSDP; 10 steps, eager, cuDNN), then
+#                                                 # compiled-ulysses2-2gpu.toml (1 GPU, Ulysses 2 all-to-all and copy
+#                                                 # engine, compiled: which exchange should be the default); the
+#                                                 # copy-engine rows are cut if its check fails
+#                                                 # (pull, its predecessor, ran in session 8: results/h200x2/session8)
 #   bash benchmarks/h200x2_next.sh start probe    # ~6 min: the pull part's copy-engine check hung silently (session 7);
 #                                                 # its transport step by step (benchmarks/copy_engine_probe.py),
 #                                                 # then tiny and a14b (2 steps) generates with it, each killed
@@ -48,15 +47,15 @@
 #                                                 # the NCCL barrier (now the default), then with the device barrier
 #                                                 # (30 s kernel timeout), workers' logs and stacks kept
 #                                                 # (ran in session 7: results/h200x2/copy-engine-session7)
-#   bash benchmarks/h200x2_next.sh start profile  # ~8 min: copy_engine_probe.py again (now also a layer with cuDNN
-#                                                 # attention in 1, 2 and 4 head chunks, the output copied straight
-#                                                 # into to_out's layout, q/k/v pushed, one barrier's cost), then
-#                                                 # where a step's time goes (benchmarks/profile_step.py: device
-#                                                 # time by kind and GPU idle) for Ulysses 2 copy engine in 2 head
-#                                                 # chunks and in 1, Ulysses 2 all-to-all and 1 GPU (eager, cuDNN)
-#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|pull|probe|barrier|profile
+#   bash benchmarks/h200x2_next.sh start profile  # ~6 min: copy_engine_probe.py (the exchange and a layer with cuDNN
+#                                                 # attention against NCCL's, one barrier's cost), then where a
+#                                                 # step's time goes (benchmarks/profile_step.py: device time by kind
+#                                                 # and GPU idle) for Ulysses 2 copy engine and all-to-all and 1 GPU
+#                                                 # (eager, cuDNN; ran in session 8 with the pulled exchange and head
+#                                                 # chunks: results/h200x2/session8/profile)
+#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|issue3|probe|barrier|profile
 source benchmarks/device_preamble.sh
-part=${2:?decide|mlperf|ring|fa4|nccl|pull|probe|barrier|profile}
+part=${2:?decide|mlperf|ring|fa4|nccl|issue3|probe|barrier|profile}
 case "$part" in
   decide) job='python3 -m wanbench.cli bench benchmarks/suites/followups2-2gpu.toml --out $BG_DIR/followups2-2gpu \
                  --no-report;
@@ -92,26 +91,23 @@ case "$part" in
                env ${variants[$best]} python3 -m wanbench.cli bench benchmarks/suites/ulysses2-5steps.toml --no-report \
                  --out $BG_DIR/ulysses2-$best;
              fi' ;;
-  pull) job='for x in "all-to-all --no-compile" "copy-engine --ulysses-chunks 2 --no-compile" \
-                      "copy-engine --ulysses-chunks 2 --compile"; do
-               name=$(echo $x | tr -d " -");
+  issue3) job='for x in all-to-all copy-engine; do
                python3 -m wanbench.cli generate --model a14b --weights random --size 480*832 --steps 2 --gpus 2 \
-                 --ulysses 2 --ulysses-exchange $x --attention cudnn --output none --timeout 240 \
-                 --save-latents $BG_DIR/check-$name.safetensors --json $BG_DIR/check-$name.json || break;
+                 --ulysses 2 --ulysses-exchange $x --no-compile --attention cudnn --output none --timeout 240 \
+                 --save-latents $BG_DIR/check-$x.safetensors --json $BG_DIR/check-$x.json || break;
              done;
              python3 -c "from safetensors.torch import load_file as l; import json; d=\"$BG_DIR\"; \
-               a, b, c = (l(f\"{d}/check-{x}.safetensors\")[\"latents\"].float() \
-                          for x in (\"alltoallnocompile\", \"copyengineulysseschunks2nocompile\", \"copyengineulysseschunks2compile\")); \
-               r = {\"rel_error\": ((a - b).norm() / a.norm()).item(), \"identical\": bool((a == b).all()), \
-                    \"compiled_rel_error\": ((a - c).norm() / a.norm()).item()}; \
+               a, b = (l(f\"{d}/check-{x}.safetensors\")[\"latents\"].float() for x in (\"all-to-all\", \"copy-engine\")); \
+               r = {\"rel_error\": ((a - b).norm() / a.norm()).item(), \"identical\": bool((a == b).all())}; \
                print(r); json.dump(r, open(f\"{d}/check-latents.json\", \"w\"))";
-             suite=benchmarks/suites/strategies2-2gpu.toml;
-             if ! python3 -c "import json, sys; sys.exit(json.load(open(\"$BG_DIR/check-copyengineulysseschunks2nocompile.json\"))[\"status\"] != \"ok\")"; then
-               python3 -c "s = open(\"$suite\").read(); open(\"$BG_DIR/strategies2-without-copy-engine.toml\", \"w\").write( \
-                 s[:s.index(\"[[configs]]\ngpus = 2\nulysses = 2\nulysses_exchange = \\\"copy-engine\\\"\")])";
-               suite=$BG_DIR/strategies2-without-copy-engine.toml; echo "copy-engine check failed: its rows are left out";
+             suites="strategies3-2gpu compiled-ulysses2-2gpu";
+             if ! python3 -c "import json, sys; sys.exit(json.load(open(\"$BG_DIR/check-copy-engine.json\"))[\"status\"] != \"ok\")"; then
+               echo "copy-engine check failed: its rows are left out";
+               for s in $suites; do python3 -c "import sys; s = open(sys.argv[1]).read(); \
+                 open(sys.argv[2], \"w\").write(s[:s.index(\"[[configs]]\ngpus = 2\nulysses = 2\nulysses_exchange = \\\"copy-engine\\\"\")])" \
+                 benchmarks/suites/$s.toml benchmarks/suites/$s.toml; done;
              fi;
-             python3 -m wanbench.cli bench $suite --no-report --out $BG_DIR/strategies2-2gpu' ;;
+             for s in $suites; do python3 -m wanbench.cli bench benchmarks/suites/$s.toml --no-report --out $BG_DIR/$s; done' ;;
   probe) job='timeout 150 python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/copy_engine_probe.py \
                --out $BG_DIR/probe.json > $BG_DIR/probe.log 2>&1; echo "probe: rc $?";
              python3 -m wanbench.cli generate --model tiny --gpus 2 --ulysses 2 --ulysses-exchange copy-engine --steps 2 \
@@ -128,7 +124,7 @@ case "$part" in
   profile) job='timeout 150 python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/copy_engine_probe.py \
                --out $BG_DIR/probe.json > $BG_DIR/probe.log 2>&1; echo "probe: rc $?";
              common="--model a14b --weights random --size 480*832 --no-compile --attention cudnn";
-             for x in "copy-engine --ulysses-chunks 2" copy-engine all-to-all; do
+             for x in copy-engine all-to-all; do
                name=$(echo $x | tr -d " -");
                timeout 300 python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/profile_step.py \
                  --out $BG_DIR/profile-ulysses2-$name.json -- $common --gpus 2 --ulysses 2 --ulysses-exchange $x \
@@ -136,7 +132,7 @@ case "$part" in
              done;
              CUDA_VISIBLE_DEVICES=0 timeout 300 python3 benchmarks/profile_step.py --out $BG_DIR/profile-1gpu.json -- \
                $common > $BG_DIR/profile-1gpu.log 2>&1; echo "profile 1 GPU: rc $?"' ;;
-  *) echo "part: decide, mlperf, ring, fa4, nccl, pull, probe, barrier or profile" >&2; exit 2 ;;
+  *) echo "part: decide, mlperf, ring, fa4, nccl, issue3, probe, barrier or profile" >&2; exit 2 ;;
 esac
 case "${1:?start|wait}" in
   start) bash benchmarks/device_background.sh start "$part" "$job"

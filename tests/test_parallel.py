@@ -43,9 +43,9 @@ def reference(tmp_path_factory):
         "--gpus 2 --ulysses 2 --ulysses-chunks 2",
         "--gpus 2 --ulysses 2 --ulysses-chunks 2 --compile",  # the split hook on blocks.0 breaks fullgraph
         "--gpus 2 --ulysses 2 --ulysses-exchange head-blocks",
-        # batch 2 (both CFG branches), attended in 2 head chunks (the peers' copies beside attention); on the CPU an
-        # all-gather stands in for reading the peers' memory (one chunk: the 4-rank hybrid test below)
-        "--gpus 2 --ulysses 2 --ulysses-exchange copy-engine --ulysses-chunks 2 --cfg-batch",
+        # batch 2 (both CFG branches), compiled around the transport's graph breaks; on the CPU an all-gather
+        # stands in for writing into the peers' memory (eager: the 4-rank hybrid test below)
+        "--gpus 2 --ulysses 2 --ulysses-exchange copy-engine --cfg-batch --compile",
         "--gpus 2 --ring 2",
         "--gpus 2 --ring 2 --compile",  # compiled graphs check the LSE strides of the attention op
         "--gpus 2 --ulysses 2 --fsdp dit,t5",
@@ -68,10 +68,8 @@ def test_strategy_matches_single_process(reference, tmp_path, flags):
     assert overlapped == ("--ring" in flags)  # the ring ran through engine/ring_overlap.py, not diffusers'
     head_blocks = any(n.startswith("Ulysses exchanges head blocks") for n in result["notes"])
     assert head_blocks == ("head-blocks" in flags)
-    pulled = any(n.startswith("Ulysses exchanges are copies out of the peers") for n in result["notes"])
-    assert pulled == ("copy-engine" in flags)
-    chunked_pull = any(n.endswith("attending in 2 head chunks") for n in result["notes"])
-    assert chunked_pull == ("copy-engine" in flags and "--ulysses-chunks 2" in flags)
+    copy_engine = any(n.startswith("Ulysses exchanges are copy-engine writes") for n in result["notes"])
+    assert copy_engine == ("copy-engine" in flags)
 
 
 @pytest.mark.parametrize("mode", ["group", "model"])
@@ -98,6 +96,7 @@ def test_offload_matches_single_process(reference, tmp_path, mode):
         ("--gpus 2 --ulysses 2 --ulysses-chunks 3", "must divide the 2 heads each of the 2 Ulysses ranks"),
         ("--gpus 2 --cfg-parallel --ulysses-exchange head-blocks", "use it with --ulysses 2 or more"),
         ("--gpus 2 --ulysses 2 --ulysses-chunks 2 --ulysses-exchange head-blocks", "pick one"),
+        ("--gpus 2 --ulysses 2 --ulysses-chunks 2 --ulysses-exchange copy-engine", "pick one"),
         ("--gpus 2 --ring 2 --ulysses-exchange copy-engine", "use it with --ulysses 2 or more and no --ring"),
     ],
 )
@@ -153,7 +152,7 @@ def test_a_killed_rank_is_named_at_its_innermost_wanbench_frame(tmp_path):
 
 Current thread 0x00007f00 (most recent call first):
   File "/site/torch/distributed/distributed_c10d.py", line 4394 in all_gather
-  File "/src/wanbench/engine/ulysses_pull.py", line 63 in ready
+  File "/src/wanbench/engine/ulysses_copy.py", line 63 in ready
   File "/src/wanbench/engine/denoise.py", line 51 in denoise
   File "/src/wanbench/cli.py", line 428 in <module>
   File "<frozen runpy>", line 198 in _run_module_as_main
@@ -167,7 +166,7 @@ Current thread 0x00007f00 (most recent call first):
         'inject_fault\n  File "<frozen runpy>", line 198 in _run_module_as_main\n')
     (tmp_path / "stacks-rank2.txt").write_text("")  # a rank that was never signalled
     assert where_stuck(tmp_path) == ("rank 0 at generate.py:297 inject_fault; "
-                                     "rank 1 at ulysses_pull.py:63 ready (in distributed_c10d.py:4394 all_gather)")
+                                     "rank 1 at ulysses_copy.py:63 ready (in distributed_c10d.py:4394 all_gather)")
 
 
 def test_a_failure_on_rank_0_alone_ends_the_run_with_its_record(tmp_path):
@@ -251,7 +250,8 @@ def test_copy_engine_exchange_within_ulysses_subgroups_matches_single_process(re
     assert proc.returncode == 0, proc.stderr[-2000:]
     rel = ((load_file(latents)["latents"] - reference).norm() / reference.norm()).item()
     assert rel < 1e-5, f"relative latent error {rel:.2e}"
-    assert any(n.startswith("Ulysses exchanges are copies") for n in json.loads(record.read_text())["notes"])
+    notes = json.loads(record.read_text())["notes"]
+    assert any(n.startswith("Ulysses exchanges are copy-engine writes") for n in notes)
 
 
 def test_hybrid_with_vae_pipeline_matches_single_process_latents_and_frames(reference, tmp_path):
@@ -276,7 +276,7 @@ def test_copy_engine_without_symmetric_memory_names_the_fix(tmp_path):
     # CPU-only torch cannot allocate CUDA symmetric memory: the stand-in for GPUs without peer access.
     import torch.distributed as dist
 
-    from wanbench.engine.ulysses_pull import PeerBuffer
+    from wanbench.engine.ulysses_copy import PeerBuffer
     from wanbench.errors import UserError
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)

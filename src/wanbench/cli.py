@@ -56,11 +56,11 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     par.add_argument("--ulysses", type=int, default=1, help="Ulysses sequence-parallel degree")
     par.add_argument("--ring", type=int, default=1, help="ring-attention sequence-parallel degree")
     par.add_argument("--ulysses-chunks", type=int, default=1,
-                     help="pipeline each Ulysses attention over this many head chunks (1: none; with "
-                          "--ulysses-exchange copy-engine the copies of chunk c+1 run beside chunk c's attention)")
+                     help="pipeline each Ulysses attention over this many head chunks (1: none; with diffusers' "
+                          "all-to-all exchange only)")
     par.add_argument("--ulysses-exchange", default="all-to-all", choices=["all-to-all", "head-blocks", "copy-engine"],
                      help="Ulysses exchange: diffusers' all-to-all, head blocks straight into place (fewer copies), "
-                          "or copies out of the peers' memory (copy engines, fewest copies)")
+                          "or copy-engine writes into the peers' memory (fewest copies; GPUs with peer access)")
     par.add_argument("--fsdp", default="", help="shard with FSDP2: dit, t5 or dit,t5")
     par.add_argument("--t5-cpu", action="store_true", help="keep the text encoder on the CPU")
     par.add_argument("--offload", default="none", help="single GPU: none, model or group")

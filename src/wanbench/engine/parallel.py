@@ -166,9 +166,9 @@ def check_ulysses_exchange(p: ParallelConfig, dims: ParallelDims) -> None:
     if p.ulysses_exchange == "all-to-all":
         return
     require_plain_ulysses(f"--ulysses-exchange {p.ulysses_exchange} changes Ulysses' exchange", dims)
-    if p.ulysses_chunks > 1 and p.ulysses_exchange != "copy-engine":
+    if p.ulysses_chunks > 1:
         raise UserError(f"--ulysses-exchange {p.ulysses_exchange} and --ulysses-chunks are two ways to exchange: "
-                        "pick one, or use --ulysses-exchange copy-engine, which attends in head chunks")
+                        "pick one")
 
 
 def build_mesh(dims: ParallelDims, device: torch.device) -> DeviceMesh:
@@ -191,8 +191,8 @@ def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysse
     ring alone attends the local key/value block while the others are exchanged (engine/ring_overlap.py);
     with ulysses_chunks > 1, self-attention's Ulysses exchanges are pipelined over head chunks
     (engine/ulysses_overlap.py); with ulysses_exchange "head-blocks" they move head blocks straight into
-    place (engine/ulysses_heads.py), with "copy-engine" each rank copies its blocks out of its peers' memory
-    (engine/ulysses_pull.py; ulysses_chunks > 1 there: attention in head chunks, the copies beside it)."""
+    place (engine/ulysses_heads.py), with "copy-engine" each rank writes its peers' blocks into their memory
+    (engine/ulysses_copy.py)."""
     if dims.sp == 1:
         return []
     from diffusers import ContextParallelConfig
@@ -220,11 +220,10 @@ def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysse
         if sum(exchange_head_blocks(expert) for expert in components.experts):
             notes.append("Ulysses exchanges head blocks straight into place (engine/ulysses_heads.py)")
     if ulysses_exchange == "copy-engine":
-        from wanbench.engine.ulysses_pull import pull_exchanges
+        from wanbench.engine.ulysses_copy import copy_engine_exchanges
 
-        if sum(pull_exchanges(expert, ulysses_chunks) for expert in components.experts):
-            notes.append("Ulysses exchanges are copies out of the peers' memory (engine/ulysses_pull.py)"
-                         + (f", attending in {ulysses_chunks} head chunks" if ulysses_chunks > 1 else ""))
+        if sum(copy_engine_exchanges(expert) for expert in components.experts):
+            notes.append("Ulysses exchanges are copy-engine writes into the peers' memory (engine/ulysses_copy.py)")
     return notes
 
 

@@ -7,8 +7,8 @@ and hands the attention itself to `attend`; cross-attention and image-to-video l
 path. Subclasses: KernelAttentionProcessor (below: self-attention through a kernel outside diffusers'
 dispatcher, e.g. FlashAttention 4, where no context parallelism is active), PipelinedUlyssesProcessor
 (engine/ulysses_overlap.py), OverlappedRingProcessor (engine/ring_overlap.py), HeadBlockUlyssesProcessor
-(engine/ulysses_heads.py, which lays q/k/v out heads-first) and PulledUlyssesProcessor (engine/ulysses_pull.py,
-which writes them where the peers read them).
+(engine/ulysses_heads.py, which lays q/k/v out heads-first) and CopyEngineUlyssesProcessor (engine/ulysses_copy.py,
+which writes them into the peers' memory).
 (A subclass that only made SDPA read heads-first inputs was measured no faster on one H200,
 2.816 s against 2.809 s per compiled forward, results/speed/speed-h200-1gpu-forward-session4.json, and was removed.)
 `install` puts one on every block's self-attention, keeping the backend, the kernel and the parallel config.
