@@ -186,6 +186,7 @@ def exchange_output(out: torch.Tensor, group, world: int) -> torch.Tensor:
     tokens, every head in rank order)."""
     b, s, hc, d = out.shape
     s_local = s // world
+    out = out.contiguous()  # as the attention kernels give it: then each write into a peer is one memcpy
     receive = peer_buffer("out", (world, b, s_local, hc, d), out.dtype, out.device, group)
     rank = receive.rank
     push(receive, out, lambda x, p: rows(x, p, s_local), lambda buf, src: buf[src], lead=1)
