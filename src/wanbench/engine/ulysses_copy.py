@@ -142,6 +142,9 @@ def push(receive: PeerBuffer, send: torch.Tensor, piece: Piece, slot: Piece, lea
                 target, source = slot(receive.peer(p), rank), piece(send, p)
                 for index in itertools.product(*(range(n) for n in target.shape[:lead])):
                     target[index].copy_(source[index])
+            # Compiled, `send` can be freed before `settle` (the code after this graph break no longer holds it):
+            # its memory must not be handed out again until the side stream has read it.
+            send.record_stream(torch.cuda.current_stream())
         return
     sent = [torch.empty_like(send) for _ in range(world)]
     dist.all_gather(sent, send.contiguous(), group=receive.group)
