@@ -243,11 +243,13 @@ def test_vae_stage_views_compose_to_the_whole_decoder(tiny_components, n_stages)
     assert [len(s.up_blocks) for s in stages[1:]] == [1] * (n_stages - 1)  # later (costlier) blocks alone
 
 
-def test_copy_engine_exchange_within_ulysses_subgroups_matches_single_process(reference, tmp_path):
-    """CFG 2 x Ulysses 2 on four ranks: each Ulysses group (ranks 0-1, 2-3 by the mesh) reads only its own
-    peers' buffers, by rank within the group."""
-    proc, latents, record = run_cli(["--gpus", "4", "--strategy", "hybrid", "--ulysses-exchange", "copy-engine"],
-                                    tmp_path, "hybrid-pull")
+@pytest.mark.parametrize("flags", [
+    "--gpus 4 --strategy hybrid",  # CFG 2 x Ulysses 2: each Ulysses group (ranks 0-1, 2-3) writes only its own
+                                   # peers' buffers, by rank within the group
+    "--gpus 4 --ulysses 4",  # three peers per rank: every source's rows and every destination's heads in place
+])
+def test_copy_engine_exchange_matches_single_process(reference, tmp_path, flags):
+    proc, latents, record = run_cli([*flags.split(), "--ulysses-exchange", "copy-engine"], tmp_path, "copy-engine")
     assert proc.returncode == 0, proc.stderr[-2000:]
     rel = ((load_file(latents)["latents"] - reference).norm() / reference.norm()).item()
     assert rel < 1e-5, f"relative latent error {rel:.2e}"
