@@ -208,7 +208,7 @@ def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysse
 
         if sum(overlap_ring(expert) for expert in components.experts):
             notes.append("ring: each rank attends its own key/value block while the others are exchanged")
-    if ulysses_chunks > 1 and ulysses_exchange == "all-to-all":
+    if ulysses_chunks > 1:  # all-to-all only: check_ulysses_exchange refuses chunks with the others
         from wanbench.engine.ulysses_overlap import pipeline_ulysses
 
         for expert in components.experts:

@@ -13,9 +13,10 @@ memories runs on the copy engines at 357 GB/s with no SMs (results/h200x2/nccl-s
      (slot: the writing rank); one barrier; the rank's own rows and the peers' slots are stacked, heads in rank
      order, for to_out (one pass).
 SM copies per layer beyond the one-GPU path's: v's copy and the output's assembly. Same arithmetic in the same
-order as the single process (bit-identical to diffusers' all-to-all on 2x H200, results/h200x2/session8/).
-Writing into the peers (push) rather than copying out of them (pull, sessions 6-8) takes 1.371 against 1.538 ms
-per a14b layer's exchange, and it needs no copy of the rank's own block (session 8's copy_engine_probe.py).
+order as the single process (bit for bit on gloo; the pulled predecessor, which copied out of the peers, was
+bit-identical to diffusers' all-to-all on 2x H200, results/h200x2/session8/; this version is not yet run on GPUs).
+In session 8's copy_engine_probe.py, writing q/k/v into the peers took 1.371 against 1.538 ms per a14b layer's
+exchange for copying them out, and it needs no copy of the rank's own block.
 Attending in head chunks beside the copies gained nothing (session 8: attention in chunks costs more than it
 hides), so there are none.
 
@@ -92,13 +93,12 @@ class PeerBuffer:
         return self._handle.get_buffer(rank, tuple(self.local.shape), self.local.dtype, 0)
 
     def barrier(self) -> None:
-        """Wait until every rank has issued everything before this on its stream (its writes into peers too)."""
+        """(GPUs) Wait until every rank has issued everything before this on its stream (its writes into peers
+        too)."""
         if self._flag is not None:
             dist.all_reduce(self._flag, group=self.group)
-        elif self._handle is not None:
-            self._handle.barrier(channel=0, timeout_ms=DEVICE_BARRIER_TIMEOUT_MS)
         else:
-            dist.barrier(group=self.group)
+            self._handle.barrier(channel=0, timeout_ms=DEVICE_BARRIER_TIMEOUT_MS)
 
     def side(self):
         """Context for the writes into the peers: on a GPU a side stream that starts after what the current
@@ -110,11 +110,11 @@ class PeerBuffer:
 
     def settle(self) -> None:
         """After this rank's writes into its peers: the current stream waits for them, then one barrier, after
-        which every peer's writes into this rank have landed."""
-        if self._side is not None:
-            torch.cuda.current_stream().wait_stream(self._side)
-        if self.on_gpu:
-            self.barrier()
+        which every peer's writes into this rank have landed (on the CPU `push`'s all-gather already was one)."""
+        if not self.on_gpu:
+            return
+        torch.cuda.current_stream().wait_stream(self._side)
+        self.barrier()
 
 
 _buffers: dict[tuple, PeerBuffer] = {}
