@@ -9,7 +9,13 @@ is done:
      q) through the engine's exchange_qkv / exchange_output, checked against NCCL's all-to-all and timed per layer
      (medians of --repeats, host-synchronised, a process barrier before each);
   5. the same layer with cuDNN attention, against NCCL's all-to-all around the same attention (bit for bit);
-  6. one barrier, 100 back to back: the NCCL all-reduce (the engine's default) against the device kernel.
+  6. one barrier, 100 back to back: the NCCL all-reduce (the engine's default) against the device kernel;
+  7. --stress-layers layers back to back with RoPE and cuDNN attention, nothing synchronised between them (as in
+     the model), each checked bit for bit against NCCL's all-to-all run one layer at a time; then again with one
+     rank's attention held back ~10 ms per layer, alternating ranks, so that a peer writing too early (into a
+     receive buffer still being read) would show as a mismatched layer. Session 9's a14b check found the pushed
+     exchange 1.4e-2 (relative) from diffusers' all-to-all where the pulled one had been bit-identical: a race
+     shows here, a different kernel choice in stage 5.
 History: sessions 7-8 timed the pulled exchange this replaced (copies out of the peers' memory: 1.538 ms per
 layer) against pushing (1.371 ms) and NCCL (1.662 ms), and head chunks (no gain): benchmarks/RESULTS.md.
 Rank 0 writes the JSON. Usage (GPUs): python3 -m torch.distributed.run --nproc-per-node 2 \\
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import faulthandler
+import itertools
 import json
 import os
 import statistics
@@ -32,6 +39,7 @@ import torch.distributed as dist
 
 from wanbench.engine.parallel import ParallelDims, build_mesh
 from wanbench.engine.ulysses_copy import BARRIER_ENV, PeerBuffer, exchange_output, exchange_qkv
+from wanbench.engine.wan_attention import _rotate
 
 
 def stage(name: str, results: dict, fn, limit_s: float = 60.0) -> None:
@@ -100,9 +108,10 @@ def nccl_exchange(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention, 
     return back.permute(1, 2, 0, 3, 4).reshape(1, s_local, h, d)
 
 
-def copy_engine_exchange(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention, group) -> torch.Tensor:
+def copy_engine_exchange(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention, group,
+                         rotary_emb=None) -> torch.Tensor:
     world = dist.get_world_size(group)
-    return exchange_output(attention(*exchange_qkv(q, k, v, None, group, world)), group, world)
+    return exchange_output(attention(*exchange_qkv(q, k, v, rotary_emb, group, world)), group, world)
 
 
 def layer(group, repeats: int, tokens: int, attention, heads: int = 40, head_dim: int = 128) -> dict:
@@ -125,6 +134,37 @@ def cudnn_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
 
 
+def stress(group, layers: int, tokens: int, heads: int = 40, head_dim: int = 128) -> dict:
+    """`layers` exchanges with RoPE and cuDNN attention issued back to back, against NCCL's one at a time."""
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    s_local = tokens // world
+    generator = torch.Generator(device=this_device()).manual_seed(1000 + dist.get_rank())
+    shape = (1, s_local, 1, head_dim)
+    rope = tuple(torch.rand(shape, generator=generator, device=this_device()) * 2 - 1 for _ in range(2))
+    inputs = [torch.randn(3, 1, s_local, heads, head_dim, generator=generator, device=this_device(),
+                          dtype=torch.bfloat16) for _ in range(layers)]
+    expected = []
+    for q, k, v in inputs:
+        expected.append(nccl_exchange(_rotate(q, *rope), _rotate(k, *rope), v, cudnn_attention, group))
+        sync()
+    out = {}
+    for name, hold_cycles in (("back_to_back", 0), ("one_rank_held_back", 20_000_000)):
+        layer = itertools.count()
+
+        def attention(q, k, v, hold_cycles=hold_cycles, layer=layer) -> torch.Tensor:
+            if hold_cycles and next(layer) % world == rank:
+                torch.cuda._sleep(hold_cycles)
+            return cudnn_attention(q, k, v)
+        dist.barrier()
+        sync()
+        ours = [copy_engine_exchange(q, k, v, attention, group, rope) for q, k, v in inputs]
+        sync()
+        mismatched = [i for i, (a, b) in enumerate(zip(ours, expected, strict=True)) if not torch.equal(a, b)]
+        worst = max((a.float() - b.float()).abs().max().item() for a, b in zip(ours, expected, strict=True))
+        out[name] = {"layers": layers, "mismatched_layers": mismatched, "max_abs_diff_to_nccl": worst}
+    return out
+
+
 def barrier_ms(group, repeats: int, calls: int = 100) -> dict:
     """`calls` barriers back to back, per barrier: the NCCL all-reduce (the default) and the device kernel."""
     out = {}
@@ -142,6 +182,7 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=32760, help="a14b at 480*832x81")
+    parser.add_argument("--stress-layers", type=int, default=12)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("copy_engine_probe.py measures GPUs: run it on a CUDA machine", file=sys.stderr)
@@ -164,6 +205,7 @@ def main() -> int:
     stage("a14b_attention_layer", results, lambda: layer(group, args.repeats, args.tokens, cudnn_attention),
           limit_s=180)
     stage("barrier_per_call", results, lambda: barrier_ms(group, args.repeats))
+    stage("stress", results, lambda: stress(group, args.stress_layers, args.tokens), limit_s=180)
     if dist.get_rank() == 0:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)

@@ -53,9 +53,19 @@
 #                                                 # and GPU idle) for Ulysses 2 copy engine and all-to-all and 1 GPU
 #                                                 # (eager, cuDNN; ran in session 8 with the pulled exchange and head
 #                                                 # chunks: results/h200x2/session8/profile)
-#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|issue3|probe|barrier|profile
+#                                                 # (issue3 ran in session 9: results/h200x2/session9/issue3; the
+#                                                 # copy engine's latents came out 1.4e-2 from all-to-all's, where
+#                                                 # the pulled exchange had been bit-identical)
+#   bash benchmarks/h200x2_next.sh start verify   # ~14 min, next: why? copy_engine_probe.py (now with 12 layers back
+#                                                 # to back, and with one rank held back, against NCCL bit for bit),
+#                                                 # then 2-step a14b latents (eager, cuDNN): 1 GPU, all-to-all,
+#                                                 # copy engine twice (deterministic?) and under
+#                                                 # CUDA_LAUNCH_BLOCKING=1 (a race would vanish), compared pairwise;
+#                                                 # then offload-1gpu.toml (resident and group offload capped at
+#                                                 # 32 GB from before loading, which now happens in host memory)
+#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|issue3|verify|probe|barrier|profile
 source benchmarks/device_preamble.sh
-part=${2:?decide|mlperf|ring|fa4|nccl|issue3|probe|barrier|profile}
+part=${2:?decide|mlperf|ring|fa4|nccl|issue3|verify|probe|barrier|profile}
 case "$part" in
   decide) job='python3 -m wanbench.cli bench benchmarks/suites/followups2-2gpu.toml --out $BG_DIR/followups2-2gpu \
                  --no-report;
@@ -108,6 +118,19 @@ case "$part" in
                  benchmarks/suites/$s.toml benchmarks/suites/$s.toml; done;
              fi;
              for s in $suites; do python3 -m wanbench.cli bench benchmarks/suites/$s.toml --no-report --out $BG_DIR/$s; done' ;;
+  verify) job='timeout 300 python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/copy_engine_probe.py \
+               --out $BG_DIR/probe.json > $BG_DIR/probe.log 2>&1; echo "probe: rc $?";
+             common="--model a14b --weights random --size 480*832 --steps 2 --no-compile --attention cudnn \
+               --output none --timeout 240";
+             u2="--gpus 2 --ulysses 2 --ulysses-exchange";
+             declare -A runs=([one-gpu]="" [all-to-all]="$u2 all-to-all" [copy-engine-1]="$u2 copy-engine"
+               [copy-engine-2]="$u2 copy-engine" [copy-engine-blocking]="$u2 copy-engine");
+             for r in one-gpu all-to-all copy-engine-1 copy-engine-2 copy-engine-blocking; do
+               env $([ $r = copy-engine-blocking ] && echo CUDA_LAUNCH_BLOCKING=1) python3 -m wanbench.cli generate \
+                 $common ${runs[$r]} --save-latents $BG_DIR/$r.safetensors --json $BG_DIR/$r.json; echo "$r: rc $?";
+             done;
+             python3 benchmarks/compare_latents.py $BG_DIR/*.safetensors --out $BG_DIR/check-latents.json;
+             python3 -m wanbench.cli bench benchmarks/suites/offload-1gpu.toml --no-report --out $BG_DIR/offload-1gpu' ;;
   probe) job='timeout 150 python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/copy_engine_probe.py \
                --out $BG_DIR/probe.json > $BG_DIR/probe.log 2>&1; echo "probe: rc $?";
              python3 -m wanbench.cli generate --model tiny --gpus 2 --ulysses 2 --ulysses-exchange copy-engine --steps 2 \
@@ -132,7 +155,7 @@ case "$part" in
              done;
              CUDA_VISIBLE_DEVICES=0 timeout 300 python3 benchmarks/profile_step.py --out $BG_DIR/profile-1gpu.json -- \
                $common > $BG_DIR/profile-1gpu.log 2>&1; echo "profile 1 GPU: rc $?"' ;;
-  *) echo "part: decide, mlperf, ring, fa4, nccl, issue3, probe, barrier or profile" >&2; exit 2 ;;
+  *) echo "part: decide, mlperf, ring, fa4, nccl, issue3, verify, probe, barrier or profile" >&2; exit 2 ;;
 esac
 case "${1:?start|wait}" in
   start) bash benchmarks/device_background.sh start "$part" "$job"

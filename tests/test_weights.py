@@ -157,3 +157,20 @@ def test_deferred_modules_stay_on_meta_until_filled_and_then_match():
     assert deferred.text_encoder.shared.weight is deferred.text_encoder.encoder.embed_tokens.weight
     rope = dict(whole.transformer.named_buffers())
     assert all(torch.equal(rope[n], b) for n, b in deferred.transformer.named_buffers())
+
+
+def test_offloaded_builds_stay_in_host_memory(official_folder):
+    """Under --offload nothing is loaded onto the GPU first (a card smaller than the model could not hold it):
+    checkpoints load into host memory whatever the device, and random values drawn on the device are kept in
+    host memory (here "meta" stands for a device that cannot hold the model, and for a home that is not it)."""
+    from wanbench.models.random_init import build_random
+
+    meta = torch.device("meta")
+    loaded = build_components(TINY, str(official_folder), meta, torch.float32, torch.float32, 12.0, offloaded=True)
+    resident = load(official_folder)
+    for name in ("transformer", "transformer_2", "text_encoder", "vae"):
+        assert all(p.device == CPU for p in getattr(loaded, name).parameters()), name
+        assert_same_weights(getattr(loaded, name), getattr(resident, name))
+    kept = build_random(TINY, CPU, torch.float32, torch.float32, 12.0, seed=3, home=meta)
+    for name in ("transformer", "transformer_2", "text_encoder", "vae"):
+        assert all(p.is_meta for p in getattr(kept, name).parameters()), name

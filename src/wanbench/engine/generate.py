@@ -30,6 +30,7 @@ from wanbench.config import RunConfig, validate
 from wanbench.engine.decode import decode_latents, video_to_frames
 from wanbench.engine.denoise import denoise, plan_steps
 from wanbench.engine.guidance import BatchedCFG, SequentialCFG
+from wanbench.engine.offload import cap_device_memory
 from wanbench.engine.output import save_frames
 from wanbench.engine.parallel import (
     ParallelCFG,
@@ -210,9 +211,13 @@ def run_once(
 
 def _load(config: RunConfig, ctx: DistContext, dims: ParallelDims, notes: list[str]) -> WanComponents:
     dtype, vae_dtype = torch_dtype(config.dtype), torch_dtype(config.vae_dtype)
+    p = config.parallel
+    if p.max_gpu_memory_gb:  # before loading: the card it emulates has to hold the load too
+        cap_device_memory(ctx.device, p.max_gpu_memory_gb)
+        notes.append(f"device memory capped at {p.max_gpu_memory_gb:g} GB")
     components = build_components(
         config.preset, config.weights, ctx.device, dtype, vae_dtype, config.shift, config.seed,
-        defer=sharded_modules(dims, ctx.world_size),
+        defer=sharded_modules(dims, ctx.world_size), offloaded=p.offload != "none",
     )
     prepare(config, components, ctx, dims, dtype, attention_shape(config), notes)
     return components

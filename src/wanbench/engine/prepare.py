@@ -11,7 +11,9 @@
   4. regional torch.compile of the repeated transformer blocks (--compile), then
   5. FSDP2 of DiT blocks and T5 blocks (--fsdp)            [3-5: engine/parallel.py's order];
      random weights of sharded modules are filled only now, shard by shard (models/seeded_init.py)
-  6. text encoder to the CPU (--t5-cpu), offload (--offload), memory cap (--max-gpu-memory)
+  6. text encoder to the CPU (--t5-cpu), offload (--offload: the hooks that bring host-resident modules
+     to the GPU; under it they were built in host memory, and --max-gpu-memory capped the GPU before loading:
+     engine/generate.py's _load)
   7. the allocator's cache emptied, so that what FSDP, --t5-cpu and offload freed from the loading
      high-water mark is given back to the device and NVML's per-GPU memory shows the real footprint
 Each step is a no-op when its flag is off.
@@ -24,7 +26,7 @@ import torch
 from wanbench.config import RunConfig
 from wanbench.engine.attention import apply_backend, resolve_backend
 from wanbench.engine.fusion import fuse_projections
-from wanbench.engine.offload import apply_offload, cap_device_memory
+from wanbench.engine.offload import apply_offload
 from wanbench.engine.parallel import ParallelDims, build_mesh, context_parallelize, fsdp_shard, kernel_applies
 from wanbench.launch.distributed import DistContext
 from wanbench.models import WanComponents
@@ -141,8 +143,5 @@ def prepare(
     if p.offload != "none":
         apply_offload(components, p.offload, device)
         notes.append(f"offload: {p.offload}")
-    if p.max_gpu_memory_gb:
-        cap_device_memory(device, p.max_gpu_memory_gb)
-        notes.append(f"device memory capped at {p.max_gpu_memory_gb} GB (after loading)")
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -58,21 +58,24 @@ def detect_layout(path: Path) -> str:
 
 def build_components(
     preset: ModelPreset, weights: str, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype,
-    shift: float, seed: int = 0, defer: frozenset[str] = frozenset(),
+    shift: float, seed: int = 0, defer: frozenset[str] = frozenset(), offloaded: bool = False,
 ) -> WanComponents:
     """Build every module on `device`: the one place that knows about weight sources.
 
     `defer` names the experts FSDP will shard, so that no GPU holds one whole: random weights leave them
     on the meta device until then; checkpoint weights are loaded into host memory, and FSDP2's
-    fully_shard moves them to the GPU block by block as it shards them.
+    fully_shard moves them to the GPU block by block as it shards them. `offloaded`: every module is
+    built in host memory, where --offload keeps it (a GPU smaller than the model could not load it first).
     """
+    host = torch.device("cpu")
     if weights == "random":
         from wanbench.models.random_init import build_random
 
-        return build_random(preset, device, dtype, vae_dtype, shift, seed, defer)
+        return build_random(preset, device, dtype, vae_dtype, shift, seed, defer, host if offloaded else None)
     path = Path(weights).expanduser()
     layout = detect_layout(path)
-    expert_device = torch.device("cpu") if defer else device
+    expert_device = host if defer or offloaded else device
+    device = host if offloaded else device
     if layout == "diffusers":
         from wanbench.models.diffusers_dir import load_diffusers
 

@@ -57,16 +57,20 @@ def seeded_values(name: str, shape: tuple[int, ...], dtype: torch.dtype, device:
     return values.to(dtype)
 
 
-def fill_(module: torch.nn.Module, device: torch.device, seed: int, prefix: str) -> torch.nn.Module:
+def fill_(module: torch.nn.Module, device: torch.device, seed: int, prefix: str,
+          draw_device: torch.device | None = None) -> torch.nn.Module:
     """Give every meta parameter of `module` its seeded values on `device` (buffers move along).
 
+    Values are drawn on `draw_device` (default `device`), one parameter at a time, and moved to `device`: a
+    module kept in host memory for offloading holds the values a GPU-resident build draws.
     Tied parameters (T5's shared embedding) stay tied: one new tensor per original parameter.
     """
     filled: dict[int, torch.nn.Parameter] = {}
     for name, param in list(module.named_parameters(remove_duplicate=False)):
         owner_name, _, leaf = name.rpartition(".")
         if id(param) not in filled:
-            values = seeded_values(f"{prefix}.{name}", tuple(param.shape), param.dtype, device, seed)
+            values = seeded_values(f"{prefix}.{name}", tuple(param.shape), param.dtype, draw_device or device,
+                                   seed).to(device)
             filled[id(param)] = torch.nn.Parameter(values, requires_grad=False)
         module.get_submodule(owner_name)._parameters[leaf] = filled[id(param)]
     return module.to(device)
