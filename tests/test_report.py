@@ -179,3 +179,26 @@ def test_allocator_peaks_are_the_busiest_rank_of_each_phase():
     row = make_row(runs)
     assert row.denoise_allocated_gb == 43.25 and row.load_allocated_gb == 30.0
     assert make_row([_fake_record(30.0, 50.0)]).denoise_allocated_gb is None
+
+
+def test_a_card_is_recommended_only_if_loading_fits_too():
+    from wanbench.analysis.stats import Stat
+    from wanbench.analysis.summary import ConfigRow, recommendations
+
+    def row(label: str, seconds: float, peak_gb: float, load_gb: float) -> ConfigRow:
+        stat = Stat(median=seconds, min=seconds, max=seconds, cv=0.0, n=2)
+        return ConfigRow(label=label, key=label, config={}, gpus=1, gpu_name="H200", runs_total=2, runs_ok=2,
+                         failures=[], generation=stat, denoise=None, step=None, load=None, compile=None, total=None,
+                         other_max_s=None, peak_gb=peak_gb, peak_source="NVML used memory", avg_gb=None,
+                         capacity_gb=150.0, mfu=None, implied_tflops_per_gpu=None, verdict="plausible",
+                         load_allocated_gb=load_gb)
+
+    # generation fits 24 GB, but loading held 69 GB (random weights built on the GPU, then offloaded)
+    built_on_gpu = row("offload, built on the GPU", 80.0, peak_gb=20.2, load_gb=69.3)
+    in_host_memory = row("offload, built in host memory", 81.0, peak_gb=20.2, load_gb=0.6)
+    lines = recommendations([row("resident", 70.0, peak_gb=90.0, load_gb=69.3), built_on_gpu])
+    assert not any("24 GB" in line for line in lines)
+    assert any(line.startswith("Fastest that fits a 80 GB") and "69.3 GB while loading" in line
+               and "built on the GPU" in line for line in lines)
+    lines = recommendations([row("resident", 70.0, peak_gb=83.7, load_gb=69.3), in_host_memory])
+    assert any(line.startswith("Fastest that fits a 24 GB") and "host memory" in line for line in lines)

@@ -243,15 +243,23 @@ def recommendations(rows: list[ConfigRow]) -> list[str]:
     sized = [r for r in ok if r.peak_gb is not None and not (r.peak_source or "").startswith("host")]
     previous = None
     for card, capacity_gb in MEMORY_TIERS_GB:
-        fits = [r for r in sized if r.peak_gb <= capacity_gb]
+        fits = [r for r in sized if needed_gb(r) <= capacity_gb]
         if not fits:
             continue
         best = min(fits, key=lambda r: r.generation.median)
         if best is not previous:
-            out.append(f"Fastest that fits a {card} card, {capacity_gb:g} GB (peak {best.peak_gb:.1f} GB per GPU): "
-                       f"{best.label} — {best.generation.median:.2f} s per video.")
+            loading = (f", {best.load_allocated_gb:.1f} GB while loading"
+                       if (best.load_allocated_gb or 0.0) > best.peak_gb else "")
+            out.append(f"Fastest that fits a {card} card, {capacity_gb:g} GB (peak {best.peak_gb:.1f} GB per GPU"
+                       f"{loading}): {best.label} — {best.generation.median:.2f} s per video.")
         previous = best
     return out
+
+
+def needed_gb(row: ConfigRow) -> float:
+    """What one GPU must hold to run `row`: the generation's peak, or loading's where that is larger (a card that
+    cannot load the model cannot run it)."""
+    return max(row.peak_gb or 0.0, row.load_allocated_gb or 0.0)
 
 
 def analyse(records: list[dict[str, Any]], peak_override: float | None = None) -> dict[str, Any]:
