@@ -14,7 +14,10 @@ memories runs on the copy engines at 357 GB/s with no SMs (results/h200x2/nccl-s
      order, for to_out (one pass).
 SM copies per layer beyond the one-GPU path's: v's copy and the output's assembly. Same arithmetic in the same
 order as the single process (bit for bit on gloo; the pulled predecessor, which copied out of the peers, was
-bit-identical to diffusers' all-to-all on 2x H200, results/h200x2/session8/; this version is not yet run on GPUs).
+bit-identical to diffusers' all-to-all on 2x H200, results/h200x2/session8/). On 2x H200 (session 9) this version
+ran issue 3's suite at 1.854x per step eager, but its 2-step a14b latents were 1.4e-2 (relative) from
+all-to-all's, for a reason not yet established (benchmarks/h200x2_next.sh verify tells a race from a kernel
+choice); compiled it is 0.9% slower than all-to-all, which stays the default.
 In session 8's copy_engine_probe.py, writing q/k/v into the peers took 1.371 against 1.538 ms per a14b layer's
 exchange for copying them out, and it needs no copy of the rank's own block.
 Attending in head chunks beside the copies gained nothing (session 8: attention in chunks costs more than it
