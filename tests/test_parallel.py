@@ -73,6 +73,26 @@ def test_strategy_matches_single_process(reference, tmp_path, flags):
     assert copy_engine == ("copy-engine" in flags)
 
 
+def test_two_nodes_on_one_host_match_single_process(reference, tmp_path):
+    """--nnodes 2: each node's wanbench starts its torchrun share; node 0's rank 0 writes the one record."""
+    from wanbench.launch.process import free_port
+
+    port = str(free_port())
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "wanbench.cli", *BASE, "--gpus", "2", "--cfg-parallel", "--nnodes", "2",
+         "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", port,
+         "--json", str(tmp_path / f"node{node}.json"), "--save-latents", str(tmp_path / f"node{node}.safetensors")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for node in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert "node 0 writes the record" in outputs[1][0]
+    assert not (tmp_path / "node1.json").exists()
+    result = json.loads((tmp_path / "node0.json").read_text())
+    assert [r["rank"] for r in result["per_rank_phases"]] == [0, 1]
+    ours = load_file(tmp_path / "node0.safetensors")["latents"]
+    assert ((ours - reference).norm() / reference.norm()).item() < 1e-5
+
+
 @pytest.mark.parametrize("mode", ["group", "model"])
 def test_offload_matches_single_process(reference, tmp_path, mode):
     latents = tmp_path / "offload.safetensors"

@@ -167,6 +167,10 @@ def launch_generate(args: argparse.Namespace, argv: list[str], config) -> int:
     result = RunResult.from_dict(json.loads(json_path.read_text())) if json_path.exists() else None
     if done.returncode == 0 and result is not None and result.status == "ok":
         return 0
+    if done.returncode == 0 and not done.timed_out and config.parallel.node_rank != 0:
+        # rank 0, which writes the record and the video, runs on node 0; its workers here ended cleanly
+        print(f"ok: node {config.parallel.node_rank}'s workers finished; node 0 writes the record and the video")
+        return 0
     result = result or RunResult(config=config.to_dict())
     if done.timed_out:
         result.status, result.error = "timeout", timeout_error("workers", args.timeout, log, workdir / "stacks")
