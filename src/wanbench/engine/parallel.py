@@ -285,6 +285,12 @@ def check_runnable(config: RunConfig) -> ParallelDims:
 def validate_parallel_flags(p: ParallelConfig) -> None:
     if p.gpus < 1:
         raise UserError(f"bad --gpus {p.gpus}: use 1 or more")
+    if p.nnodes < 1 or p.gpus % p.nnodes:
+        raise UserError(f"--gpus {p.gpus} over --nnodes {p.nnodes}: --gpus counts every node's GPUs, so make it "
+                        "a multiple of --nnodes (the same number on each node)")
+    if not 0 <= p.node_rank < p.nnodes:
+        raise UserError(f"--node-rank {p.node_rank} with --nnodes {p.nnodes}: number the nodes 0 to "
+                        f"{p.nnodes - 1}")
     unknown = set(p.fsdp) - {"dit", "t5"}
     if unknown:
         raise UserError(f"bad --fsdp {','.join(sorted(unknown))}: use dit, t5 or dit,t5")
