@@ -173,7 +173,8 @@ def launch_generate(args: argparse.Namespace, argv: list[str], config) -> int:
         return 0
     result = result or RunResult(config=config.to_dict())
     if done.timed_out:
-        result.status, result.error = "timeout", timeout_error("workers", args.timeout, log, workdir / "stacks")
+        result.status, result.error = "timeout", timeout_error("workers", args.timeout, log, workdir / "stacks",
+                                                             config.parallel.nnodes)
     elif done.returncode != 0:
         cause = result.error if result.status != "ok" and result.error else last_error_line(log)
         result.status = result.status if result.status != "ok" else "failed"
@@ -314,7 +315,8 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
         done = launch_workers(list(argv) + ([] if args.out else ["--out", str(out)]), config.parallel,
                               args.timeout, out / "workers.log", auto_port=args.master_port is None)
         if done.timed_out:
-            raise UserError(timeout_error("mlperf workers", args.timeout, out / "workers.log", out / "stacks"))
+            raise UserError(timeout_error("mlperf workers", args.timeout, out / "workers.log", out / "stacks",
+                                              config.parallel.nnodes))
         if done.returncode != 0:
             cause = last_error_line(out / "workers.log")
             raise UserError(f"an mlperf worker exited with code {done.returncode}: {cause}")
