@@ -56,13 +56,14 @@
 #                                                 # (issue3 ran in session 9: results/h200x2/session9/issue3; the
 #                                                 # copy engine's latents came out 1.4e-2 from all-to-all's, where
 #                                                 # the pulled exchange had been bit-identical)
-#   bash benchmarks/h200x2_next.sh start verify   # ~14 min, next: why? copy_engine_probe.py (now with 12 layers back
+#   bash benchmarks/h200x2_next.sh start verify   # ~18 min, next: why? copy_engine_probe.py (now with 12 layers back
 #                                                 # to back, and with one rank held back, against NCCL bit for bit),
 #                                                 # then 2-step a14b latents (eager, cuDNN): 1 GPU, all-to-all,
 #                                                 # copy engine twice (deterministic?) and under
 #                                                 # CUDA_LAUNCH_BLOCKING=1 (a race would vanish), compared pairwise;
-#                                                 # then offload-1gpu.toml (resident and group offload capped at
-#                                                 # 32 GB from before loading, which now happens in host memory)
+#                                                 # then offload-1gpu.toml (resident, and group offload capped at
+#                                                 # 32 GB from before loading, which now happens in host memory,
+#                                                 # without and with --offload-record-stream)
 #   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|issue3|verify|probe|barrier|profile
 source benchmarks/device_preamble.sh
 part=${2:?decide|mlperf|ring|fa4|nccl|issue3|verify|probe|barrier|profile}

@@ -133,7 +133,8 @@ def test_cli_flags_are_frozen():
         "--save-latents", "--tag",
         "--gpus", "--strategy", "--cfg-parallel", "--ulysses", "--ulysses-chunks", "--ulysses-exchange", "--ring",
         "--fsdp", "--t5-cpu",
-        "--offload", "--max-gpu-memory", "--nnodes", "--node-rank", "--master-addr", "--master-port", "--timeout",
+        "--offload", "--offload-record-stream", "--max-gpu-memory", "--nnodes", "--node-rank", "--master-addr",
+        "--master-port", "--timeout",
     ])
 
 

@@ -113,6 +113,26 @@ def test_offload_matches_single_process(reference, tmp_path, mode):
     assert ((ours - reference).norm() / reference.norm()).item() < 1e-6
 
 
+@pytest.mark.parametrize("record_stream", [False, True])
+def test_group_offload_on_cuda_asks_diffusers_for_streams(monkeypatch, tiny_components, record_stream):
+    """What --offload group asks of diffusers on a GPU (not callable here): streams, and record_stream only when
+    asked; on the CPU, whose backend has no streams, neither (test_offload_matches_single_process runs that)."""
+    import diffusers.hooks
+
+    from wanbench.engine.offload import apply_offload
+
+    calls = []
+    monkeypatch.setattr(type(tiny_components.transformer), "enable_group_offload",
+                        lambda self, **kw: calls.append(("expert", kw)))
+    monkeypatch.setattr(diffusers.hooks, "apply_group_offloading", lambda module, **kw: calls.append(("leaf", kw)))
+    apply_offload(tiny_components, "group", torch.device("cuda"), record_stream)
+    assert [c[0] for c in calls] == ["expert", "expert", "leaf", "leaf"]
+    assert all(kw["use_stream"] and kw["record_stream"] == record_stream for _, kw in calls)
+    calls.clear()
+    apply_offload(tiny_components, "group", torch.device("cpu"), record_stream)
+    assert not any(kw["use_stream"] or kw["record_stream"] for _, kw in calls)
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -123,6 +143,7 @@ def test_offload_matches_single_process(reference, tmp_path, mode):
         ("--gpus 4 --nnodes 3", "make it a multiple of --nnodes"),
         ("--gpus 2 --node-rank 1", "number the nodes 0 to 0"),
         ("--fsdp dit", "--fsdp shards across GPUs"),
+        ("--offload model --offload-record-stream", "use it with --offload group"),
         ("--gpus 2 --strategy none", "--strategy none runs on one rank"),
         ("--gpus 2 --cfg-parallel --guidance 1", "needs classifier-free guidance"),
         ("--gpus 2 --strategy sideways", "bad --strategy"),

@@ -64,6 +64,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     par.add_argument("--fsdp", default="", help="shard with FSDP2: dit, t5 or dit,t5")
     par.add_argument("--t5-cpu", action="store_true", help="keep the text encoder on the CPU")
     par.add_argument("--offload", default="none", help="single GPU: none, model or group")
+    par.add_argument("--offload-record-stream", action="store_true",
+                     help="--offload group: no host synchronisation after each block (diffusers' record_stream)")
     par.add_argument("--max-gpu-memory", type=float, default=None, help="cap device memory (GB)")
     par.add_argument("--nnodes", type=int, default=1)
     par.add_argument("--node-rank", type=int, default=0)
@@ -77,7 +79,8 @@ def parallel_from_args(args: argparse.Namespace) -> ParallelConfig:
         gpus=args.gpus, dp=getattr(args, "dp", 1), strategy=args.strategy, cfg_parallel=args.cfg_parallel,
         ulysses=args.ulysses, ulysses_chunks=args.ulysses_chunks, ulysses_exchange=args.ulysses_exchange,
         ring=args.ring, fsdp=tuple(x for x in args.fsdp.split(",") if x), t5_cpu=args.t5_cpu,
-        offload=args.offload, max_gpu_memory_gb=args.max_gpu_memory, nnodes=args.nnodes,
+        offload=args.offload, offload_record_stream=args.offload_record_stream,
+        max_gpu_memory_gb=args.max_gpu_memory, nnodes=args.nnodes,
         node_rank=args.node_rank, master_addr=args.master_addr,
         master_port=args.master_port if args.master_port is not None else ParallelConfig.master_port,
     )

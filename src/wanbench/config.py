@@ -251,6 +251,9 @@ class ParallelConfig:
     fsdp: tuple[str, ...] = ()  # subset of ("dit", "t5")
     t5_cpu: bool = False
     offload: str = "none"  # none | model | group
+    # --offload group: diffusers' record_stream (freed blocks recorded on the compute stream) instead of a host
+    # synchronisation after every block; opt-in until measured against the synchronising default
+    offload_record_stream: bool = False
     max_gpu_memory_gb: float | None = None
     nnodes: int = 1
     node_rank: int = 0

@@ -19,7 +19,7 @@ A suite file is TOML:
     strategy = "cfg"
 Keys are RunConfig fields (model, weights, frames, steps, seed, prompt, ...), `size` as W*H,
 `guidance` as "HIGH,LOW", and the parallel fields (gpus, strategy, cfg_parallel, ulysses, ulysses_chunks,
-ulysses_exchange, ring, fsdp, t5_cpu, offload, max_gpu_memory_gb).
+ulysses_exchange, ring, fsdp, t5_cpu, offload, offload_record_stream, max_gpu_memory_gb).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def label(config: RunConfig) -> str:
     if not config.vae_pipeline and p.gpus > 1:
         parts.append("one-rank decode")
     if p.offload != "none":
-        parts.append(f"offload {p.offload}")
+        parts.append(f"offload {p.offload}" + (" (record stream)" if p.offload_record_stream else ""))
     if p.max_gpu_memory_gb:
         parts.append(f"cap {p.max_gpu_memory_gb:g} GB")
     if config.tag:

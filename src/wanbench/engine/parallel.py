@@ -298,5 +298,7 @@ def validate_parallel_flags(p: ParallelConfig) -> None:
         raise UserError(f"bad --offload {p.offload!r}: use none, model or group")
     if p.offload != "none" and p.gpus > 1:
         raise UserError("--offload is for one GPU; with several use --fsdp dit,t5 to cut memory per GPU")
+    if p.offload_record_stream and p.offload != "group":
+        raise UserError("--offload-record-stream changes how --offload group frees blocks: use it with --offload group")
     if p.ulysses < 1 or p.ring < 1:
         raise UserError("--ulysses and --ring are degrees of 1 or more")

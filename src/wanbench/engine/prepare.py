@@ -141,7 +141,7 @@ def prepare(
     if p.t5_cpu:
         components.text_encoder.to("cpu")
     if p.offload != "none":
-        apply_offload(components, p.offload, device)
-        notes.append(f"offload: {p.offload}")
+        apply_offload(components, p.offload, device, p.offload_record_stream)
+        notes.append(f"offload: {p.offload}" + (" (record stream)" if p.offload_record_stream else ""))
     if device.type == "cuda":
         torch.cuda.empty_cache()
