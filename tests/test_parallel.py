@@ -96,10 +96,8 @@ def test_two_nodes_on_one_host_match_single_process(reference, tmp_path):
 def test_a_node_whose_peers_never_come_ends_at_the_timeout_naming_the_rendezvous(tmp_path):
     from wanbench.launch.process import free_port
 
-    record = tmp_path / "alone.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "wanbench.cli", *BASE, "--gpus", "2", "--nnodes", "2", "--master-port",
-         str(free_port()), "--timeout", "8", "--json", str(record)], capture_output=True, text=True, timeout=120)
+    proc, _, record = run_cli(["--gpus", "2", "--nnodes", "2", "--master-port", str(free_port()), "--timeout", "8"],
+                              tmp_path, "alone", timeout=120)
     assert proc.returncode == 2
     assert "rendezvous was still waiting for all 2 nodes" in proc.stderr.strip().splitlines()[-1]
     assert json.loads(record.read_text())["status"] == "timeout"

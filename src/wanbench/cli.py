@@ -319,7 +319,7 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
                               args.timeout, out / "workers.log", auto_port=args.master_port is None)
         if done.timed_out:
             raise UserError(timeout_error("mlperf workers", args.timeout, out / "workers.log", out / "stacks",
-                                              config.parallel.nnodes))
+                                          config.parallel.nnodes))
         if done.returncode != 0:
             cause = last_error_line(out / "workers.log")
             raise UserError(f"an mlperf worker exited with code {done.returncode}: {cause}")

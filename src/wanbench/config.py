@@ -260,6 +260,11 @@ class ParallelConfig:
     master_addr: str = "127.0.0.1"
     master_port: int = 29511
 
+    @property
+    def offload_label(self) -> str:
+        """The offload mode as labels and notes name it."""
+        return self.offload + (" (record stream)" if self.offload_record_stream else "")
+
 
 @dataclass(frozen=True)
 class RunConfig:

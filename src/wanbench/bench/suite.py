@@ -114,7 +114,7 @@ def label(config: RunConfig) -> str:
     if not config.vae_pipeline and p.gpus > 1:
         parts.append("one-rank decode")
     if p.offload != "none":
-        parts.append(f"offload {p.offload}" + (" (record stream)" if p.offload_record_stream else ""))
+        parts.append(f"offload {p.offload_label}")
     if p.max_gpu_memory_gb:
         parts.append(f"cap {p.max_gpu_memory_gb:g} GB")
     if config.tag:

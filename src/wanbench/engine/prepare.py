@@ -142,6 +142,6 @@ def prepare(
         components.text_encoder.to("cpu")
     if p.offload != "none":
         apply_offload(components, p.offload, device, p.offload_record_stream)
-        notes.append(f"offload: {p.offload}" + (" (record stream)" if p.offload_record_stream else ""))
+        notes.append(f"offload: {p.offload_label}")
     if device.type == "cuda":
         torch.cuda.empty_cache()
