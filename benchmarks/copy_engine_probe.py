@@ -17,7 +17,11 @@ is done:
      writing too early (into a receive buffer still being read) would show as a mismatched layer; and how many of
      the one-at-a-time layers equal NCCL's all-to-all. Session 9's a14b check found the pushed
      exchange 1.4e-2 (relative) from diffusers' all-to-all where the pulled one had been bit-identical: a race
-     shows here, a different kernel choice in stage 5.
+     shows here, a different kernel choice in stage 5;
+  8. a peer's first writes into a buffer just made on a rank that is behind on its stream, with symmetric memory
+     alone and through PeerBuffer: session 10's check found the copy engine's a14b latents differing in one run of
+     three (never under CUDA_LAUNCH_BLOCKING=1), while stages 5-7 passed: the allocation's zeroing landing over
+     the peer's first writes is the suspect.
 History: sessions 7-8 timed the pulled exchange this replaced (copies out of the peers' memory: 1.538 ms per
 layer) against pushing (1.371 ms) and NCCL (1.662 ms), and head chunks (no gain): benchmarks/RESULTS.md.
 Rank 0 writes the JSON. Usage (GPUs): python3 -m torch.distributed.run --nproc-per-node 2 \\
@@ -183,6 +187,38 @@ def stress(group, layers: int, tokens: int, heads: int = 40, head_dim: int = 128
     return out
 
 
+def first_writes(group, hold_cycles: int = 2_000_000_000, numel: int = 1 << 20) -> dict:
+    """A peer's writes into a buffer just made on a rank whose stream is still busy (~1 s of sleep queued): with
+    symmetric memory alone, and through PeerBuffer (which settles the allocation before any write). Each rank
+    reports the fraction of the peers' writes still in its buffer once everything is idle (1.0: none lost)."""
+    import torch.distributed._symmetric_memory as symm_mem
+
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    out = {}
+    for name in ("symmetric_memory", "peer_buffer"):
+        dist.barrier()
+        sync()
+        if rank % 2 == 1:
+            torch.cuda._sleep(hold_cycles)  # this rank is behind on its stream, as a rank can be in a forward
+        if name == "symmetric_memory":
+            local = symm_mem.empty((world, numel), dtype=torch.bfloat16, device=this_device())
+            handle = symm_mem.rendezvous(local, group)
+            peer = lambda p, h=handle, s=local: h.get_buffer(p, tuple(s.shape), s.dtype, 0)  # noqa: E731
+        else:
+            buffer = PeerBuffer((world, numel), torch.bfloat16, this_device(), group)
+            local, peer = buffer.local, buffer.peer
+        for p in range(world):
+            if p != rank:
+                peer(p)[rank].fill_(1.0)
+        sync()
+        dist.barrier()
+        sync()
+        kept = torch.stack([(local[p] == 1.0).float().mean() for p in range(world) if p != rank]).min()
+        dist.all_reduce(kept, op=dist.ReduceOp.MIN, group=group)  # the rank that was behind is the one to see
+        out[name] = {"fraction_of_peer_writes_kept": kept.item()}
+    return out
+
+
 def barrier_ms(group, repeats: int, calls: int = 100) -> dict:
     """`calls` barriers back to back, per barrier: the NCCL all-reduce (the default) and the device kernel."""
     out = {}
@@ -224,6 +260,7 @@ def main() -> int:
           limit_s=180)
     stage("barrier_per_call", results, lambda: barrier_ms(group, args.repeats))
     stage("stress", results, lambda: stress(group, args.stress_layers, args.tokens), limit_s=180)
+    stage("first_writes", results, lambda: first_writes(group))
     if dist.get_rank() == 0:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)

@@ -64,9 +64,18 @@
 #                                                 # then offload-1gpu.toml (resident, and group offload capped at
 #                                                 # 32 GB from before loading, which now happens in host memory,
 #                                                 # without and with --offload-record-stream)
-#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|issue3|verify|probe|barrier|profile
+#                                                 # (ran in session 10: results/h200x2/session10/verify; the copy
+#                                                 # engine differed in one run of three, never under
+#                                                 # CUDA_LAUNCH_BLOCKING=1, the probe's stress passed)
+#   bash benchmarks/h200x2_next.sh start firstwrites  # ~9 min, next: the suspect, a peer's first writes into a buffer
+#                                                 # whose allocation is not done on a rank behind on its stream
+#                                                 # (copy_engine_probe.py stage 8, with symmetric memory alone and
+#                                                 # through PeerBuffer, which now settles the allocation first); then
+#                                                 # 2-step a14b latents (eager, cuDNN): all-to-all once, the copy
+#                                                 # engine 6 times, each compared with all-to-all as it ends
+#   bash benchmarks/h200x2_next.sh wait decide|mlperf|ring|fa4|nccl|issue3|verify|firstwrites|probe|barrier|profile
 source benchmarks/device_preamble.sh
-part=${2:?decide|mlperf|ring|fa4|nccl|issue3|verify|probe|barrier|profile}
+part=${2:?decide|mlperf|ring|fa4|nccl|issue3|verify|firstwrites|probe|barrier|profile}
 case "$part" in
   decide) job='python3 -m wanbench.cli bench benchmarks/suites/followups2-2gpu.toml --out $BG_DIR/followups2-2gpu \
                  --no-report;
@@ -132,6 +141,18 @@ case "$part" in
              done;
              python3 benchmarks/compare_latents.py $BG_DIR/*.safetensors --out $BG_DIR/check-latents.json;
              python3 -m wanbench.cli bench benchmarks/suites/offload-1gpu.toml --no-report --out $BG_DIR/offload-1gpu' ;;
+  firstwrites) job='timeout 300 python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/copy_engine_probe.py \
+               --out $BG_DIR/probe.json > $BG_DIR/probe.log 2>&1; echo "probe: rc $?"; grep first_writes $BG_DIR/probe.log;
+             common="--model a14b --weights random --size 480*832 --steps 2 --no-compile --attention cudnn \
+               --output none --timeout 240 --gpus 2 --ulysses 2 --ulysses-exchange";
+             python3 -m wanbench.cli generate $common all-to-all --save-latents $BG_DIR/all-to-all.safetensors \
+               --json $BG_DIR/all-to-all.json; echo "all-to-all: rc $?";
+             for i in 1 2 3 4 5 6; do
+               python3 -m wanbench.cli generate $common copy-engine --save-latents $BG_DIR/copy-engine-$i.safetensors \
+                 --json $BG_DIR/copy-engine-$i.json; echo "copy-engine-$i: rc $?";
+               python3 benchmarks/compare_latents.py $BG_DIR/all-to-all.safetensors $BG_DIR/copy-engine-$i.safetensors \
+                 --out $BG_DIR/check-copy-engine-$i.json;
+             done' ;;
   probe) job='timeout 150 python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/copy_engine_probe.py \
                --out $BG_DIR/probe.json > $BG_DIR/probe.log 2>&1; echo "probe: rc $?";
              python3 -m wanbench.cli generate --model tiny --gpus 2 --ulysses 2 --ulysses-exchange copy-engine --steps 2 \
@@ -156,7 +177,7 @@ case "$part" in
              done;
              CUDA_VISIBLE_DEVICES=0 timeout 300 python3 benchmarks/profile_step.py --out $BG_DIR/profile-1gpu.json -- \
                $common > $BG_DIR/profile-1gpu.log 2>&1; echo "profile 1 GPU: rc $?"' ;;
-  *) echo "part: decide, mlperf, ring, fa4, nccl, issue3, verify, probe, barrier or profile" >&2; exit 2 ;;
+  *) echo "part: decide, mlperf, ring, fa4, nccl, issue3, verify, firstwrites, probe, barrier or profile" >&2; exit 2 ;;
 esac
 case "${1:?start|wait}" in
   start) bash benchmarks/device_background.sh start "$part" "$job"

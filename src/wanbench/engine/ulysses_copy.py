@@ -83,8 +83,18 @@ class PeerBuffer:
                 cause = first_line(exc) or type(exc).__name__
                 raise UserError("--ulysses-exchange copy-engine needs CUDA symmetric memory between the GPUs "
                                 f"({cause}): use --ulysses-exchange all-to-all") from exc
+            self._settle_allocation(device)
         else:
             self.local = torch.empty(shape, dtype=dtype, device=device)
+
+    def _settle_allocation(self, device: torch.device) -> None:
+        """No peer may write into this buffer before every rank's allocation is done with it. torch 2.11 zeroes a
+        new symmetric block with cudaMemset on the legacy stream, which a rank that is behind runs late: over a
+        peer's first writes (on 2x H200 one a14b generate in two or three came out 1.36e-2 from all-to-all's,
+        never under CUDA_LAUNCH_BLOCKING=1; results/h200x2/session10/). Later torch versions zero only the signal
+        pad and synchronise; this makes the older ones safe too, once per buffer."""
+        torch.cuda.synchronize(device)
+        self.barrier()
 
     @property
     def on_gpu(self) -> bool:
