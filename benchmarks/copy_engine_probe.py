@@ -20,8 +20,8 @@ is done:
      shows here, a different kernel choice in stage 5;
   8. a peer's first writes into a buffer just made on a rank that is behind on its stream, with symmetric memory
      alone and through PeerBuffer: session 10's check found the copy engine's a14b latents differing in one run of
-     three (never under CUDA_LAUNCH_BLOCKING=1), while stages 5-7 passed: the allocation's zeroing landing over
-     the peer's first writes is the suspect.
+     three (never under CUDA_LAUNCH_BLOCKING=1), while stages 5-7 passed. On 2x H200 (session 10) symmetric
+     memory alone kept none of the first writes (its allocation's zeroing ran after them), PeerBuffer all of them.
 History: sessions 7-8 timed the pulled exchange this replaced (copies out of the peers' memory: 1.538 ms per
 layer) against pushing (1.371 ms) and NCCL (1.662 ms), and head chunks (no gain): benchmarks/RESULTS.md.
 Rank 0 writes the JSON. Usage (GPUs): python3 -m torch.distributed.run --nproc-per-node 2 \\

@@ -67,7 +67,9 @@
 #                                                 # (ran in session 10: results/h200x2/session10/verify; the copy
 #                                                 # engine differed in one run of three, never under
 #                                                 # CUDA_LAUNCH_BLOCKING=1, the probe's stress passed)
-#   bash benchmarks/h200x2_next.sh start firstwrites  # ~9 min, next: the suspect, a peer's first writes into a buffer
+#   bash benchmarks/h200x2_next.sh start firstwrites  # ~6 min (ran in session 10: results/h200x2/session10/
+#                                                 # firstwrites; symmetric memory alone lost them all, PeerBuffer
+#                                                 # none; copy engine 6/6 bit-identical): the suspect, a peer's first writes into a buffer
 #                                                 # whose allocation is not done on a rank behind on its stream
 #                                                 # (copy_engine_probe.py stage 8, with symmetric memory alone and
 #                                                 # through PeerBuffer, which now settles the allocation first); then

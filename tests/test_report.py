@@ -176,8 +176,11 @@ def test_allocator_peaks_are_the_busiest_rank_of_each_phase():
                                                                                             "denoise": d}}
                                      for d in denoise]
         runs.append(record)
+    runs[1]["memory"]["ranks"][1]["host_peak_rss_gb"] = 105.4
+    runs[0]["memory"]["host_peak_rss_gb"] = 3.1
     row = make_row(runs)
     assert row.denoise_allocated_gb == 43.25 and row.load_allocated_gb == 30.0
+    assert row.host_peak_gb == 105.4
     assert make_row([_fake_record(30.0, 50.0)]).denoise_allocated_gb is None
 
 
@@ -187,11 +190,12 @@ def test_a_card_is_recommended_only_if_loading_fits_too():
 
     def row(label: str, seconds: float, peak_gb: float, load_gb: float) -> ConfigRow:
         stat = Stat(median=seconds, min=seconds, max=seconds, cv=0.0, n=2)
-        return ConfigRow(label=label, key=label, config={}, gpus=1, gpu_name="H200", runs_total=2, runs_ok=2,
+        config = {"parallel": {"offload": "group" if "offload" in label else "none"}}
+        return ConfigRow(label=label, key=label, config=config, gpus=1, gpu_name="H200", runs_total=2, runs_ok=2,
                          failures=[], generation=stat, denoise=None, step=None, load=None, compile=None, total=None,
                          other_max_s=None, peak_gb=peak_gb, peak_source="NVML used memory", avg_gb=None,
                          capacity_gb=150.0, mfu=None, implied_tflops_per_gpu=None, verdict="plausible",
-                         load_allocated_gb=load_gb)
+                         load_allocated_gb=load_gb, host_peak_gb=128.1)
 
     # generation fits 24 GB, but loading held 69 GB (random weights built on the GPU, then offloaded)
     built_on_gpu = row("offload, built on the GPU", 80.0, peak_gb=20.2, load_gb=69.3)
@@ -202,3 +206,7 @@ def test_a_card_is_recommended_only_if_loading_fits_too():
                and "built on the GPU" in line for line in lines)
     lines = recommendations([row("resident", 70.0, peak_gb=83.7, load_gb=69.3), in_host_memory])
     assert any(line.startswith("Fastest that fits a 24 GB") and "host memory" in line for line in lines)
+    # the offloaded row's host memory is named (a 24 GB card needs a host that holds the model); not the resident's
+    assert any(line.startswith("Fastest that fits a 24 GB") and "needs 128 GB of host memory" in line
+               for line in lines)
+    assert not any(line.startswith("Fastest that fits a 80 GB") and "of host memory" in line for line in lines)

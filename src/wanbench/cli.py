@@ -65,7 +65,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     par.add_argument("--t5-cpu", action="store_true", help="keep the text encoder on the CPU")
     par.add_argument("--offload", default="none", help="single GPU: none, model or group")
     par.add_argument("--offload-record-stream", action="store_true",
-                     help="--offload group: no host synchronisation after each block (diffusers' record_stream)")
+                     help="--offload group: no host synchronisation after each block (diffusers' record_stream; "
+                          "measured 0.9%% faster per step at 13 GB more GPU memory)")
     par.add_argument("--max-gpu-memory", type=float, default=None, help="cap device memory (GB)")
     par.add_argument("--nnodes", type=int, default=1)
     par.add_argument("--node-rank", type=int, default=0)

@@ -252,7 +252,8 @@ class ParallelConfig:
     t5_cpu: bool = False
     offload: str = "none"  # none | model | group
     # --offload group: diffusers' record_stream (freed blocks recorded on the compute stream) instead of a host
-    # synchronisation after every block; opt-in until measured against the synchronising default
+    # synchronisation after every block; opt-in: on one H200 (a14b, cap 32 GB) 0.9% faster per step, within the
+    # spread, but 33.7 against 20.2 GB NVML peak (benchmarks/RESULTS.md, session 10)
     offload_record_stream: bool = False
     max_gpu_memory_gb: float | None = None
     nnodes: int = 1

@@ -62,6 +62,8 @@ class ConfigRow:
     # torch allocator peaks per GPU (largest rank): what tensors needed, without the allocator's cache
     load_allocated_gb: float | None = None
     denoise_allocated_gb: float | None = None
+    # the largest host RSS of any rank: what offloading moves to the host has to fit there
+    host_peak_gb: float | None = None
 
     @property
     def peak_pct(self) -> float | None:
@@ -124,6 +126,14 @@ def _allocated(records: list[dict[str, Any]], phase: str) -> float | None:
     return max(values) if values else None
 
 
+def _host_peak(records: list[dict[str, Any]]) -> float | None:
+    """The largest peak RSS of any rank of any run (GB)."""
+    values = [x.get("host_peak_rss_gb") for r in records for x in (r.get("memory") or {}).get("ranks", [])]
+    values += [(r.get("memory") or {}).get("host_peak_rss_gb") for r in records]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
 def make_row(records: list[dict[str, Any]], peak_override: float | None = None) -> ConfigRow:
     first = records[0]
     config = first["config"]
@@ -150,6 +160,7 @@ def make_row(records: list[dict[str, Any]], peak_override: float | None = None) 
         mfu=None, implied_tflops_per_gpu=None, verdict="unknown",
         run_ids=[r.get("run_id", "") for r in records],
         load_allocated_gb=_allocated(ok, "load"), denoise_allocated_gb=_allocated(ok, "denoise"),
+        host_peak_gb=_host_peak(ok),
     )
     _judge(row, config, peak_override)
     _flag(row, ok)
@@ -250,10 +261,18 @@ def recommendations(rows: list[ConfigRow]) -> list[str]:
         if best is not previous:
             loading = (f", {best.load_allocated_gb:.1f} GB while loading"
                        if (best.load_allocated_gb or 0.0) > best.peak_gb else "")
+            host = (f"; it needs {best.host_peak_gb:.0f} GB of host memory"
+                    if offloaded(best) and best.host_peak_gb is not None else "")
             out.append(f"Fastest that fits a {card} card, {capacity_gb:g} GB (peak {best.peak_gb:.1f} GB per GPU"
-                       f"{loading}): {best.label} — {best.generation.median:.2f} s per video.")
+                       f"{loading}): {best.label} — {best.generation.median:.2f} s per video{host}.")
         previous = best
     return out
+
+
+def offloaded(row: ConfigRow) -> bool:
+    """Whether `row` keeps weights in host memory (--offload, --t5-cpu)."""
+    parallel = row.config.get("parallel", {})
+    return parallel.get("offload", "none") != "none" or bool(parallel.get("t5_cpu"))
 
 
 def needed_gb(row: ConfigRow) -> float:

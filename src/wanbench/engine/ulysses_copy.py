@@ -14,10 +14,11 @@ memories runs on the copy engines at 357 GB/s with no SMs (results/h200x2/nccl-s
      order, for to_out (one pass).
 SM copies per layer beyond the one-GPU path's: v's copy and the output's assembly. Same arithmetic in the same
 order as the single process (bit for bit on gloo; the pulled predecessor, which copied out of the peers, was
-bit-identical to diffusers' all-to-all on 2x H200, results/h200x2/session8/). On 2x H200 (session 9) this version
-ran issue 3's suite at 1.854x per step eager, but its 2-step a14b latents were 1.4e-2 (relative) from
-all-to-all's, for a reason not yet established (benchmarks/h200x2_next.sh verify tells a race from a kernel
-choice); compiled it is 0.9% slower than all-to-all, which stays the default.
+bit-identical to diffusers' all-to-all on 2x H200, results/h200x2/session8/). On 2x H200 its 2-step a14b latents
+are bit-identical to all-to-all's (six runs of six, session 10) since a new buffer's allocation is settled before
+any peer writes into it (`PeerBuffer._settle_allocation`; before, one run in two or three differed); eager it ran
+1.854x (session 9) and 1.878x (session 10) per step over one GPU, against all-to-all's 1.793x and 1.818x in the same
+runs; compiled it is 0.9% slower than all-to-all, which stays the default.
 In session 8's copy_engine_probe.py, writing q/k/v into the peers took 1.371 against 1.538 ms per a14b layer's
 exchange for copying them out, and it needs no copy of the rank's own block.
 Attending in head chunks beside the copies gained nothing (session 8: attention in chunks costs more than it
@@ -88,11 +89,13 @@ class PeerBuffer:
             self.local = torch.empty(shape, dtype=dtype, device=device)
 
     def _settle_allocation(self, device: torch.device) -> None:
-        """No peer may write into this buffer before every rank's allocation is done with it. torch 2.11 zeroes a
-        new symmetric block with cudaMemset on the legacy stream, which a rank that is behind runs late: over a
-        peer's first writes (on 2x H200 one a14b generate in two or three came out 1.36e-2 from all-to-all's,
-        never under CUDA_LAUNCH_BLOCKING=1; results/h200x2/session10/). Later torch versions zero only the signal
-        pad and synchronise; this makes the older ones safe too, once per buffer."""
+        """No peer may write into this buffer before every rank's allocation is done with it. torch's allocator
+        (older versions' source; 2.11 behaves so) zeroes a new symmetric block with cudaMemset without waiting, so
+        on a rank that is behind on its stream the zeroing can land over a peer's first writes. On 2x H200,
+        symmetric memory alone kept none of a peer's first writes into a rank held back 1 s, PeerBuffer all of
+        them (copy_engine_probe.py stage 8); before this, one a14b generate in two or three came out 1.36e-2 from
+        all-to-all's, never under CUDA_LAUNCH_BLOCKING=1 (results/h200x2/session10/). Current torch zeroes only
+        the signal pad and synchronises; this makes any version safe, once per buffer."""
         torch.cuda.synchronize(device)
         self.barrier()
 

@@ -131,13 +131,15 @@ def _memory(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None
     doc.add(Heading("Memory"))
     doc.add(Table(
         ["Configuration", "Peak per GPU", "Average per GPU", "Capacity", "Source", "Allocated at loading",
-         "Allocated in denoise"],
+         "Allocated in denoise", "Host peak"],
         [[r.label, fmt(r.peak_gb, ".1f", " GB"), fmt(r.avg_gb, ".1f", " GB"), fmt(r.capacity_gb, ".0f", " GB"),
-          r.peak_source or "—", fmt(r.load_allocated_gb, ".1f", " GB"), fmt(r.denoise_allocated_gb, ".1f", " GB")]
+          r.peak_source or "—", fmt(r.load_allocated_gb, ".1f", " GB"), fmt(r.denoise_allocated_gb, ".1f", " GB"),
+          fmt(r.host_peak_gb, ".1f", " GB")]
          for r in rows],
     ))
     doc.add(Paragraph("Allocated: the torch allocator's peak on the busiest GPU, what the tensors needed; NVML's "
-                      "figure adds the CUDA context and the allocator's cache."))
+                      "figure adds the CUDA context and the allocator's cache. Host peak: the largest resident set "
+                      "of any rank's process (offloaded weights live there)."))
     if plots.get("memory"):
         doc.add(Image(plots["memory"], "Memory in use over time on the busiest GPU of each configuration "
                                        "(host RSS where no GPU was used)"))
