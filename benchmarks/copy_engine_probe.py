@@ -170,10 +170,10 @@ def stress(group, layers: int, tokens: int, heads: int = 40, head_dim: int = 128
                                                         group))
     out = {"serial_layers_equal_to_nccl": sum(torch.equal(a, b) for a, b in zip(serial, nccl, strict=True))}
     for name, hold_cycles in (("back_to_back", 0), ("one_rank_held_back", 20_000_000)):
-        layer = itertools.count()
+        layer_index = itertools.count()
 
-        def attention(q, k, v, hold_cycles=hold_cycles, layer=layer) -> torch.Tensor:
-            if hold_cycles and next(layer) % world == rank:
+        def attention(q, k, v, hold_cycles=hold_cycles, layer_index=layer_index) -> torch.Tensor:
+            if hold_cycles and next(layer_index) % world == rank:
                 torch.cuda._sleep(hold_cycles)
             return cudnn_attention(q, k, v)
         dist.barrier()
