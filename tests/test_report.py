@@ -202,11 +202,12 @@ def test_a_card_is_recommended_only_if_loading_fits_too():
     in_host_memory = row("offload, built in host memory", 81.0, peak_gb=20.2, load_gb=0.6)
     lines = recommendations([row("resident", 70.0, peak_gb=90.0, load_gb=69.3), built_on_gpu])
     assert not any("24 GB" in line for line in lines)
-    assert any(line.startswith("Fastest that fits a 80 GB") and "69.3 GB while loading" in line
+    assert any("fastest on a 80 GB card (H100)" in line and "69.3 GB while loading" in line
                and "built on the GPU" in line for line in lines)
     lines = recommendations([row("resident", 70.0, peak_gb=83.7, load_gb=69.3), in_host_memory])
-    assert any(line.startswith("Fastest that fits a 24 GB") and "host memory" in line for line in lines)
+    assert any("fastest on a 24 GB card (RTX 4090)" in line and "host memory" in line for line in lines)
     # the offloaded row's host memory is named (a 24 GB card needs a host that holds the model); not the resident's
-    assert any(line.startswith("Fastest that fits a 24 GB") and "needs 128 GB of host memory" in line
-               for line in lines)
-    assert not any(line.startswith("Fastest that fits a 80 GB") and "of host memory" in line for line in lines)
+    assert any("fastest on a 24 GB card" in line and "needs 128 GB of host memory" in line for line in lines)
+    assert not any("fastest on a 80 GB card" in line and "of host memory" in line for line in lines)
+    # the card's size is said once, plainly
+    assert not any("GB card (H100), 85.5 GB" in line or "fits a" in line for line in lines)

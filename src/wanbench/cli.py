@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from wanbench import __version__
 from wanbench.config import PRESETS, ParallelConfig, config_for_preset, parse_guidance, parse_size
 from wanbench.errors import UserError
 
@@ -354,7 +355,9 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="wanbench", description=__doc__)
+    parser = _Parser(prog="wanbench", description="Run and benchmark Wan 2.2 text-to-video generation: "
+                     "fast, measured, trustworthy numbers.")
+    parser.add_argument("--version", action="version", version=f"wanbench {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     gen = sub.add_parser("generate", help="make one video and record where time and memory went")
     add_generate_arguments(gen)
@@ -418,18 +421,17 @@ def quiet_libraries() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from wanbench.launch.distributed import under_torchrun
-    from wanbench.launch.stacks import dump_stacks_on_term
-
-    if under_torchrun():
-        from wanbench.launch.process import die_with_parent
-
-        die_with_parent()  # a worker outlives neither torchrun nor the wanbench that started it
-    dump_stacks_on_term()
-    quiet_libraries()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)  # before any heavy import: --help and bad usage answer at once
+        from wanbench.launch.process import die_with_parent, under_torchrun
+
+        if under_torchrun():
+            die_with_parent()  # a worker outlives neither torchrun nor the wanbench that started it
+        from wanbench.launch.stacks import dump_stacks_on_term
+
+        dump_stacks_on_term()
+        quiet_libraries()
         return args.func(args, argv)
     except UserError as exc:
         print(f"wanbench: error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,6 +237,12 @@ def parse_guidance(text: str) -> tuple[float, float]:
     raise UserError(f"bad --guidance {text!r}: give one number or HIGH,LOW, e.g. 4.0,3.0")
 
 
+def guided(scale: float) -> bool:
+    """Whether a step with this guidance scale runs the unconditional branch. Every scale but 1 does, as in the
+    official code, which decides per expert; at 1, uncond + 1 x (cond - uncond) is the conditional prediction."""
+    return scale != 1.0
+
+
 @dataclass(frozen=True)
 class ParallelConfig:
     """Degrees of the parallel strategies; their product with cfg must equal the world size."""
@@ -288,6 +295,7 @@ class RunConfig:
     dtype: str = "bfloat16"
     vae_dtype: str = "float32"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # CPU threads per rank; 0: torch's own choice (all cores alone, 1 per torchrun worker)
     attention: str = "auto"  # auto | cudnn | flash | sdpa | efficient | math | fa4 (FlashAttention 4, CuTe)
     compile: bool = False  # config_for_preset turns it on where measured faster (compile_by_default)
     cfg_batch: bool = False  # cond and uncond as one batch of two per forward (same math; measured no faster)
@@ -306,15 +314,28 @@ class RunConfig:
     def preset(self) -> ModelPreset:
         return get_preset(self.model)
 
+    @property
+    def guidance_scales(self) -> tuple[float, ...]:
+        """The guidance scale of each expert that runs: high-noise first, then low-noise where there is one."""
+        two = self.preset.two_experts and self.boundary is not None
+        return (self.guidance_high, self.guidance_low) if two else (self.guidance_high,)
+
+    @property
+    def uses_guidance(self) -> bool:
+        """Whether any step runs the unconditional branch (so the negative prompt is encoded)."""
+        return any(guided(scale) for scale in self.guidance_scales)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         data = dict(data)
-        parallel = data.pop("parallel", {}) or {}
+        parallel = dict(data.pop("parallel", {}) or {})
         if "fsdp" in parallel:
             parallel["fsdp"] = tuple(parallel["fsdp"])
+        parallel_known = {f.name for f in dataclasses.fields(ParallelConfig)}
+        parallel = {k: v for k, v in parallel.items() if k in parallel_known}
         known = {f.name for f in dataclasses.fields(cls)}
         data = {**LEGACY_DEFAULTS, **data}
         return cls(parallel=ParallelConfig(**parallel), **{k: v for k, v in data.items() if k in known})
@@ -371,8 +392,14 @@ def validate(config: RunConfig) -> list[str]:
     stride_t = preset.vae.stride_t
     if config.frames < 1 or (config.frames - 1) % stride_t:
         raise UserError(f"bad --frames {config.frames}: use {stride_t}n+1 frames, e.g. 81")
+    if config.threads < 0:
+        raise UserError(f"bad --threads {config.threads}: use 0 (torch's choice) or a number of threads per rank")
     if config.steps < 1:
         raise UserError(f"bad --steps {config.steps}: use at least 1 denoising step")
+    for name, value in (("guidance", config.guidance_high), ("guidance", config.guidance_low),
+                        ("shift", config.shift), ("boundary", config.boundary)):
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"bad --{name} {value}: use a finite number")
     if config.boundary is not None and not 0.0 <= config.boundary <= 1.0:
         raise UserError(f"bad --boundary {config.boundary}: use a fraction between 0 and 1, e.g. 0.875")
     if config.shift <= 0:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from wanbench.analysis.summary import ConfigRow, analyse, comparable_key
+from wanbench.analysis.summary import ConfigRow, analyse
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,9 @@ class Change:
     reason: str
 
 
-def _match_key(row: ConfigRow) -> tuple:
-    return (comparable_key(row.config), tuple(sorted(row.config.get("parallel", {}).items(), key=str)))
+def _match_key(row: ConfigRow) -> str:
+    """Configurations match when every setting but the output path is the same (lists and all, as JSON)."""
+    return json.dumps({k: v for k, v in row.config.items() if k != "output"}, sort_keys=True, default=str)
 
 
 def compare(

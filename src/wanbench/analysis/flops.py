@@ -64,7 +64,7 @@ class RunFlops:
     forward: float
     forward_linear: float
     forward_attention: float
-    forwards_per_step: int
+    forwards_per_step: float  # 2 where every step is guided, 1 where none is
     per_step: float
     denoise: float
     text_encode: float
@@ -73,17 +73,20 @@ class RunFlops:
         return dict(self.__dict__)
 
 
-def run_flops(preset: ModelPreset, width: int, height: int, frames: int, steps: int, cfg: bool) -> RunFlops:
+def run_flops(preset: ModelPreset, width: int, height: int, frames: int, steps: int, cfg: bool,
+              guided_steps: int | None = None) -> RunFlops:
+    """FLOPs of a generation; `guided_steps` (steps that run both branches) defaults to all steps if `cfg`."""
     tokens = video_tokens(preset, width, height, frames)
     forward = dit_forward_flops(preset, tokens)
-    forwards = 2 if cfg else 1
+    guided_steps = (steps if cfg else 0) if guided_steps is None else guided_steps
+    forwards = steps + guided_steps
     return RunFlops(
         tokens=tokens,
         forward=forward.total,
         forward_linear=forward.linear,
         forward_attention=forward.attention,
-        forwards_per_step=forwards,
-        per_step=forwards * forward.total,
-        denoise=steps * forwards * forward.total,
-        text_encode=text_encoder_flops(preset, forwards),
+        forwards_per_step=forwards / steps if steps else 0.0,
+        per_step=forwards / steps * forward.total if steps else 0.0,
+        denoise=forwards * forward.total,
+        text_encode=text_encoder_flops(preset, 2 if guided_steps else 1),
     )

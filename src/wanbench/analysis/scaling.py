@@ -14,7 +14,9 @@ def efficiency(speedup_value: float, gpus: int) -> float:
 
 
 def describe_efficiency(eff: float) -> str:
-    """Words that match the number: only >= 90% may be called near-linear."""
+    """Words that match the number: only 90% to 100% may be called near-linear; above 100% is suspect."""
+    if eff > 1.0:
+        return "superlinear: suspicious"
     if eff >= 0.90:
         return "near-linear"
     if eff >= 0.75:

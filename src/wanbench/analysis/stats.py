@@ -23,6 +23,12 @@ class Stat:
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
+    def describe(self, unit: str = "s") -> str:
+        """'0.48 s (0.44–0.52, CV 8.8%, n=2)': the median with its spread, as the report and the terminal show it."""
+        if self.n == 1:
+            return f"{self.median:.2f} {unit} (n=1)"
+        return f"{self.median:.2f} {unit} ({self.min:.2f}–{self.max:.2f}, CV {self.cv:.1%}, n={self.n})"
+
 
 def summarize(values: list[float]) -> Stat | None:
     if not values:

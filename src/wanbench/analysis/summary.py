@@ -6,6 +6,8 @@ Definitions:
   speedup      = generation_s median of the 1-GPU row / this row's, for the same settings
   efficiency   = speedup / GPUs
   MFU          = analytic denoise FLOPs / denoise_s median / GPUs / peak dense bf16 rate
+A derived figure that cannot be right (superlinear efficiency, a speedup over a noisy baseline, a step fit
+with a negative cost or a poor R²) carries its problems with it, so the report shows them beside it.
 """
 
 from __future__ import annotations
@@ -18,14 +20,19 @@ from wanbench.analysis.peaks import peak_tflops
 from wanbench.analysis.plausibility import judge
 from wanbench.analysis.scaling import StepFit, describe_efficiency, efficiency, fit_steps, speedup
 from wanbench.analysis.stats import Stat, summarize
-from wanbench.config import get_preset
+from wanbench.config import RunConfig, get_preset
 
 OTHER_LIMIT_FRACTION = 0.05
 OTHER_LIMIT_S = 0.5
+FIT_MIN_R2 = 0.9
 # Card classes by the size they are sold as, with the total NVML reports for them in GB of 10^9 bytes,
 # the unit of every memory figure here (an H200 sold as "141 GB" reports 143,771 MiB = 150.8 GB).
-MEMORY_TIERS_GB = (("24 GB (RTX 4090)", 25.8), ("32 GB (RTX 5090)", 34.2), ("48 GB (L40S)", 48.3),
-                   ("80 GB (H100)", 85.5), ("141 GB (H200)", 150.8))
+MEMORY_TIERS_GB = (("24 GB card (RTX 4090)", 25.8), ("32 GB card (RTX 5090)", 34.2), ("48 GB card (L40S)", 48.3),
+                   ("80 GB card (H100)", 85.5), ("141 GB card (H200)", 150.8))
+# Settings that decide which video comes out; the rest (parallel layout, compile, attention kernel, device) only
+# decide how fast. Recommendations compare configurations that make the same video.
+VIDEO_KEYS = ("model", "weights", "width", "height", "frames", "steps", "seed", "prompt", "negative_prompt",
+              "guidance_high", "guidance_low", "shift", "boundary", "dtype", "vae_dtype", "cache", "fp8")
 
 
 @dataclass
@@ -64,6 +71,32 @@ class ConfigRow:
     denoise_allocated_gb: float | None = None
     # the largest host RSS of any rank: what offloading moves to the host has to fit there
     host_peak_gb: float | None = None
+    threads: int | None = None  # CPU threads per rank, as the run recorded them
+    # what is wrong with the speedup and efficiency figures, shown beside them
+    scaling_problems: list[str] = field(default_factory=list)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.gpu_name is not None
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the row may be recommended: plausible, every run ok, not superlinear (a noisy row is marked)."""
+        return (self.generation is not None and self.verdict not in ("impossible", "suspicious")
+                and self.runs_ok == self.runs_total and "superlinear" not in self.scaling_problems)
+
+    @property
+    def short_flags(self) -> list[str]:
+        """The row's problems in a few words each, for the executive summary's row."""
+        out = []
+        if self.verdict in ("impossible", "suspicious"):
+            out.append(self.verdict.upper())
+        if self.generation is not None and self.generation.noisy:
+            out.append(f"noisy (CV {self.generation.cv:.1%})")
+        out += self.scaling_problems
+        if self.runs_ok < self.runs_total:
+            out.append(f"{self.runs_total - self.runs_ok} run(s) failed")
+        return out
 
     @property
     def peak_pct(self) -> float | None:
@@ -82,6 +115,7 @@ class ConfigRow:
             out[name] = stat.to_dict() if stat else None
         out["peak_pct"] = self.peak_pct
         out["gpu_seconds"] = self.gpu_seconds
+        out["short_flags"] = self.short_flags
         out["settings"] = settings_of(self.config)
         return out
 
@@ -160,19 +194,25 @@ def make_row(records: list[dict[str, Any]], peak_override: float | None = None) 
         mfu=None, implied_tflops_per_gpu=None, verdict="unknown",
         run_ids=[r.get("run_id", "") for r in records],
         load_allocated_gb=_allocated(ok, "load"), denoise_allocated_gb=_allocated(ok, "denoise"),
-        host_peak_gb=_host_peak(ok),
+        host_peak_gb=_host_peak(ok), threads=(env or {}).get("torch_threads"),
     )
-    _judge(row, config, peak_override)
+    _judge(row, config, guided_steps(ok[0]) if ok else None, peak_override)
     _flag(row, ok)
     return row
 
 
-def _judge(row: ConfigRow, config: dict[str, Any], peak_override: float | None = None) -> None:
+def guided_steps(record: dict[str, Any]) -> int | None:
+    """Steps that ran both guidance branches, as the run recorded them (None for records that do not say)."""
+    steps = record.get("steps") or []
+    return sum(bool(s["guided"]) for s in steps) if steps and all("guided" in s for s in steps) else None
+
+
+def _judge(row: ConfigRow, config: dict[str, Any], guided: int | None, peak_override: float | None = None) -> None:
     if row.denoise is None:
         return
     preset = get_preset(config["model"])
     flops = run_flops(preset, config["width"], config["height"], config["frames"], config["steps"],
-                      config.get("guidance_high", 4.0) > 1.0)
+                      config.get("guidance_high", 4.0) != 1.0, guided)
     peak = peak_override or peak_tflops(row.gpu_name or "")
     verdict = judge(flops.denoise, row.denoise.median, row.gpus, peak)
     row.mfu, row.implied_tflops_per_gpu, row.verdict = verdict.mfu, verdict.implied_tflops_per_gpu, verdict.verdict
@@ -207,6 +247,11 @@ def comparable_key(config: dict[str, Any]) -> tuple:
     return tuple(sorted((k, str(v)) for k, v in config.items() if k not in skip))
 
 
+def video_key(config: dict[str, Any]) -> tuple:
+    """The settings that decide which video a configuration makes (VIDEO_KEYS)."""
+    return tuple((k, str(config.get(k))) for k in VIDEO_KEYS)
+
+
 def add_scaling(rows: list[ConfigRow]) -> None:
     singles = {}
     for row in rows:
@@ -223,10 +268,30 @@ def add_scaling(rows: list[ConfigRow]) -> None:
         row.efficiency = efficiency(row.speedup, row.gpus)
         row.efficiency_words = describe_efficiency(row.efficiency)
         row.baseline_label = base.label
+        row.scaling_problems = scaling_problems(base, row)
+        if row.efficiency > 1.0:
+            row.flags.append(f"suspicious: parallel efficiency {row.efficiency:.0%} on {row.gpus} is above 100% "
+                             "(superlinear): more likely a noisy or slow baseline, or runs that differ in more "
+                             "than their GPU count, than a real gain")
+
+
+def scaling_problems(base: ConfigRow, row: ConfigRow) -> list[str]:
+    """Why a speedup of `row` over `base` may not be what it seems (empty when it is sound)."""
+    out = []
+    if row.efficiency is not None and row.efficiency > 1.0:
+        out.append("superlinear")
+    if base.generation is not None and base.generation.noisy:
+        out.append(f"baseline noisy (CV {base.generation.cv:.1%})")
+    if base.threads is not None and row.threads is not None and base.threads != row.threads:
+        out.append(f"threads per rank differ ({base.threads} in the baseline, {row.threads} here)")
+    if base.runs_ok < base.runs_total:
+        out.append("baseline had failed runs")
+    return out
 
 
 def step_fits(rows: list[ConfigRow], records: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """time = fixed + per_step x steps, per group of rows that differ only in steps (all ok runs as points)."""
+    """time = fixed + per_step x steps, per group of rows that differ only in steps (all ok runs as points);
+    each fit lists its problems (a negative cost, a poor R², a noisy row), empty when it is reliable."""
     groups: dict[tuple, list[ConfigRow]] = {}
     for row in rows:
         key = tuple(sorted((k, str(v)) for k, v in row.config.items() if k not in ("steps", "output", "tag")))
@@ -238,20 +303,66 @@ def step_fits(rows: list[ConfigRow], records: dict[str, list[dict[str, Any]]]) -
         fit: StepFit | None = fit_steps([p[0] for p in points], [p[1] for p in points])
         if fit is not None:
             fits.append({"labels": [m.label for m in members], "fixed_s": fit.fixed_s,
-                         "per_step_s": fit.per_step_s, "r2": fit.r2, "points": points})
+                         "per_step_s": fit.per_step_s, "r2": fit.r2, "points": points,
+                         "problems": fit_problems(fit, members)})
     return fits
 
 
-def recommendations(rows: list[ConfigRow]) -> list[str]:
-    ok = [r for r in rows if r.generation is not None and r.verdict not in ("impossible",)]
-    if not ok:
-        return ["No configuration completed: nothing to recommend."]
+def fit_problems(fit: StepFit, members: list[ConfigRow]) -> list[str]:
     out = []
-    fastest = min(ok, key=lambda r: r.generation.median)
-    out.append(f"Fastest: {fastest.label} — {fastest.generation.median:.2f} s per video.")
-    cheapest = min(ok, key=lambda r: r.gpu_seconds)
-    out.append(f"Cheapest in GPU time: {cheapest.label} — {cheapest.gpu_seconds:.1f} GPU-seconds per video.")
-    sized = [r for r in ok if r.peak_gb is not None and not (r.peak_source or "").startswith("host")]
+    if fit.per_step_s <= 0:
+        out.append("per-step cost not positive")
+    if fit.fixed_s < 0:
+        out.append("negative fixed cost")
+    if fit.r2 is None:
+        out.append("R² unknown (one run per step count)")
+    elif fit.r2 < FIT_MIN_R2:
+        out.append(f"R² {fit.r2:.2f} below {FIT_MIN_R2}")
+    out += [f"built on a noisy row (CV {m.generation.cv:.1%})" for m in members
+            if m.generation is not None and m.generation.noisy][:1]
+    return out
+
+
+def recommendations(rows: list[ConfigRow]) -> list[str]:
+    """Per video (same model, size, frames, steps, sampling): the fastest, the cheapest and the fastest per card
+    size, among configurations whose figures can be trusted; the others are named as left out."""
+    done = [r for r in rows if r.generation is not None]
+    if not done:
+        return ["No configuration completed: nothing to recommend."]
+    videos: dict[tuple, list[ConfigRow]] = {}
+    for row in done:
+        videos.setdefault(video_key(row.config), []).append(row)
+    out = []
+    for members in videos.values():
+        c = members[0].config
+        video = f"{c.get('model')} {c.get('width')}*{c.get('height')}x{c.get('frames')}, {c.get('steps')} steps"
+        trusted = [r for r in members if r.trusted]
+        left_out = [r for r in members if not r.trusted]
+        if left_out:
+            out.append(f"{video}: left out, since their figures are flagged: "
+                       + "; ".join(f"{r.label} ({', '.join(r.short_flags)})" for r in left_out) + ".")
+        if len(trusted) < 2:
+            if trusted:
+                out.append(f"{video}: only {trusted[0].label} has trusted figures ({trusted[0].generation.median:.2f}"
+                           " s per video); nothing to compare it with.")
+            continue
+        out += _recommend(video, trusted)
+    return out
+
+
+def _noisy(row: ConfigRow) -> str:
+    return f" (noisy: CV {row.generation.cv:.1%}, so the order may not hold)" if row.generation.noisy else ""
+
+
+def _recommend(video: str, rows: list[ConfigRow]) -> list[str]:
+    out = []
+    fastest = min(rows, key=lambda r: r.generation.median)
+    out.append(f"{video}: fastest {fastest.label}: {fastest.generation.median:.2f} s per video{_noisy(fastest)}.")
+    cheapest = min(rows, key=lambda r: r.gpu_seconds)
+    unit = "GPU-seconds" if cheapest.on_gpu else "CPU-seconds (processes x seconds)"
+    out.append(f"{video}: cheapest {cheapest.label}: {cheapest.gpu_seconds:.1f} {unit} per video"
+               f"{_noisy(cheapest)}.")
+    sized = [r for r in rows if r.on_gpu and r.peak_gb is not None and not (r.peak_source or "").startswith("host")]
     previous = None
     for card, capacity_gb in MEMORY_TIERS_GB:
         fits = [r for r in sized if needed_gb(r) <= capacity_gb]
@@ -263,8 +374,8 @@ def recommendations(rows: list[ConfigRow]) -> list[str]:
                        if (best.load_allocated_gb or 0.0) > best.peak_gb else "")
             host = (f"; it needs {best.host_peak_gb:.0f} GB of host memory"
                     if offloaded(best) and best.host_peak_gb is not None else "")
-            out.append(f"Fastest that fits a {card} card, {capacity_gb:g} GB (peak {best.peak_gb:.1f} GB per GPU"
-                       f"{loading}): {best.label} — {best.generation.median:.2f} s per video{host}.")
+            out.append(f"{video}: fastest on a {card}: {best.label}: {best.generation.median:.2f} s per video, "
+                       f"peak {best.peak_gb:.1f} GB per GPU{loading}{host}{_noisy(best)}.")
         previous = best
     return out
 
@@ -281,10 +392,20 @@ def needed_gb(row: ConfigRow) -> float:
     return max(row.peak_gb or 0.0, row.load_allocated_gb or 0.0)
 
 
+def normalised_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config with every current field (defaults for those its wanbench did not have yet), so that
+    records of older and newer versions compare setting by setting."""
+    try:
+        return RunConfig.from_dict(config).to_dict()
+    except (TypeError, ValueError):
+        return config
+
+
 def analyse(records: list[dict[str, Any]], peak_override: float | None = None) -> dict[str, Any]:
     by_key: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         if record.get("kind") != "mlperf":
+            record = {**record, "config": normalised_config(record.get("config") or {})}
             by_key.setdefault(record.get("config_key", ""), []).append(record)
     rows = [make_row(rs, peak_override) for rs in by_key.values()]
     add_scaling(rows)

@@ -247,12 +247,14 @@ def count_run(totals: SuiteTotals, record: dict[str, Any]) -> None:
 
 
 def summarise(store: ResultsStore, key: str) -> str:
-    rows = store.conn.execute("SELECT status, total_s, error FROM runs WHERE config_key=?", (key,)).fetchall()
-    ok = sorted(r[1] for r in rows if r[0] == "ok")
-    failed = [r for r in rows if r[0] != "ok"]
-    parts = [f"{len(ok)}/{len(rows)} ok"]
-    if ok:
-        parts.append(f"median total {ok[len(ok) // 2]:.2f} s")
-    if failed:
-        parts.append(f"{failed[0][0]}: {failed[0][2]}")
+    """The configuration's line: runs ok, and its generation time as the report states it (median and spread)."""
+    from wanbench.analysis.summary import analyse
+
+    records = [json.loads(r[0]) for r in store.conn.execute("SELECT record FROM runs WHERE config_key=?", (key,))]
+    row = analyse(records)["rows"][0]
+    parts = [f"{row.runs_ok}/{row.runs_total} ok"]
+    if row.generation is not None:
+        parts.append(f"generation {row.generation.describe()}" + (" NOISY" if row.generation.noisy else ""))
+    if row.failures:
+        parts.append(f"{row.failures[0]['status']}: {row.failures[0]['error']}")
     return ", ".join(parts)

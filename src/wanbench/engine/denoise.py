@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from wanbench.config import guided
 from wanbench.measure.timers import StepTimer
 
 Predictor = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
@@ -19,18 +20,21 @@ class StepPlan:
     timestep: int
     expert: int  # 0 = high-noise (transformer), 1 = low-noise (transformer_2)
     guidance: float
+    guided: bool  # whether the unconditional branch runs (config.guided)
 
 
 def plan_steps(
     timesteps: list[int], boundary: float | None, two_experts: bool, guidance_high: float, guidance_low: float,
     num_train_timesteps: int = 1000,
 ) -> list[StepPlan]:
-    """Which expert and guidance each step uses: high-noise while t >= boundary * 1000 (as WanPipeline)."""
+    """Which expert and guidance each step uses: high-noise while t >= boundary * 1000 (as WanPipeline); each
+    expert's own scale decides whether its steps are guided (as the official code)."""
     plan = []
     boundary_t = None if boundary is None or not two_experts else boundary * num_train_timesteps
     for index, t in enumerate(timesteps):
         high = boundary_t is None or t >= boundary_t
-        plan.append(StepPlan(index, int(t), 0 if high else 1, guidance_high if high else guidance_low))
+        scale = guidance_high if high else guidance_low
+        plan.append(StepPlan(index, int(t), 0 if high else 1, scale, guided(scale)))
     return plan
 
 

@@ -109,6 +109,8 @@ class Generation:
 def classify_failure(exc: BaseException, phase: str | None) -> tuple[str, str]:
     """(status, one-line reason) for a failed run."""
     where = f" during {phase}" if phase else ""
+    if isinstance(exc, InvalidOutput):
+        return "invalid", str(exc)
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
         return "oom", f"out of device memory{where}: {OOM_FIX}"
     if isinstance(exc, UserError):
@@ -142,6 +144,8 @@ def open_session(config: RunConfig, timeout_s: float = 1800.0) -> Session:
         validate(config)
     validate_parallel_flags(config.parallel)
     device = resolve_device(config.device)
+    if device.type == "cpu" and config.threads:
+        torch.set_num_threads(config.threads)
     if under_torchrun():
         ctx = init_distributed(device, timeout_s)
     else:
@@ -242,7 +246,7 @@ def _run_phases(
     preset, result, ctx, dims = config.preset, generation.result, session.ctx, session.dims
     device, components = ctx.device, session.components
     dtype = torch_dtype(config.dtype)
-    use_cfg = config.guidance_high > 1.0
+    use_cfg = config.uses_guidance
     with timer.phase("text_encode"):
         prompts = [config.prompt, config.negative_prompt] if use_cfg else [config.prompt]
         embeds = encode_prompts(
@@ -262,7 +266,8 @@ def _run_phases(
         scheduler.timesteps.tolist(), config.boundary, preset.two_experts, config.guidance_high,
         config.guidance_low,
     )
-    result.steps = [{"index": s.index, "timestep": s.timestep, "expert": s.expert} for s in plan]
+    result.steps = [{"index": s.index, "timestep": s.timestep, "expert": s.expert, "guidance": s.guidance,
+                     "guided": s.guided} for s in plan]
     latents = initial_latents(config, device)
     step_timer = StepTimer(device)
     inject_fault(ctx.rank, config.tag)
@@ -273,6 +278,7 @@ def _run_phases(
         )
     result.phases["step_s"] = step_timer.step_seconds()
     generation.latents = latents
+    require_finite(latents, "final latents")
     _replica, lead = replica_coordinates(getattr(components, "mesh", None))
     stages = pipeline_stages(components.vae, ctx.world_size) if config.vae_pipeline and dims.dp == 1 else 1
     if not lead and ctx.rank >= stages:
@@ -282,10 +288,22 @@ def _run_phases(
             components.vae, latents)
         if not lead:
             return
+        require_finite(video, "decoded frames")
         frames = video_to_frames(video, preset.vae.stride_hw)
     generation.frames = frames
     with timer.phase("save"):
         result.output = save_frames(frames, config.output, config.fps)
+
+
+class InvalidOutput(Exception):
+    """The generation produced values that are not numbers: the run is 'invalid', never 'ok'."""
+
+
+def require_finite(tensor: torch.Tensor, what: str) -> None:
+    bad = int((~torch.isfinite(tensor)).sum())
+    if bad:
+        raise InvalidOutput(f"the {what} hold {bad} NaN or Inf value(s) of {tensor.numel()}: the run produced no "
+                            "valid video (check --dtype, the guidance and the weights)")
 
 
 def inject_fault(rank: int, tag: str) -> None:
@@ -332,9 +350,9 @@ def _gather_ranks(result: RunResult) -> None:
 
 
 def _add_flops(config: RunConfig, result: RunResult, world: int) -> None:
-    flops = run_flops(
-        config.preset, config.width, config.height, config.frames, config.steps, config.guidance_high > 1.0
-    )
+    guided_steps = sum(s["guided"] for s in result.steps) if result.steps else None
+    flops = run_flops(config.preset, config.width, config.height, config.frames, config.steps,
+                      config.uses_guidance, guided_steps)
     result.flops = flops.to_dict()
     gpus = result.env.get("gpus") or []
     denoise_s = result.phases.get("denoise_s", 0.0)

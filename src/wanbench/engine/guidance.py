@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from wanbench.config import guided
+
 
 class SequentialCFG:
     """cond then uncond on this rank, combined as WanPipeline does (in the model's dtype)."""
@@ -21,7 +23,7 @@ class SequentialCFG:
         self, model: torch.nn.Module, latent_input: torch.Tensor, timestep: torch.Tensor, guidance: float
     ) -> torch.Tensor:
         noise = branch(model, "cond", latent_input, timestep, self.cond)
-        if self.uncond is None:
+        if self.uncond is None or not guided(guidance):
             return noise
         noise_uncond = branch(model, "uncond", latent_input, timestep, self.uncond)
         return combine(noise, noise_uncond, guidance)
@@ -40,7 +42,7 @@ class BatchedCFG:
         both = model(hidden_states=torch.cat([latent_input, latent_input]), timestep=timestep.repeat(2),
                      encoder_hidden_states=self.embeds, return_dict=False)[0]
         noise, noise_uncond = both.chunk(2)
-        return combine(noise, noise_uncond, guidance)
+        return combine(noise, noise_uncond, guidance) if guided(guidance) else noise
 
 
 def combine(noise: torch.Tensor, noise_uncond: torch.Tensor, guidance: float) -> torch.Tensor:

@@ -62,7 +62,7 @@ def resolve_dims(config: RunConfig, world: int) -> ParallelDims:
     if p.dp < 1 or world % p.dp:
         raise UserError(f"--dp {p.dp} must divide the {world} GPUs/processes")
     group = world // p.dp
-    uses_cfg = config.guidance_high > 1.0
+    uses_cfg = config.uses_guidance
     explicit = p.cfg_parallel or p.ulysses > 1 or p.ring > 1
     if explicit:
         cfg, ulysses, ring = (2 if p.cfg_parallel else 1), p.ulysses, p.ring
@@ -108,8 +108,8 @@ def check_dims(dims: ParallelDims, config: RunConfig) -> None:
         )
     if dims.cfg not in (1, 2):
         raise UserError("CFG parallel splits the two guidance branches: its degree is 1 or 2")
-    if dims.cfg == 2 and config.guidance_high <= 1.0:
-        raise UserError("--cfg-parallel needs classifier-free guidance (--guidance > 1)")
+    if dims.cfg == 2 and not config.uses_guidance:
+        raise UserError("--cfg-parallel needs classifier-free guidance: a --guidance other than 1")
     if dims.cfg == 2 and config.cfg_batch:
         raise UserError("--cfg-batch batches both guidance branches on each rank, CFG parallel splits them "
                         "across ranks: use --ulysses/--ring, or drop --cfg-batch")
@@ -257,13 +257,15 @@ class ParallelCFG:
     def __call__(
         self, model: torch.nn.Module, latent_input: torch.Tensor, timestep: torch.Tensor, guidance: float
     ) -> torch.Tensor:
+        from wanbench.config import guided
         from wanbench.engine.guidance import branch, combine
 
         name = "cond" if self.cfg_rank == 0 else "uncond"
         local = branch(model, name, latent_input, timestep, self.embeds).contiguous()
         both = torch.empty((2, *local.shape), dtype=local.dtype, device=local.device)
         dist.all_gather_into_tensor(both, local.unsqueeze(0), group=self.group)
-        return combine(both[0], both[1], guidance)
+        # Unguided steps (scale 1) still run both ranks; both keep cfg rank 0's conditional prediction.
+        return combine(both[0], both[1], guidance) if guided(guidance) else both[0]
 
 
 def check_runnable(config: RunConfig) -> ParallelDims:

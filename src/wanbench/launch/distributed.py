@@ -10,11 +10,9 @@ import torch
 import torch.distributed as dist
 
 from wanbench.errors import UserError
+from wanbench.launch.process import under_torchrun
 
-
-def under_torchrun() -> bool:
-    """True inside a worker started by torchrun or a scheduler that set the rendezvous variables."""
-    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+__all__ = ["DistContext", "init_distributed", "shutdown_distributed", "under_torchrun"]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,11 @@ from pathlib import Path
 import psutil
 
 
+def under_torchrun() -> bool:
+    """True inside a worker started by torchrun or a scheduler that set the rendezvous variables."""
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies, so a crashed runner leaves no orphans."""
     if not sys.platform.startswith("linux"):

@@ -100,6 +100,7 @@ def capture_environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),  # intra-op threads of this rank (every rank runs alike)
         "gpu_count": len(gpus),
         "gpu_names": sorted({g["name"] for g in gpus}),
         "gpus": gpus,

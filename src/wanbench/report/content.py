@@ -6,16 +6,12 @@ from typing import Any
 
 from wanbench.analysis.plausibility import IMPOSSIBLE_MFU, SUSPICIOUS_MFU
 from wanbench.analysis.stats import CV_LIMIT, Stat
-from wanbench.analysis.summary import ConfigRow
+from wanbench.analysis.summary import FIT_MIN_R2, ConfigRow
 from wanbench.report.document import Bullets, Document, Heading, Image, Paragraph, Table
 
 
 def fmt_stat(stat: Stat | None, unit: str = "s") -> str:
-    if stat is None:
-        return "—"
-    if stat.n == 1:
-        return f"{stat.median:.2f} {unit} (n=1)"
-    return f"{stat.median:.2f} {unit} ({stat.min:.2f}–{stat.max:.2f}, CV {stat.cv:.1%}, n={stat.n})"
+    return "—" if stat is None else stat.describe(unit)
 
 
 def fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
@@ -38,10 +34,20 @@ def memory_cell(row: ConfigRow) -> str:
     return f"{row.peak_gb:.1f} GB{pct}"
 
 
-def scaling_cell(row: ConfigRow) -> tuple[str, str]:
+def scaling_cell(row: ConfigRow, digits: int = 2) -> tuple[str, str]:
+    """(speedup, efficiency) with whatever makes them doubtful beside them."""
     if row.speedup is None:
         return ("baseline" if row.gpus == 1 else "—"), "—"
-    return f"{row.speedup:.2f}x", f"{row.efficiency:.0%} ({row.efficiency_words})"
+    doubt = f" — {'SUSPICIOUS: ' if 'superlinear' in row.scaling_problems else 'doubtful: '}" + (
+        "; ".join(row.scaling_problems)) if row.scaling_problems else ""
+    return f"{row.speedup:.{digits}f}x{doubt}", f"{row.efficiency:.{max(0, digits - 2)}%} ({row.efficiency_words})"
+
+
+def units(rows: list[ConfigRow]) -> dict[str, str]:
+    """What the results ran on, in the words a column or sentence needs: GPUs, or CPU processes and host memory."""
+    if any(r.on_gpu for r in rows):
+        return {"unit": "GPU", "units": "GPUs", "peak": "Peak memory per GPU", "memory": "GPU"}
+    return {"unit": "process", "units": "processes", "peak": "Peak host memory (no GPU)", "memory": "host"}
 
 
 def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plots: dict[str, Any],
@@ -54,12 +60,14 @@ def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plot
         f"configuration{'' if len(rows) == 1 else 's'}, "
         f"{analysis['runs_ok']} ok" + (f" (success rate {rate:.0%})." if rate is not None else ".")
     ))
+    u = units(rows)
     doc.add(Heading("Executive summary"))
     doc.add(Table(
-        ["Configuration", "Generation time", "Model loading", "Total", "Peak memory per GPU", "Speedup",
-         "Parallel efficiency", "MFU", "Runs ok"],
+        ["Configuration", "Generation time", "Model loading", "Total", u["peak"], "Speedup",
+         "Parallel efficiency", "MFU", "Runs ok", "Flags"],
         [[r.label, generation_cell(r), fmt_stat(r.load), fmt_stat(r.total), memory_cell(r), *scaling_cell(r),
-          fmt(r.mfu, ".0%") if r.mfu is not None else r.verdict, f"{r.runs_ok}/{r.runs_total}"] for r in rows],
+          fmt(r.mfu, ".0%") if r.mfu is not None else r.verdict, f"{r.runs_ok}/{r.runs_total}",
+          "; ".join(r.short_flags) or "none"] for r in rows],
     ))
     doc.add(Heading("Recommendations"))
     doc.add(Bullets(analysis["recommendations"]))
@@ -67,12 +75,12 @@ def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plot
         _mlperf(doc, mlperf)
     _scaling(doc, rows, plots)
     _steps(doc, analysis, plots)
-    _memory(doc, rows, plots)
+    _memory(doc, rows, plots, u)
     _phases(doc, rows, plots)
     _flags(doc, rows)
     _configuration(doc, rows)
     _environment(doc, records)
-    _methodology(doc)
+    _methodology(doc, u)
     return doc
 
 
@@ -97,19 +105,23 @@ def _mlperf_row(result: dict[str, Any]) -> list[str]:
 
 def _scaling(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:
     doc.add(Heading("Scaling"))
+    u = units(rows)
     scaled = [r for r in rows if r.speedup is not None]
     if not scaled:
-        doc.add(Paragraph("No multi-GPU configuration has a 1-GPU baseline with the same settings in these results."))
+        doc.add(Paragraph(f"No configuration on several {u['units']} has a baseline on one with the same settings "
+                          "in these results."))
         return
+    rows_out = []
+    for r in scaled:
+        speed, eff = scaling_cell(r, digits=3)  # targets such as 1.85x per step are decided at that resolution
+        rows_out.append([r.label, str(r.gpus), r.baseline_label or "", speed, fmt(r.step_speedup, ".3f", "x"), eff])
     doc.add(Table(
-        ["Configuration", "GPUs", "Baseline (1 GPU)", "Speedup (generation)", "Speedup (per step)",
-         "Parallel efficiency", "In words"],
-        # Three decimals here: targets such as 1.85x per step are decided at that resolution (1.847 is not 1.85).
-        [[r.label, str(r.gpus), r.baseline_label or "", f"{r.speedup:.3f}x", fmt(r.step_speedup, ".3f", "x"),
-          f"{r.efficiency:.1%}", r.efficiency_words or ""] for r in scaled],
+        ["Configuration", u["units"].capitalize(), f"Baseline (1 {u['unit']})", "Speedup (generation)",
+         "Speedup (per step)", "Parallel efficiency"], rows_out,
     ))
     if plots.get("speedup"):
-        doc.add(Image(plots["speedup"], "Speedup of generation time over 1 GPU, against ideal linear scaling"))
+        doc.add(Image(plots["speedup"], f"Speedup of generation time over 1 {u['unit']}, against ideal linear "
+                                        "scaling"))
 
 
 def _steps(doc: Document, analysis: dict[str, Any], plots: dict[str, Any]) -> None:
@@ -119,15 +131,19 @@ def _steps(doc: Document, analysis: dict[str, Any], plots: dict[str, Any]) -> No
         doc.add(Paragraph("No configuration was run at two or more step counts."))
         return
     doc.add(Table(
-        ["Configurations", "Fixed cost", "Per step", "R²", "Points"],
-        [[" / ".join(f["labels"]), f"{f['fixed_s']:.2f} s", f"{f['per_step_s']:.3f} s",
-          fmt(f["r2"], ".4f"), str(len(f["points"]))] for f in fits],
+        ["Configurations", "Fixed cost", "Per step", "R²", "Points", "Reliable"],
+        [[" / ".join(f["labels"]), f"{f['fixed_s']:.2f} s", f"{f['per_step_s']:.3f} s", fmt(f["r2"], ".4f"),
+          str(len(f["points"])), "UNRELIABLE: " + "; ".join(f["problems"]) if f["problems"] else "yes"]
+         for f in fits],
     ))
+    if any(f["problems"] for f in fits):
+        doc.add(Paragraph("An unreliable fit is shown for what it is and used for nothing: its fixed and per-step "
+                          "costs are not estimates of this machine's."))
     if plots.get("steps"):
         doc.add(Image(plots["steps"], "Generation time against steps, with the least-squares line"))
 
 
-def _memory(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:
+def _memory(doc: Document, rows: list[ConfigRow], plots: dict[str, Any], u: dict[str, str]) -> None:
     doc.add(Heading("Memory"))
     doc.add(Table(
         ["Configuration", "Peak per GPU", "Average per GPU", "Capacity", "Source", "Allocated at loading",
@@ -137,9 +153,13 @@ def _memory(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None
           fmt(r.host_peak_gb, ".1f", " GB")]
          for r in rows],
     ))
-    doc.add(Paragraph("Allocated: the torch allocator's peak on the busiest GPU, what the tensors needed; NVML's "
-                      "figure adds the CUDA context and the allocator's cache. Host peak: the largest resident set "
-                      "of any rank's process (offloaded weights live there)."))
+    if u["memory"] == "GPU":
+        doc.add(Paragraph("Allocated: the torch allocator's peak on the busiest GPU, what the tensors needed; "
+                          "NVML's figure adds the CUDA context and the allocator's cache. Host peak: the largest "
+                          "resident set of any rank's process (offloaded weights live there)."))
+    else:
+        doc.add(Paragraph("No GPU was used: the peak is the resident host memory (RSS) of each configuration's "
+                          "whole worker tree, sampled from outside it; host peak is the largest of any one rank."))
     if plots.get("memory"):
         doc.add(Image(plots["memory"], "Memory in use over time on the busiest GPU of each configuration "
                                        "(host RSS where no GPU was used)"))
@@ -205,27 +225,38 @@ def _environment(doc: Document, records: list[dict[str, Any]]) -> None:
                    "Tuning variables"], rows))
 
 
-def _methodology(doc: Document) -> None:
+def _methodology(doc: Document, u: dict[str, str]) -> None:
     doc.add(Heading("Methodology"))
+    gpu = u["memory"] == "GPU"
+    timing = ("Phase times are wall-clock times bracketed by device synchronisation; per-step times come from CUDA "
+              "events read after the loop." if gpu else
+              "No GPU was used: phase and step times are host wall-clock times, and the N-process rows are N "
+              "CPU processes (gloo) with the threads per rank each run recorded.")
+    memory = ("Peak memory per GPU: NVML used memory sampled by the runner (outside the worker), else the torch "
+              "allocator's peak; percent of the GPU's capacity. GB are 10^9 bytes (NVML's used memory includes the "
+              "CUDA context and the allocator's cache)." if gpu else
+              "Peak memory: the resident host memory (RSS) of the worker tree, sampled by the runner from outside "
+              "it. GB are 10^9 bytes.")
     doc.add(Bullets([
-        "Each configuration runs in a fresh worker process (torchrun for several GPUs): the model is loaded "
-        "once and timed (model loading), warm-up runs follow and are not counted, then the counted repeats.",
-        "Phase times are wall-clock times bracketed by device synchronisation; per-step times come from CUDA "
-        "events read after the loop. Generation time = total - loading - compile = text encoding + denoising "
-        "+ VAE decode + saving + untimed remainder ('other', shown, never hidden). Total = loading + compile "
-        "+ generation of that repeat.",
-        f"Statistics: median with min–max over repeats; coefficient of variation above {CV_LIMIT:.0%} is flagged.",
-        "Peak memory per GPU: NVML used memory sampled by the runner (outside the worker), else the torch "
-        "allocator's peak; percent of the GPU's capacity. GB are 10^9 bytes (an H200 sold as 141 GB reports "
-        "150.8 GB; NVML's used memory includes the CUDA context and the allocator's cache).",
+        f"Each configuration runs in a fresh worker process (torchrun for several {u['units']}): the model is "
+        "loaded once and timed (model loading), warm-up runs follow and are not counted, then the counted repeats.",
+        timing + " Generation time = total - loading - compile = text encoding + denoising + VAE decode + saving + "
+        "untimed remainder ('other', shown, never hidden). Total = loading + compile + generation of that repeat.",
+        f"Statistics: median with min–max over repeats; coefficient of variation above {CV_LIMIT:.0%} is flagged "
+        "in the row itself.",
+        memory,
         "FLOPs per DiT forward (L video tokens, T=512 text tokens, width d, FFN f, n blocks): "
         "n(12Ld² + 4Td² + 4Ldf) linear + n(4L²d + 4LTd) attention, plus patch/output/text projections; "
-        "two forwards per step with classifier-free guidance. MFU = denoise FLOPs / denoise time / GPUs / "
+        "two forwards per guided step. MFU = denoise FLOPs / denoise time / GPUs / "
         "peak dense bf16 rate (datasheet table, or a measured peak).",
         f"Plausibility: a time implying more than {IMPOSSIBLE_MFU:.0%} of peak is IMPOSSIBLE, more than "
         f"{SUSPICIOUS_MFU:.0%} SUSPICIOUS; such a number is never shown without its flag.",
-        "Speedup = 1-GPU generation time / N-GPU generation time with otherwise identical settings; parallel "
-        "efficiency = speedup / N. Only efficiency of 90% or more is called near-linear (75% good, 50% "
-        "moderate, below that poor).",
-        "Step fit: least squares of generation time = fixed + per_step x steps over every ok run.",
+        f"Speedup = 1-{u['unit']} generation time / N-{u['unit']} generation time with otherwise identical settings; "
+        "parallel efficiency = speedup / N. Only efficiency of 90% to 100% is called near-linear (75% good, 50% "
+        "moderate, below that poor); above 100% is superlinear and SUSPICIOUS. A speedup over a noisy baseline, "
+        "or between runs with different threads per rank, says so beside the number.",
+        f"Step fit: least squares of generation time = fixed + per_step x steps over every ok run; a fit with a "
+        f"cost that is not positive, an R² below {FIT_MIN_R2}, or a noisy row is marked UNRELIABLE.",
+        "Recommendations compare only configurations that make the same video (model, size, frames, steps and "
+        "sampling settings), and leave out any whose figures are flagged.",
     ]))
