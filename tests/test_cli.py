@@ -127,7 +127,7 @@ def test_cli_flags_are_frozen():
     generate_flags = sorted(o for a in verbs["generate"]._actions for o in a.option_strings)
     assert generate_flags == sorted([
         "-h", "--help", "--model", "--weights", "--size", "--frames", "--steps", "--seed", "--prompt",
-        "--negative-prompt", "--guidance", "--shift", "--boundary", "--dtype", "--vae-dtype", "--device",
+        "--negative-prompt", "--guidance", "--shift", "--boundary", "--dtype", "--vae-dtype", "--device", "--threads",
         "--attention", "--compile", "--no-compile", "--cfg-batch", "--vae-pipeline", "--no-vae-pipeline", "--cache",
         "--fp8", "--output", "--json",
         "--save-latents", "--tag",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
 from wanbench import __version__
-from wanbench.config import PRESETS, ParallelConfig, config_for_preset, parse_guidance, parse_size
+from wanbench.config import PRESETS
 from wanbench.errors import UserError
 
 
@@ -35,6 +36,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"])
     p.add_argument("--vae-dtype", default=None, choices=["bfloat16", "float16", "float32"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per rank (default: torch's choice; the same for every run you compare)")
     p.add_argument("--attention", default="auto",
                    help="auto (the fastest, timed on this GPU), cudnn, flash, sdpa, efficient, math, "
                    "or fa4 (FlashAttention 4's CuTe kernel, pip install flash-attn-4)")
@@ -76,53 +79,40 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     par.add_argument("--timeout", type=float, default=3600.0, help="seconds before a run is killed")
 
 
-def parallel_from_args(args: argparse.Namespace) -> ParallelConfig:
-    return ParallelConfig(
-        gpus=args.gpus, dp=getattr(args, "dp", 1), strategy=args.strategy, cfg_parallel=args.cfg_parallel,
-        ulysses=args.ulysses, ulysses_chunks=args.ulysses_chunks, ulysses_exchange=args.ulysses_exchange,
-        ring=args.ring, fsdp=tuple(x for x in args.fsdp.split(",") if x), t5_cpu=args.t5_cpu,
-        offload=args.offload, offload_record_stream=args.offload_record_stream,
-        max_gpu_memory_gb=args.max_gpu_memory, nnodes=args.nnodes,
-        node_rank=args.node_rank, master_addr=args.master_addr,
-        master_port=args.master_port if args.master_port is not None else ParallelConfig.master_port,
-    )
+def settings_from_args(args: argparse.Namespace) -> dict:
+    """The generate flags as flat settings (the keys a suite file uses); None where a flag was not given."""
+    return {
+        "model": args.model, "weights": args.weights, "size": args.size, "frames": args.frames, "steps": args.steps,
+        "seed": args.seed, "prompt": args.prompt, "negative_prompt": args.negative_prompt, "guidance": args.guidance,
+        "shift": args.shift, "boundary": args.boundary, "dtype": args.dtype, "vae_dtype": args.vae_dtype,
+        "device": args.device, "threads": args.threads, "attention": args.attention, "output": args.output,
+        "compile": args.compile, "cfg_batch": args.cfg_batch, "vae_pipeline": args.vae_pipeline,
+        "cache": args.cache, "fp8": args.fp8, "tag": args.tag,
+        "gpus": args.gpus, "dp": getattr(args, "dp", 1), "strategy": args.strategy,
+        "cfg_parallel": args.cfg_parallel, "ulysses": args.ulysses, "ulysses_chunks": args.ulysses_chunks,
+        "ulysses_exchange": args.ulysses_exchange, "ring": args.ring, "fsdp": args.fsdp, "t5_cpu": args.t5_cpu,
+        "offload": args.offload, "offload_record_stream": args.offload_record_stream,
+        "max_gpu_memory_gb": args.max_gpu_memory, "nnodes": args.nnodes, "node_rank": args.node_rank,
+        "master_addr": args.master_addr, "master_port": args.master_port,
+    }
 
 
 def config_from_args(args: argparse.Namespace):
-    overrides = {
-        "weights": args.weights,
-        "frames": args.frames,
-        "steps": args.steps,
-        "seed": args.seed,
-        "prompt": args.prompt,
-        "negative_prompt": args.negative_prompt,
-        "shift": args.shift,
-        "boundary": args.boundary,
-        "dtype": args.dtype,
-        "vae_dtype": args.vae_dtype,
-        "device": args.device,
-        "attention": args.attention,
-        "output": args.output,
-        "compile": args.compile,
-        "cfg_batch": args.cfg_batch,
-        "vae_pipeline": args.vae_pipeline,
-        "cache": args.cache,
-        "fp8": args.fp8,
-        "tag": args.tag,
-        "parallel": parallel_from_args(args),
-    }
-    if args.size is not None:
-        overrides["width"], overrides["height"] = parse_size(args.size)
-    if args.guidance is not None:
-        overrides["guidance_high"], overrides["guidance_low"] = parse_guidance(args.guidance)
-    return config_for_preset(args.model, **overrides)
+    from wanbench.settings import config_from_settings
+
+    return config_from_settings(settings_from_args(args))
 
 
 def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
+    from wanbench.outputs import check_output_file
+
+    for flag, path in (("--json", args.json), ("--save-latents", args.save_latents)):
+        if path:
+            check_output_file(path, flag)
+    config = config_from_args(args)
+
     from wanbench.engine.parallel import check_runnable
     from wanbench.launch.distributed import shutdown_distributed, under_torchrun
-
-    config = config_from_args(args)
     if (config.parallel.gpus > 1 or config.parallel.nnodes > 1) and not under_torchrun():
         check_runnable(config)  # impossible settings fail here, before any worker starts
         return launch_generate(args, argv, config)
@@ -156,34 +146,41 @@ def write_outputs(generation, args: argparse.Namespace) -> None:
 
 def launch_generate(args: argparse.Namespace, argv: list[str], config) -> int:
     """Parent of a multi-process generation: torchrun, bounded by --timeout, a record kept either way."""
+    import shutil
     import tempfile
     from pathlib import Path
 
-    from wanbench.launch.process import last_error_line
+    from wanbench.launch.process import describe_exit
     from wanbench.launch.stacks import timeout_error
     from wanbench.launch.torchrun import launch_workers
     from wanbench.result import RunResult
 
-    workdir = Path(tempfile.mkdtemp(prefix="wanbench-"))
+    workdir = Path(tempfile.mkdtemp(prefix="wanbench-"))  # removed after a clean run; kept for its log otherwise
     json_path = Path(args.json) if args.json else workdir / "run.json"
     worker_argv = [*argv, "--json", str(json_path)] if not args.json else list(argv)
     log = workdir / "workers.log"
     done = launch_workers(worker_argv, config.parallel, args.timeout, log, auto_port=args.master_port is None)
     result = RunResult.from_dict(json.loads(json_path.read_text())) if json_path.exists() else None
-    if done.returncode == 0 and result is not None and result.status == "ok":
-        return 0
-    if done.returncode == 0 and not done.timed_out and config.parallel.node_rank != 0:
-        # rank 0, which writes the record and the video, runs on node 0; its workers here ended cleanly
-        print(f"ok: node {config.parallel.node_rank}'s workers finished; node 0 writes the record and the video")
+    if done.returncode == 0 and not done.timed_out and (
+            (result is not None and result.status == "ok") or config.parallel.node_rank != 0):
+        shutil.rmtree(workdir, ignore_errors=True)
+        if config.parallel.node_rank != 0:
+            # rank 0, which writes the record and the video, runs on node 0; its workers here ended cleanly
+            print(f"ok: node {config.parallel.node_rank}'s workers finished; node 0 writes the record and the video")
         return 0
     result = result or RunResult(config=config.to_dict())
     if done.timed_out:
         result.status, result.error = "timeout", timeout_error("workers", args.timeout, log, workdir / "stacks",
                                                              config.parallel.nnodes)
     elif done.returncode != 0:
-        cause = result.error if result.status != "ok" and result.error else last_error_line(log)
+        ended = describe_exit(done.returncode, log)
+        if result.status != "ok" and result.error:
+            # A rank killed by a signal is the cause, and what the survivors recorded its consequence;
+            # otherwise the failed rank's own record says best why it failed.
+            ended = (f"{ended}; then {result.error[:200]}" if "killed by signal" in ended else
+                     f"{result.error}; {ended.split(' (log: ')[0]} (log: {log})")
         result.status = result.status if result.status != "ok" else "failed"
-        result.error = f"a worker exited with code {done.returncode} (log: {log}): {cause}"
+        result.error = ended
     result.write_json(json_path)
     raise UserError(result.error or "generation failed")
 
@@ -262,7 +259,7 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     import time
     from pathlib import Path
 
-    from wanbench.bench.runner import run_suite
+    from wanbench.bench.runner import check_suite, run_suite
     from wanbench.bench.suite import default_preset, load_suite_file, preset_suite
 
     if args.suite and args.preset:
@@ -275,9 +272,19 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     suite = dataclasses.replace(suite, **overrides)
     if suite.repeats < 1 or suite.warmup < 0:
         raise UserError("--repeats must be 1 or more and --warmup 0 or more")
+    check_suite(suite)  # a suite none of whose configurations can run ends here, before any worker starts
     out = Path(args.out) if args.out else Path("wanbench-results") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"suite {suite.name}: results in {out}", file=sys.stderr)
-    summary = run_suite(suite, out, resume=args.resume)
+    try:
+        summary = run_suite(suite, out, resume=args.resume or args.retry_failed, retry_failed=args.retry_failed)
+    except KeyboardInterrupt:
+        again = ["wanbench", *argv] + ([] if args.out else ["--out", str(out)]) + (
+            [] if args.resume or args.retry_failed else ["--resume"])
+        print(f"wanbench: interrupted; what finished is kept in {out}. Continue with: {shlex.join(again)}",
+              file=sys.stderr)
+        if not args.no_report and (out / "results.db").exists():
+            _report_what_finished(out)
+        return 130
     rate = summary["success_rate"]
     print(
         f"suite {summary['suite']}: {summary['configs']} configurations run ({summary['configs_skipped']} "
@@ -294,14 +301,26 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _report_what_finished(out) -> None:
+    from wanbench.report import write_report
+
+    try:
+        paths = write_report(out)
+    except UserError as exc:  # e.g. nothing finished yet
+        print(f"wanbench: no report: {exc}", file=sys.stderr)
+        return
+    print("report of what finished: " + ", ".join(str(p) for p in paths), file=sys.stderr)
+
+
 def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
     import time
     from pathlib import Path
 
     from wanbench.engine.parallel import check_runnable
     from wanbench.launch.distributed import shutdown_distributed, under_torchrun
-    from wanbench.mlperf.run import load_prompts, run_mlperf
+    from wanbench.mlperf.run import load_prompts, require_loadgen, run_mlperf
 
+    require_loadgen()
     if args.accuracy:
         raise UserError("accuracy mode needs the trained Wan2.2 weights and VBench, which wanbench does not carry: "
                         "run --performance-only (the default)")
@@ -312,7 +331,7 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
     prompts = load_prompts(args.prompts)
     out = Path(args.out or f"wanbench-results/mlperf-{args.scenario.lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
     if (config.parallel.gpus > 1 or config.parallel.nnodes > 1) and not under_torchrun():
-        from wanbench.launch.process import last_error_line
+        from wanbench.launch.process import describe_exit
         from wanbench.launch.stacks import timeout_error
         from wanbench.launch.torchrun import launch_workers
 
@@ -323,8 +342,7 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
             raise UserError(timeout_error("mlperf workers", args.timeout, out / "workers.log", out / "stacks",
                                           config.parallel.nnodes))
         if done.returncode != 0:
-            cause = last_error_line(out / "workers.log")
-            raise UserError(f"an mlperf worker exited with code {done.returncode}: {cause}")
+            raise UserError(f"an mlperf worker failed: {describe_exit(done.returncode, out / 'workers.log')}")
         return 0
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -367,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--preset", default=None, help="smoke, seed or scaling (default: seed on GPUs, else smoke)")
     bench.add_argument("--out", default=None, help="results folder (default: wanbench-results/<suite>-<time>)")
     bench.add_argument("--resume", action="store_true", help="continue the suite in --out, skipping finished runs")
+    bench.add_argument("--retry-failed", action="store_true",
+                       help="with the suite in --out: run again the repeats that failed (implies --resume)")
     bench.add_argument("--warmup", type=int, default=None, help="uncounted runs per configuration")
     bench.add_argument("--warmup-steps", type=int, default=None, help="steps per warm-up run (0 = all)")
     bench.add_argument("--repeats", type=int, default=None, help="counted runs per configuration")
@@ -412,12 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def quiet_libraries() -> None:
-    """Library chatter (experimental-API notices, dtype hints) is not for our users' terminals."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
+    """Library chatter (experimental-API notices, dtype hints) is not for our users' terminals. Set through the
+    libraries' own variables, so that nothing is imported for it and worker processes inherit it."""
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

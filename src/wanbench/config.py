@@ -431,6 +431,10 @@ def validate(config: RunConfig) -> list[str]:
     out = config.output
     if out != "none" and not out.endswith((".mp4", ".gif", ".npy")):
         raise UserError(f"bad --output {out!r}: use none, or a path ending in .mp4, .gif or .npy")
+    if out != "none":
+        from wanbench.outputs import check_output_file
+
+        check_output_file(out, "--output")
     if out.endswith(".mp4") and importlib.util.find_spec("imageio_ffmpeg") is None:
         # Without it imageio falls back to another writer that fails only after the whole generation.
         raise UserError(f"--output {out} needs an MP4 writer: pip install imageio-ffmpeg, or use --output "

@@ -9,6 +9,7 @@ then cool down. A failure ends that configuration only; the suite goes on.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 import uuid
@@ -18,7 +19,7 @@ from typing import Any
 
 from wanbench.bench.suite import SuiteConfig, expand, label
 from wanbench.config import RunConfig
-from wanbench.launch.process import child_env, free_port, last_error_line, run_with_timeout
+from wanbench.launch.process import child_env, describe_exit, free_port, run_with_timeout
 from wanbench.launch.stacks import keep_stacks_if, stacks_env, timeout_error
 from wanbench.launch.torchrun import torchrun_command
 from wanbench.measure.sampler import MemorySampler, gpu_used_gb, reduce_window
@@ -56,6 +57,11 @@ class Progress:
     def update(self, text: str) -> None:
         if self.live:
             self.stream.write("\r\033[K" + text)
+            self.stream.flush()
+
+    def clear(self) -> None:
+        if self.live:
+            self.stream.write("\r\033[K")
             self.stream.flush()
 
     def line(self, text: str) -> None:
@@ -103,12 +109,29 @@ def classify_worker_exit(timed_out: bool, returncode: int, log: Path, timeout_s:
     text = log.read_text(errors="replace") if log.exists() else ""
     if "out of memory" in text.lower():
         return "oom", f"worker ran out of device memory (log: {log})"
-    hint = last_error_line(log)
-    how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
-    return "failed", f"worker {how} before finishing (log: {log}): {hint}"
+    return "failed", f"before finishing, {describe_exit(returncode, log)}"
 
 
-def run_suite(suite: SuiteConfig, out: Path, resume: bool = False, progress: Progress | None = None) -> dict:
+def check_suite(suite: SuiteConfig) -> None:
+    """Refuse a suite none of whose configurations can run (the reason of the first); and one that needs LoadGen
+    where it is not installed. A suite with some runnable configurations runs, and records the others as failed."""
+    from wanbench.errors import UserError
+
+    configs = expand(suite)
+    if suite.mlperf:
+        from wanbench.mlperf.run import require_loadgen
+
+        require_loadgen()
+    problems = [check_config(c) for c in configs]
+    if configs and all(problems):
+        more = f" (and {len(configs) - 1} more configuration(s) that cannot run)" if len(configs) > 1 else ""
+        raise UserError(f"{label(configs[0])}: {problems[0]}{more}")
+
+
+def run_suite(suite: SuiteConfig, out: Path, resume: bool = False, progress: Progress | None = None,
+              retry_failed: bool = False) -> dict:
+    """Run every configuration of `suite` into `out`; `resume` skips finished repeats, `retry_failed` also runs
+    again those that failed (their records are moved to retried.jsonl)."""
     progress = progress or Progress()
     configs = expand(suite)
     store = ResultsStore(out)
@@ -125,7 +148,12 @@ def run_suite(suite: SuiteConfig, out: Path, resume: bool = False, progress: Pro
             if index and suite.cooldown_s > 0:
                 time.sleep(suite.cooldown_s)
                 totals.cooldown_s += suite.cooldown_s
+            if retry_failed:
+                store.drop_failed(config_key(config.to_dict()))
             run_configuration(suite, config, index, len(configs), store, work, totals, progress)
+    except KeyboardInterrupt:
+        progress.clear()  # the caller's message must not run into the live progress line
+        raise
     finally:
         totals.wall_s = time.time() - started
         summary = {"suite": suite.name, **totals.to_dict()}
@@ -199,6 +227,7 @@ def run_configuration(
             store.add_run(record, suite.name, name, repeat)
             count_run(totals, record)
     pending.unlink(missing_ok=True)
+    shutil.rmtree(torchrun_folder(spec_path), ignore_errors=True)
     keep_stacks_if(done.timed_out, stacks_folder(log))
     progress.line(f"{head}: {summarise(store, key)} ({done.elapsed_s:.0f} s)")
 
@@ -235,8 +264,14 @@ def store_mlperf(finished: list[dict], suite: SuiteConfig, config: RunConfig, na
 
 def worker_command(config: RunConfig, spec_path: Path) -> list[str]:
     if config.parallel.gpus > 1:
-        return torchrun_command([str(spec_path)], config.parallel, port=free_port(), module="wanbench.bench.worker")
+        return torchrun_command([str(spec_path)], config.parallel, torchrun_folder(spec_path), port=free_port(),
+                                module="wanbench.bench.worker")
     return [sys.executable, "-m", "wanbench.bench.worker", str(spec_path)]
+
+
+def torchrun_folder(spec_path: Path) -> Path:
+    """Where torchrun keeps its own files for one configuration (removed when the configuration ends)."""
+    return spec_path.with_name(spec_path.name.removesuffix(".spec.json") + ".torchrun")
 
 
 def count_run(totals: SuiteTotals, record: dict[str, Any]) -> None:

@@ -31,16 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wanbench.config import ParallelConfig, RunConfig, config_for_preset, parse_guidance, parse_size
+from wanbench.config import RunConfig
 from wanbench.errors import UserError
+from wanbench.settings import config_from_settings, typed
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-_PARALLEL_KEYS = {f.name for f in dataclasses.fields(ParallelConfig)}
-_RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - {"parallel"}
 
 
 @dataclass(frozen=True)
@@ -61,24 +60,7 @@ class SuiteConfig:
 
 
 def run_config_from(settings: dict[str, Any]) -> RunConfig:
-    settings = dict(settings)
-    model = settings.pop("model", "a14b")
-    overrides: dict[str, Any] = {}
-    parallel: dict[str, Any] = {}
-    for key, value in settings.items():
-        if key == "size":
-            overrides["width"], overrides["height"] = parse_size(str(value))
-        elif key == "guidance":
-            overrides["guidance_high"], overrides["guidance_low"] = parse_guidance(str(value))
-        elif key == "fsdp":
-            parallel["fsdp"] = tuple(value.split(",") if isinstance(value, str) else value)
-        elif key in _PARALLEL_KEYS:
-            parallel[key] = value
-        elif key in _RUN_KEYS:
-            overrides[key] = value
-        else:
-            raise UserError(f"unknown suite setting {key!r}: use RunConfig or parallel field names")
-    return config_for_preset(model, parallel=ParallelConfig(**parallel), **overrides)
+    return config_from_settings(settings)
 
 
 def expand(suite: SuiteConfig) -> list[RunConfig]:
@@ -146,8 +128,31 @@ def load_suite_file(path: str | Path) -> SuiteConfig:
     if unknown:
         raise UserError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
     data.setdefault("name", path.stem)
+    check_suite_types(data, path)
     data["configs"] = tuple(data.get("configs", ()))
     return SuiteConfig(**data)
+
+
+def check_suite_types(data: dict[str, Any], path: Path) -> None:
+    """Refuse a suite whose top-level values have the wrong type (each setting is checked when expanded)."""
+    try:
+        for f in dataclasses.fields(SuiteConfig):
+            if f.name in data and f.name not in ("fixed", "axes", "configs", "mlperf"):
+                typed(f.name, data[f.name], str(f.type), f.default)
+        for name in ("fixed", "axes", "mlperf"):
+            if not isinstance(data.get(name, {}), dict):
+                raise UserError(f"[{name}] must be a table of settings")
+        for key, values in data.get("axes", {}).items():
+            if not isinstance(values, list) or not values:
+                raise UserError(f"axis {key} = {values!r} must be a non-empty list, e.g. {key} = [10, 20]")
+        configs = data.get("configs", [])
+        if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+            raise UserError("configs must be [[configs]] tables of settings")
+    except UserError as exc:
+        raise UserError(f"bad suite file {path}: {exc}") from None
+    for f in ("warmup", "warmup_steps", "repeats"):
+        if data.get(f, 0) < 0:
+            raise UserError(f"bad suite file {path}: {f} must be 0 or more")
 
 
 def gpu_count() -> int:

@@ -49,6 +49,7 @@ from wanbench.measure.host import peak_rss_gb, rss_gb
 from wanbench.measure.timers import PhaseTimer, StepTimer, synchronize
 from wanbench.models import WanComponents, build_components
 from wanbench.models.dtypes import torch_dtype
+from wanbench.models.footprint import check_host_fits
 from wanbench.result import RunResult, phase_summary
 
 OOM_FIX = "use --offload group, --fsdp dit,t5, more --gpus or a smaller --size"
@@ -144,6 +145,7 @@ def open_session(config: RunConfig, timeout_s: float = 1800.0) -> Session:
         validate(config)
     validate_parallel_flags(config.parallel)
     device = resolve_device(config.device)
+    check_host_fits(config)
     if device.type == "cpu" and config.threads:
         torch.set_num_threads(config.threads)
     if under_torchrun():
@@ -292,6 +294,7 @@ def _run_phases(
         frames = video_to_frames(video, preset.vae.stride_hw)
     generation.frames = frames
     with timer.phase("save"):
+        inject_fault(ctx.rank, config.tag, "save")
         result.output = save_frames(frames, config.output, config.fps)
 
 
@@ -306,12 +309,17 @@ def require_finite(tensor: torch.Tensor, what: str) -> None:
                             "valid video (check --dtype, the guidance and the weights)")
 
 
-def inject_fault(rank: int, tag: str) -> None:
-    """Fault injection for tests of failure handling: WANBENCH_FAULT=die:RANK or hang:RANK[:TAG]."""
+def inject_fault(rank: int, tag: str, where: str = "denoise") -> None:
+    """Fault injection for tests of failure handling: WANBENCH_FAULT=die:RANK or hang:RANK[:TAG] before the
+    denoising loop, fail-save:RANK[:TAG] (an OSError) while saving."""
     fault = os.environ.get("WANBENCH_FAULT", "")
     kind, _, rest = fault.partition(":")
     target, _, only_tag = rest.partition(":")
     if not fault or target != str(rank) or (only_tag and only_tag != tag):
+        return
+    if kind == "fail-save" and where == "save":
+        raise OSError(f"injected failure while saving on rank {rank}")
+    if where != "denoise":
         return
     if kind == "die":
         os.kill(os.getpid(), signal.SIGKILL)

@@ -276,12 +276,15 @@ def check_runnable(config: RunConfig) -> ParallelDims:
     import warnings
 
     from wanbench.config import validate
+    from wanbench.models.footprint import check_host_fits
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         validate(config)
     validate_parallel_flags(config.parallel)
-    return resolve_dims(config, config.parallel.gpus)
+    dims = resolve_dims(config, config.parallel.gpus)
+    check_host_fits(config)
+    return dims
 
 
 def validate_parallel_flags(p: ParallelConfig) -> None:

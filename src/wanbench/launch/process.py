@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -95,11 +96,45 @@ def last_error_line(log: Path) -> str:
         lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "no log"
+    lines = [line for line in lines if "ChildFailedError" not in line]  # torchrun's wrapper says nothing
     for marker in ("wanbench: error:", "Error:", "error:"):
         hits = [line for line in lines if marker in line]
         if hits:
             return hits[-1][:300]
     return (lines[-1] if lines else "no output")[:300]
+
+
+_ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
+
+
+def exit_words(returncode: int) -> str:
+    """'was killed by signal 9 (SIGKILL; often the host's out-of-memory killer)' or 'exited with code 1'."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = "unknown signal"
+    why = "; often the host's out-of-memory killer" if -returncode == signal.SIGKILL else ""
+    return f"was killed by signal {-returncode} ({name}{why})"
+
+
+def torchrun_root_cause(log: Path) -> str | None:
+    """torchrun's first failed rank in words, from its failure summary in `log`: 'rank 1 was killed by signal 9
+    (SIGKILL...)' or 'rank 0 exited with code 1'; None where the log has no summary."""
+    try:
+        match = _ROOT_CAUSE.search(log.read_text(errors="replace"))
+    except OSError:
+        return None
+    return f"rank {match[1]} {exit_words(int(match[2]))}" if match else None
+
+
+def describe_exit(returncode: int, log: Path) -> str:
+    """How a worker (or torchrun's group of them) ended, with the most telling line of its log."""
+    root = torchrun_root_cause(log)
+    if root and "killed by signal" in root:
+        return f"{root} (log: {log})"
+    return f"{root or 'the worker ' + exit_words(returncode)} (log: {log}): {last_error_line(log)}"
 
 
 def free_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -11,16 +12,18 @@ from wanbench.launch.stacks import keep_stacks_if, stacks_env
 
 
 def torchrun_command(
-    argv: list[str], parallel: ParallelConfig, port: int | None = None, module: str = "wanbench.cli"
+    argv: list[str], parallel: ParallelConfig, log_dir: Path, port: int | None = None, module: str = "wanbench.cli"
 ) -> list[str]:
-    """torchrun with our rendezvous settings, running `python -m module argv` in each worker."""
+    """torchrun with our rendezvous settings, running `python -m module argv` in each worker; its own files go to
+    `log_dir` (by default it leaves a torchelastic_* folder in the temporary directory per run), which the caller
+    removes."""
     nproc = parallel.gpus // parallel.nnodes
     master_port = port if port is not None else parallel.master_port
     return [
         sys.executable, "-m", "torch.distributed.run",
         f"--nproc-per-node={nproc}", f"--nnodes={parallel.nnodes}", f"--node-rank={parallel.node_rank}",
         f"--master-addr={parallel.master_addr}", f"--master-port={master_port}", "--max-restarts=0",
-        "-m", module, *argv,
+        f"--log-dir={log_dir}", "-m", module, *argv,
     ]
 
 
@@ -30,11 +33,15 @@ def launch_workers(
     """Run the workers to completion or timeout; their stderr goes to log_path, stdout passes through, and
     killed workers leave their stacks in log_path's folder/stacks (launch/stacks.py)."""
     port = free_port() if auto_port and parallel.nnodes == 1 else None
-    cmd = torchrun_command(argv, parallel, port)
+    own = log_path.parent / "torchrun"
+    cmd = torchrun_command(argv, parallel, own, port)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     stacks = log_path.parent / "stacks"
-    with open(log_path, "w") as log:
-        done = run_with_timeout(cmd, timeout_s, env=child_env({"OMP_NUM_THREADS": "1", **stacks_env(stacks)}),
-                                stderr=log)
+    try:
+        with open(log_path, "w") as log:
+            done = run_with_timeout(cmd, timeout_s, env=child_env({"OMP_NUM_THREADS": "1", **stacks_env(stacks)}),
+                                    stderr=log)
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
     keep_stacks_if(done.timed_out, stacks)
     return done

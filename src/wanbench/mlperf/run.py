@@ -37,6 +37,15 @@ SYNTHETIC_PROMPTS = tuple(
 )
 
 
+def require_loadgen() -> None:
+    """MLPerf runs go through the real LoadGen: refuse before loading anything where it is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("mlperf_loadgen") is None:
+        raise UserError("the MLPerf scenarios need MLPerf LoadGen: pip install mlcommons-loadgen "
+                        "(or pip install -e \".[mlperf]\" in a wanbench checkout)")
+
+
 def load_prompts(path: str | None) -> list[str]:
     if path is None:
         return list(SYNTHETIC_PROMPTS)
@@ -86,6 +95,7 @@ def run_mlperf(config: RunConfig, scenario: str, prompts: list[str], out: Path, 
     """
     from wanbench.engine.generate import open_session, run_once
 
+    require_loadgen()
     session = open_session(config, timeout_s=timeout_s)
     if session.load_failure:
         raise UserError(session.load_failure[1])

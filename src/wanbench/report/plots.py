@@ -47,9 +47,10 @@ def speedup_plot(rows: list[ConfigRow], path: Path) -> Path | None:
     for r, style in zip(scaled, _styles(len(scaled)), strict=True):
         ax.scatter([r.gpus], [r.speedup], s=40, color=style["color"], marker=style["marker"],
                    label=f"{names[r.label]} ({r.speedup:.2f}x)")
-    ax.set_xlabel("GPUs")
-    ax.set_ylabel("speedup of generation time over 1 GPU")
-    ax.set_title("Speedup vs GPUs")
+    unit, units = ("GPU", "GPUs") if any(r.on_gpu for r in rows) else ("CPU process", "CPU processes")
+    ax.set_xlabel(units)
+    ax.set_ylabel(f"speedup of generation time over 1 {unit}")
+    ax.set_title(f"Speedup vs {units}")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
@@ -60,8 +61,11 @@ def _busiest_gpu(memory: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def memory_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
-    """One line per configuration: its busiest GPU (the per-GPU peaks are in the memory table)."""
+    """One line per configuration: its busiest GPU (the per-GPU peaks are in the memory table), or its worker tree's
+    host memory where no GPU was used. A run with one sample is a point; the axis starts at 0 and shows each card's
+    capacity, so that a peak reads against what the card holds."""
     series = []
+    capacities: set[float] = set()
     seen = set()
     names = distinct_labels(sorted({str(r.get("label", r.get("config_key"))) for r in records}))
     for record in records:
@@ -76,6 +80,8 @@ def memory_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
             count = len(memory.get("gpus", []))
             where = f"GPU {gpu['index']}" if count == 1 else f"busiest of {count} GPUs"
             series.append((f"{name} ({where})", gpu["samples"]["t"], gpu["samples"]["used_gb"]))
+            if gpu.get("capacity_gb"):
+                capacities.add(round(gpu["capacity_gb"], 1))
         elif not memory.get("gpus"):
             samples = (memory.get("host_rss") or {}).get("samples") or {}
             if samples.get("t"):
@@ -84,9 +90,16 @@ def memory_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for (name, t, values), style in zip(series, _styles(len(series)), strict=True):
-        ax.plot(t, values, label=name, linewidth=1, color=style["color"], linestyle=style["linestyle"])
+        ax.plot(t, values, label=name, linewidth=1, color=style["color"], linestyle=style["linestyle"],
+                marker=style["marker"] if len(t) == 1 else None, markersize=5)
+    for capacity in sorted(capacities):
+        ax.axhline(capacity, color="0.4", linestyle=":", linewidth=1)
+        ax.annotate(f"capacity {capacity:g} GB", (0, capacity), xycoords=("axes fraction", "data"),
+                    xytext=(2, 2), textcoords="offset points", fontsize=7, color="0.3")
+    ax.set_ylim(bottom=0, top=max([*capacities, *(v for _, _, vs in series for v in vs)]) * 1.08)
     ax.set_xlabel("seconds since the run started")
-    ax.set_ylabel("memory in use (GB)")
+    ax.set_ylabel("GPU memory in use (GB)" if capacities or any("GPU" in n for n, _, _ in series) else
+                  "host memory in use, RSS (GB)")
     ax.set_title("Memory over time (one run per configuration)")
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
@@ -126,8 +139,9 @@ def steps_plot(fits: list[dict[str, Any]], path: Path) -> Path | None:
         xs = [p[0] for p in fit["points"]]
         ax.scatter(xs, [p[1] for p in fit["points"]], s=20)
         grid = [min(xs), max(xs)]
-        ax.plot(grid, [fit["fixed_s"] + fit["per_step_s"] * x for x in grid],
-                label=f"{fit['fixed_s']:.2f} s + {fit['per_step_s']:.3f} s x steps")
+        words = "UNRELIABLE fit" if fit.get("problems") else "fit"
+        ax.plot(grid, [fit["fixed_s"] + fit["per_step_s"] * x for x in grid], linestyle=":" if fit.get("problems")
+                else "-", label=f"{words}: {fit['fixed_s']:.2f} s + {fit['per_step_s']:.3f} s x steps")
     ax.set_xlabel("denoising steps")
     ax.set_ylabel("generation time (s)")
     ax.set_title("Time vs steps with the linear fit")

@@ -18,16 +18,31 @@ from wanbench.store import ResultsStore
 def load_records(source: str | Path) -> tuple[list[dict[str, Any]], Path]:
     path = Path(source)
     folder = path.parent if path.suffix == ".db" else path
-    if not (folder / "results.db").exists():
+    if not (folder / "results.db").is_file() and not (folder / "runs.jsonl").is_file():
         raise UserError(f"no results.db in {folder}: give a folder written by 'wanbench bench' or its results.db")
     with ResultsStore(folder) as store:
-        return store.runs(), folder
+        records = store.runs()
+    if not records:
+        raise UserError(f"{folder} holds no runs yet: run 'wanbench bench' into it first")
+    return records, folder
+
+
+def writable_folder(target: Path) -> Path:
+    """`target`, created and known to take files, or a UserError naming the fix (before any work is done)."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / ".wanbench-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write the report into {target}: {exc.strerror or exc}: give a writable folder "
+                        "with --out") from None
+    return target
 
 
 def write_report(source: str | Path, out: str | Path | None = None, peak_tflops: float | None = None) -> list[Path]:
     records, folder = load_records(source)
-    target = Path(out) if out else folder / "report"
-    target.mkdir(parents=True, exist_ok=True)
+    target = writable_folder(Path(out) if out else folder / "report")
     analysis = analyse(records, peak_override=peak_tflops)
     by_key: dict[str, list[dict[str, Any]]] = {}
     for record in records:

@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from wanbench.errors import UserError
+
 STORE_SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -75,23 +77,37 @@ def _peak_gb(record: dict[str, Any]) -> float | None:
     return max(peaks) if peaks else None
 
 
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
 class ResultsStore:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.db_path = self.folder / "results.db"
         self.jsonl_path = self.folder / "runs.jsonl"
-        self.conn = sqlite3.connect(self.db_path)
-        self.conn.executescript(_SCHEMA)
-        version = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if version is None:
-            with self.conn:
-                self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(STORE_SCHEMA_VERSION),))
-        elif int(version[0]) > STORE_SCHEMA_VERSION:
-            from wanbench.errors import UserError
-
-            raise UserError(f"{self.db_path} has schema {version[0]}, newer than this wanbench: upgrade wanbench")
-        self.reconcile()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.db_path)
+        except (OSError, sqlite3.Error) as exc:
+            raise UserError(f"cannot open a results folder at {self.folder}: {_reason(exc)}: choose another "
+                            "--out") from None
+        try:
+            self.conn.executescript(_SCHEMA)
+            version = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if version is None:
+                with self.conn:
+                    self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(STORE_SCHEMA_VERSION),))
+            elif int(version[0]) > STORE_SCHEMA_VERSION:
+                raise UserError(f"{self.db_path} has schema {version[0]}, newer than this wanbench: upgrade "
+                                "wanbench")
+            self.reconcile()
+        except (sqlite3.Error, ValueError) as exc:
+            self.conn.close()
+            fix = ("move it aside and wanbench rebuilds it from runs.jsonl" if self.jsonl_path.is_file() else
+                   "give a folder written by 'wanbench bench'")
+            raise UserError(f"{self.db_path} is not a readable wanbench results database ({_reason(exc)}): {fix}"
+                            ) from None
 
     def close(self) -> None:
         self.conn.close()
@@ -174,6 +190,24 @@ class ResultsStore:
     def done(self, key: str) -> set[int]:
         """Repeats already recorded for a configuration key."""
         return {row[0] for row in self.conn.execute("SELECT repeat FROM runs WHERE config_key=?", (key,))}
+
+    def drop_failed(self, key: str) -> int:
+        """Take a configuration's failed runs out of the store (into retried.jsonl), so that they run again."""
+        rows = self.conn.execute("SELECT run_id, record FROM runs WHERE config_key=? AND status != 'ok'",
+                                 (key,)).fetchall()
+        if not rows:
+            return 0
+        dropped = {r[0] for r in rows}
+        with open(self.folder / "retried.jsonl", "a", encoding="utf-8") as f:
+            f.writelines(r[1] + "\n" for r in rows)
+        records, _ = self._read_jsonl()
+        tmp = self.jsonl_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records
+                               if r.get("run_id") not in dropped), encoding="utf-8")
+        tmp.replace(self.jsonl_path)
+        with self.conn:
+            self.conn.executemany("DELETE FROM runs WHERE run_id=?", [(i,) for i in dropped])
+        return len(dropped)
 
     def add_suite(self, suite_id: str, name: str, started_at: float, finished_at: float, summary: dict) -> None:
         with self.conn:

@@ -1,0 +1,25 @@
+"""Files a run will write, checked before anything is loaded: a mistake in a path must not cost a generation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from wanbench.errors import UserError
+
+
+def check_output_file(path: str | Path, flag: str) -> None:
+    """Refuse `path` for `flag` unless it can be written as a file: not a folder, under a folder that exists or can
+    be made, and writable."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        example = Path(path) / ("run.json" if flag == "--json" else "out.safetensors" if flag == "--save-latents"
+                                else "out.mp4")
+        raise UserError(f"{flag} {path} is a folder: give a file name, e.g. {example}")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: {parent} is a file, not a folder: give a path in a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UserError(f"{flag} {path}: not writable here: give a path you can write")
