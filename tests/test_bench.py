@@ -31,9 +31,9 @@ def jsonl_records(folder):
 
 def test_smoke_suite_end_to_end(smoke_results):
     out, proc = smoke_results
-    assert "suite smoke: 4 configurations run (0 skipped), 8/8 runs ok (100%)" in proc.stdout
+    assert "suite smoke: 4 configurations run (0 skipped), 20/20 runs ok (100%)" in proc.stdout
     rows = db_rows(out)
-    assert len(rows) == 8 and {r[3] for r in rows} == {"ok"}
+    assert len(rows) == 20 and {r[3] for r in rows} == {"ok"}
     records = jsonl_records(out)
     assert sorted(r["run_id"] for r in records) == sorted(r[0] for r in rows)
     for record in records:

@@ -62,6 +62,9 @@ def test_npy_and_gif_outputs_hold_the_same_frames(tmp_path):
         (["--output", "x.avi"], ".mp4, .gif or .npy"),
         (["--attention", "magic"], "--attention"),
         (["--boundary", "2"], "between 0 and 1"),
+        (["--guidance", "nan"], "bad --guidance nan: use a finite number"),
+        (["--guidance", "4,inf"], "bad --guidance inf: use a finite number"),
+        (["--threads", "-1"], "bad --threads -1"),
         (["--bogus"], "unrecognized arguments"),
     ],
 )
@@ -185,3 +188,88 @@ def test_revision_stamp_wins_over_a_stale_checkout(monkeypatch):
     assert git_revision() == {"commit": "c0ffee", "dirty": False}
     monkeypatch.delenv("WANBENCH_GIT_COMMIT")
     assert git_revision()["commit"] != "c0ffee"
+
+
+def _no_loading(monkeypatch):
+    """Make any attempt to load a model fail the test: a refusal must come before loading."""
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded before the mistake was refused")
+
+    monkeypatch.setattr("wanbench.engine.generate.build_components", loaded)
+
+
+def test_json_naming_a_folder_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    _no_loading(monkeypatch)
+    assert main(["generate", "--model", "tiny", "--json", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--json {tmp_path} is a folder: give a file name" in err[0]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["generate", "--model", "tiny", "--output", str(blocker / "v.npy")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a14b_on_a_cpu_that_cannot_hold_it_is_refused_up_front(tmp_path, capsys, monkeypatch):
+    import psutil
+
+    _no_loading(monkeypatch)
+    small = psutil.virtual_memory()._replace(total=24 * 10**9)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: small)
+    assert main(["generate", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a14b needs at least 69 GB of memory for its weights, but this machine has 24 GB" in err[0]
+    assert "--model tiny" in err[0]
+    monkeypatch.setattr("wanbench.bench.suite.gpu_count", lambda: 0)
+    monkeypatch.setattr("wanbench.models.footprint.runs_on_cpu", lambda config: True)
+    assert main(["bench", "--preset", "seed", "--out", str(tmp_path / "seed")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs at least 69 GB" in err[0] and "(and 1 more configuration(s)" in err[0]
+    assert not (tmp_path / "seed").exists()
+
+
+def test_mlperf_without_loadgen_is_refused_before_loading(capsys, monkeypatch):
+    import importlib.util
+
+    _no_loading(monkeypatch)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlperf_loadgen" else real(
+        name, *a))
+    assert main(["mlperf", "--model", "tiny", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install mlcommons-loadgen" in err[0]
+
+
+def test_nan_output_is_invalid_not_ok(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from wanbench.engine import generate as engine
+
+    real = engine.denoise
+    monkeypatch.setattr(engine, "denoise", lambda *a, **k: real(*a, **k) * torch.nan)
+    assert main(["generate", "--model", "tiny", "--steps", "2", "--json", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the final latents hold" in err[0] and "NaN or Inf" in err[0]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["status"] == "invalid" and result["phases"]["denoise_s"] > 0
+
+
+def test_guidance_is_decided_per_expert_and_recorded(tmp_path):
+    from safetensors.torch import load_file
+
+    def run(guidance: str) -> tuple[dict, object]:
+        record, latents = tmp_path / f"{guidance}.json", tmp_path / f"{guidance}.safetensors"
+        assert main(["generate", "--model", "tiny", "--steps", "4", "--guidance", guidance, "--json", str(record),
+                     "--save-latents", str(latents)]) == 0
+        return json.loads(record.read_text()), load_file(latents)["latents"]
+
+    # A high-noise scale of 1 must not drop guidance from the low-noise steps (diffusers' WanPipeline does).
+    mixed, mixed_latents = run("1,4")
+    steps = mixed["steps"]
+    assert {s["expert"] for s in steps} == {0, 1}
+    assert all(s["guided"] == (s["expert"] == 1) for s in steps)
+    assert all(s["guidance"] == (4.0 if s["expert"] == 1 else 1.0) for s in steps)
+    unguided, unguided_latents = run("1,1")
+    assert not any(s["guided"] for s in unguided["steps"])
+    assert (mixed_latents - unguided_latents).abs().max() > 1e-4
+    guided = sum(s["guided"] for s in steps)
+    assert mixed["flops"]["denoise"] == pytest.approx((len(steps) + guided) * mixed["flops"]["forward"])

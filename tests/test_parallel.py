@@ -232,7 +232,8 @@ def test_a_failure_on_rank_0_alone_ends_the_run_with_its_record(tmp_path):
     # must end at once with the failure and what was measured, not stall until --timeout.
     start = time.perf_counter()
     proc, _, record = run_cli(["--gpus", "2", "--ulysses", "2", "--timeout", "100", "--output",
-                               str(tmp_path / "video.mp4")], tmp_path, "save-fails", env={"WANBENCH_FAULT": "fail-save:0"})
+                               str(tmp_path / "video.mp4")], tmp_path, "save-fails",
+                              env={"WANBENCH_FAULT": "fail-save:0"})
     assert proc.returncode == 2 and "injected failure while saving on rank 0" in proc.stderr.strip().splitlines()[-1]
     assert time.perf_counter() - start < 90
     result = json.loads(record.read_text())

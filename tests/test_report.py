@@ -82,7 +82,7 @@ def test_report_numbers_trace_to_results_db(smoke_results):
         line = next(line for line in md.splitlines() if line.startswith("| " + label.replace("|", "\\|") + " |"))
         assert median in line, (label, median, line)
     summary = json.loads((folder / "report-test" / "summary.json").read_text())
-    assert summary["runs_total"] == 8 and summary["success_rate"] == 1.0
+    assert summary["runs_total"] == 20 and summary["success_rate"] == 1.0
     assert "Executive summary" in html and "<table>" in html and "data:image/png;base64," in html
     assert len(paths) >= 4
 

@@ -164,9 +164,12 @@ def gpu_count() -> int:
 def preset_suite(name: str, gpus_available: int | None = None) -> SuiteConfig:
     n = gpu_count() if gpus_available is None else gpus_available
     if name == "smoke":
+        # One thread per rank in every row, so that 1 and 2 processes differ only in what the column says; five
+        # repeats, so that one slow repeat moves no median; steps far enough apart for the step fit.
         return SuiteConfig(
-            name="smoke", fixed={"model": "tiny", "device": "cpu"}, axes={"steps": [2, 4], "gpus": [1, 2]},
-            warmup=1, repeats=2, cooldown_s=0.0, timeout_s=300.0, sample_interval_s=0.2,
+            name="smoke", fixed={"model": "tiny", "device": "cpu", "threads": 1},
+            axes={"steps": [4, 32], "gpus": [1, 2]},
+            warmup=1, repeats=5, cooldown_s=0.0, timeout_s=300.0, sample_interval_s=0.2,
         )
     if name == "seed":
         return SuiteConfig(

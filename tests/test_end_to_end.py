@@ -1,0 +1,233 @@
+"""Every verb on what an earlier verb wrote in this test run: bench -> report -> compare -> resume / retry.
+
+The smoke suite (the README's first command on a CPU-only machine) is run once through the CLI
+(conftest.smoke_results); the tests read its folder, copy it, slow it down or add noise to it the way a real
+machine would, and run the next verb on that through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from wanbench.cli import main
+
+
+def wanbench(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wanbench.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines() if line.strip()]
+
+
+def rewritten(source: Path, target: Path, change) -> Path:
+    """A copy of a results folder whose runs.jsonl records went through `change(record)`; results.db is left out,
+    so the store rebuilds it from runs.jsonl (the recovery path a user takes after a corrupt database)."""
+    target.mkdir(parents=True)
+    lines = [json.dumps(change(r)) for r in records(source)]
+    (target / "runs.jsonl").write_text("\n".join(lines) + "\n")
+    return target
+
+
+def summary_rows(folder: Path) -> dict[str, dict]:
+    return {row["label"]: row for row in json.loads((folder / "report" / "summary.json").read_text())["rows"]}
+
+
+def executive_summary(folder: Path) -> list[str]:
+    md = (folder / "report" / "report.md").read_text()
+    return [ln for ln in md.split("## Executive summary")[1].split("\n## ")[0].splitlines() if ln.startswith("| ")]
+
+
+def test_the_readme_report_has_only_plausible_or_flagged_derived_figures(smoke_results):
+    out, _ = smoke_results
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    for row in summary["rows"]:
+        if row["efficiency"] is not None and row["efficiency"] > 1.0:
+            assert "superlinear" in row["short_flags"], row["label"]
+    for fit in summary["step_fits"]:
+        sound = fit["fixed_s"] >= 0 and fit["per_step_s"] > 0 and (fit["r2"] or 0) >= 0.9
+        assert sound or fit["problems"], fit
+    md = (out / "report" / "report.md").read_text()
+    assert "CUDA events" not in md and "Peak host memory (no GPU)" in md  # CPU results say what they measured
+    # like for like: every row ran one thread per rank, so no speedup is marked for differing threads
+    assert {r["env"]["torch_threads"] for r in records(out) if r["status"] == "ok"} == {1}
+    assert not any("threads per rank differ" in f for row in summary["rows"] for f in row["short_flags"])
+
+
+def test_the_terminal_line_states_the_reports_median(smoke_results):
+    out, proc = smoke_results
+    rows = summary_rows(out)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("[")]
+    assert len(lines) == len(rows) == 4
+    for line in lines:
+        label = line.split("] ", 1)[1].split(": ", 1)[0]
+        g = rows[label]["generation"]
+        assert f"generation {g['median']:.2f} s ({g['min']:.2f}–{g['max']:.2f}, CV {g['cv']:.1%}, n={g['n']})" in line
+
+
+def test_compare_a_bench_folder_with_itself_and_with_a_slowed_copy(smoke_results, tmp_path):
+    out, _ = smoke_results
+    same = wanbench("compare", str(out), str(out))
+    assert same.returncode == 0, same.stderr
+    assert "0 regression(s) in 4 compared configuration(s)" in same.stdout
+
+    slow_label = next(r["label"] for r in records(out) if "8 steps | 1 CPU proc" in r["label"])
+
+    def slower(record: dict) -> dict:
+        if record["label"] == slow_label:
+            record["phases"]["total_s"] += 5.0
+            record["phases"]["vae_decode_s"] += 5.0
+        return record
+
+    slowed = rewritten(out, tmp_path / "slowed", slower)
+    proc = wanbench("compare", str(out), str(slowed))
+    assert proc.returncode == 1, proc.stderr
+    regressions = [ln for ln in proc.stdout.splitlines() if ln.startswith("REGRESSION")]
+    assert len(regressions) == 1 and slow_label in regressions[0] and "generation time" in regressions[0]
+    assert (slowed / "results.db").exists()  # rebuilt from runs.jsonl
+
+
+def test_a_superlinear_row_over_a_noisy_baseline_is_flagged_in_its_own_row(smoke_results, tmp_path):
+    # What the first CPU report showed: one 1-process repeat whose VAE decode took seconds instead of a tenth.
+    out, _ = smoke_results
+    base_label = next(r["label"] for r in records(out) if "2 steps | 1 CPU proc" in r["label"])
+    fast_label = next(r["label"] for r in records(out) if "2 steps | 2 CPU proc" in r["label"])
+
+    def noisy(record: dict) -> dict:
+        if record["label"] == base_label:
+            extra = 4.5 * (record["repeat"] + 1)  # slow and spread: CV far above the limit
+            record["phases"]["total_s"] += extra
+            record["phases"]["vae_decode_s"] += extra
+        return record
+
+    folder = rewritten(out, tmp_path / "noisy", noisy)
+    proc = wanbench("report", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    row = next(ln for ln in executive_summary(folder) if ln.startswith(f"| {fast_label.replace('|', chr(92) + '|')} |"))
+    assert "SUSPICIOUS" in row and "superlinear" in row and "baseline noisy" in row
+    md = (folder / "report" / "report.md").read_text()
+    assert "near-linear" not in md.split("## Methodology")[0]
+    base_row = summary_rows(folder)[base_label]
+    assert any(f.startswith("noisy (CV") for f in base_row["short_flags"])
+    recs = json.loads((folder / "report" / "summary.json").read_text())["recommendations"]
+    # the superlinear row drives no recommendation: it is named as left out
+    assert any("left out" in r and fast_label in r for r in recs)
+    assert not any(f"fastest {fast_label}" in r for r in recs)
+
+
+def test_recommendations_compare_only_configurations_that_make_the_same_video(smoke_results):
+    out, _ = smoke_results
+    recs = json.loads((out / "report" / "summary.json").read_text())["recommendations"]
+    for rec in recs:
+        video = rec.split(":", 1)[0]
+        assert video in ("tiny 96*64x9, 2 steps", "tiny 96*64x9, 8 steps"), rec
+        steps = video.split(", ")[1]
+        named = [part for part in rec.split(": ", 1)[1].split("; ") if " | " in part]
+        assert all(f"| {steps} |" in part for part in named), rec  # never 2 steps against 8
+
+
+def test_resume_skips_everything_finished(smoke_results, tmp_path):
+    out, _ = smoke_results
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    proc = wanbench("bench", "--out", str(copy), "--resume", "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    assert "0 configurations run (4 skipped)" in proc.stdout
+
+
+def _suite(tmp_path: Path, *tags: str) -> Path:
+    path = tmp_path / "faults.toml"
+    path.write_text('name = "faults"\nwarmup = 0\nrepeats = 1\n[fixed]\nmodel = "tiny"\ndevice = "cpu"\nsteps = 2\n'
+                    + "".join(f'[[configs]]\ntag = "{t}"\n' for t in tags))
+    return path
+
+
+def test_a_killed_worker_is_recorded_with_its_signal_and_retried(tmp_path):
+    suite, out = _suite(tmp_path, "fine", "killme"), tmp_path / "out"
+    first = wanbench("bench", str(suite), "--out", str(out), "--no-report", env={"WANBENCH_FAULT": "die:0:killme"})
+    assert first.returncode == 0, first.stderr
+    failed = [r for r in records(out) if r["status"] != "ok"]
+    assert len(failed) == 1 and "killed by signal 9 (SIGKILL" in failed[0]["error"]
+    again = wanbench("bench", str(suite), "--out", str(out), "--retry-failed")
+    assert again.returncode == 0, again.stderr
+    assert "1 configurations run (1 skipped), 1/1 runs ok" in again.stdout
+    assert {r["status"] for r in records(out)} == {"ok"} and len(records(out)) == 2
+    assert len((out / "retried.jsonl").read_text().splitlines()) == 1  # the failed record kept aside
+    assert (out / "report" / "report.md").exists()
+
+
+def test_an_interrupted_suite_says_how_to_continue_and_reports_what_finished(tmp_path):
+    suite, out = _suite(tmp_path, "first", "second"), tmp_path / "out"
+    env = {**os.environ, "WANBENCH_FAULT": "hang:0:second"}
+    runner = subprocess.Popen([sys.executable, "-m", "wanbench.cli", "bench", str(suite), "--out", str(out)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not ((out / "runs.jsonl").exists() and records(out)):
+        time.sleep(0.5)
+    time.sleep(3.0)  # the second configuration's worker is now hanging
+    runner.send_signal(signal.SIGINT)
+    _, err = runner.communicate(timeout=120)
+    assert runner.returncode == 130, err
+    line = next(ln for ln in err.splitlines() if ln.startswith("wanbench: interrupted"))
+    assert f"Continue with: wanbench bench {suite} --out {out} --resume" in line
+    assert (out / "report" / "report.md").exists()
+    proc = wanbench("bench", str(suite), "--out", str(out), "--resume", "--no-report")
+    assert proc.returncode == 0 and "1 configurations run (1 skipped), 1/1 runs ok" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('steps = ["two"]', 'bad setting steps = "two" (a string): steps takes a whole number'),
+    ("steps = [2.5]", "bad setting steps = 2.5 (a number): steps takes a whole number"),
+    ('gpus = ["2"]', 'bad setting gpus = "2" (a string): gpus takes a whole number'),
+    ("fsdp = [5]", "bad setting fsdp = 5: fsdp takes"),
+    ('compile = ["false"]', 'bad setting compile = "false" (a string): compile takes true or false'),
+    ("frames = [true]", "bad setting frames = true (true/false): frames takes a whole number"),
+])
+def test_suite_values_of_the_wrong_type_are_refused_before_anything_runs(tmp_path, capsys, line, message):
+    suite = tmp_path / "bad.toml"
+    suite.write_text(f'[fixed]\nmodel = "tiny"\ndevice = "cpu"\n[axes]\n{line}\n')
+    assert main(["bench", str(suite), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not sqlite"])
+def test_report_and_compare_refuse_a_damaged_results_db(smoke_results, tmp_path, capsys, damage):
+    out, _ = smoke_results
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    data = (out / "results.db").read_bytes()
+    (bad / "results.db").write_bytes(data[:3000] if damage == "truncated" else b"hello, not a database\n")
+    for argv in (["report", str(bad)], ["compare", str(out), str(bad)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is not a readable wanbench results database" in err[0]
+
+
+def test_an_unwritable_report_folder_is_one_line(smoke_results, tmp_path, capsys):
+    out, _ = smoke_results
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["report", str(out), "--out", str(blocker / "report")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write the report into" in err[0]
+
+
+def test_help_parses_before_any_heavy_import():
+    code = ("import sys\nfrom wanbench.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, 'heavy import'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "generate" in proc.stdout, proc.stderr
+    version = wanbench("--version")
+    assert version.returncode == 0 and version.stdout.startswith("wanbench ")
