@@ -59,7 +59,8 @@ def test_strategy_matches_single_process(reference, tmp_path, flags):
     scratch.mkdir()
     proc, latents, record = run_cli(flags.split(), tmp_path, "run", env={"TMPDIR": str(scratch)})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert list(scratch.iterdir()) == [], "a clean multi-process run leaves no temporary folder"
+    left = [p.name for p in scratch.iterdir() if p.name.startswith(("wanbench-", "torchelastic_"))]
+    assert left == [], "a clean multi-process run leaves no temporary folder of its own or torchrun's"
     ours = load_file(latents)["latents"]
     rel = ((ours - reference).norm() / reference.norm()).item()
     assert rel < 1e-5, f"{flags}: relative latent error {rel:.2e}"
