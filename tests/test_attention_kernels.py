@@ -63,17 +63,15 @@ def test_fa4_is_refused_where_it_cannot_run():
     assert resolve_backend("auto", torch.device("cpu")).kernel is None
 
 
-@pytest.mark.parametrize(("ring", "ulysses", "exchange", "chunks", "applies"), [
-    (1, 1, "all-to-all", 1, True),  # one GPU or CFG parallel: wanbench's processor runs self-attention
-    (1, 2, "all-to-all", 1, False),  # diffusers' Ulysses attends through its dispatcher
-    (1, 2, "head-blocks", 1, True),
-    (1, 2, "copy-engine", 1, True),
-    (1, 2, "all-to-all", 2, True),
-    (2, 1, "all-to-all", 1, False),  # ring merges partial results through diffusers' forward ops
+@pytest.mark.parametrize(("ring", "ulysses", "exchange", "applies"), [
+    (1, 1, "all-to-all", True),  # one GPU or CFG parallel: wanbench's processor runs self-attention
+    (1, 2, "all-to-all", False),  # diffusers' Ulysses attends through its dispatcher
+    (1, 2, "head-blocks", True),
+    (1, 2, "copy-engine", True),
+    (2, 1, "all-to-all", False),  # ring merges partial results through diffusers' forward ops
 ])
-def test_where_a_self_attention_kernel_applies(ring, ulysses, exchange, chunks, applies):
-    p = ParallelConfig(gpus=ring * ulysses, ulysses=ulysses, ring=ring, ulysses_exchange=exchange,
-                       ulysses_chunks=chunks)
+def test_where_a_self_attention_kernel_applies(ring, ulysses, exchange, applies):
+    p = ParallelConfig(gpus=ring * ulysses, ulysses=ulysses, ring=ring, ulysses_exchange=exchange)
     dims = ParallelDims(ring * ulysses, 1, ring, ulysses, False, False, 1)
     assert kernel_applies(p, dims) == applies
 

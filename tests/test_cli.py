@@ -131,12 +131,12 @@ def test_cli_flags_are_frozen():
     assert generate_flags == sorted([
         "-h", "--help", "--model", "--weights", "--size", "--frames", "--steps", "--seed", "--prompt",
         "--negative-prompt", "--guidance", "--shift", "--boundary", "--dtype", "--vae-dtype", "--device", "--threads",
-        "--attention", "--compile", "--no-compile", "--cfg-batch", "--vae-pipeline", "--no-vae-pipeline", "--cache",
+        "--attention", "--compile", "--no-compile", "--vae-pipeline", "--no-vae-pipeline", "--cache",
         "--fp8", "--output", "--json",
         "--save-latents", "--tag",
-        "--gpus", "--strategy", "--cfg-parallel", "--ulysses", "--ulysses-chunks", "--ulysses-exchange", "--ring",
+        "--gpus", "--strategy", "--cfg-parallel", "--ulysses", "--ulysses-exchange", "--ring",
         "--fsdp", "--t5-cpu",
-        "--offload", "--offload-record-stream", "--max-gpu-memory", "--nnodes", "--node-rank", "--master-addr",
+        "--offload", "--max-gpu-memory", "--nnodes", "--node-rank", "--master-addr",
         "--master-port", "--timeout",
     ])
 

@@ -40,18 +40,14 @@ def reference(tmp_path_factory):
     [
         "--gpus 2 --cfg-parallel",
         "--gpus 2 --ulysses 2",
-        # compiled (the default on CUDA) covers the chunked processor's eager logic too: the split hook on
-        # blocks.0 breaks fullgraph
-        "--gpus 2 --ulysses 2 --ulysses-chunks 2 --compile",
+        "--gpus 2 --ulysses 2 --compile",
         "--gpus 2 --ulysses 2 --ulysses-exchange head-blocks",
-        # batch 2 (both CFG branches), compiled around the transport's graph breaks; on the CPU an all-gather
-        # stands in for writing into the peers' memory (eager: the 4-rank hybrid test below)
-        "--gpus 2 --ulysses 2 --ulysses-exchange copy-engine --cfg-batch --compile",
+        # compiled around the transport's graph breaks; on the CPU an all-gather stands in for writing into the
+        # peers' memory (eager: the 4-rank hybrid test below)
+        "--gpus 2 --ulysses 2 --ulysses-exchange copy-engine --compile",
         "--gpus 2 --ring 2",
         "--gpus 2 --ring 2 --compile",  # compiled graphs check the LSE strides of the attention op
         "--gpus 2 --ulysses 2 --fsdp dit,t5",
-        "--cfg-batch",
-        "--gpus 2 --ulysses 2 --cfg-batch",
     ],
 )
 def test_strategy_matches_single_process(reference, tmp_path, flags):
@@ -115,10 +111,9 @@ def test_offload_matches_single_process(reference, tmp_path, mode):
     assert ((ours - reference).norm() / reference.norm()).item() < 1e-6
 
 
-@pytest.mark.parametrize("record_stream", [False, True])
-def test_group_offload_on_cuda_asks_diffusers_for_streams(monkeypatch, tiny_components, record_stream):
-    """What --offload group asks of diffusers on a GPU (not callable here): streams, and record_stream only when
-    asked; on the CPU, whose backend has no streams, neither (test_offload_matches_single_process runs that)."""
+def test_group_offload_on_cuda_asks_diffusers_for_streams(monkeypatch, tiny_components):
+    """What --offload group asks of diffusers on a GPU (not callable here): streams; on the CPU, whose backend has
+    none, no streams (test_offload_matches_single_process runs that)."""
     import diffusers.hooks
 
     from wanbench.engine.offload import apply_offload
@@ -127,12 +122,12 @@ def test_group_offload_on_cuda_asks_diffusers_for_streams(monkeypatch, tiny_comp
     monkeypatch.setattr(type(tiny_components.transformer), "enable_group_offload",
                         lambda self, **kw: calls.append(("expert", kw)))
     monkeypatch.setattr(diffusers.hooks, "apply_group_offloading", lambda module, **kw: calls.append(("leaf", kw)))
-    apply_offload(tiny_components, "group", torch.device("cuda"), record_stream)
+    apply_offload(tiny_components, "group", torch.device("cuda"))
     assert [c[0] for c in calls] == ["expert", "expert", "leaf", "leaf"]
-    assert all(kw["use_stream"] and kw["record_stream"] == record_stream for _, kw in calls)
+    assert all(kw["use_stream"] and "record_stream" not in kw for _, kw in calls)
     calls.clear()
-    apply_offload(tiny_components, "group", torch.device("cpu"), record_stream)
-    assert not any(kw["use_stream"] or kw["record_stream"] for _, kw in calls)
+    apply_offload(tiny_components, "group", torch.device("cpu"))
+    assert not any(kw["use_stream"] for _, kw in calls)
 
 
 @pytest.mark.parametrize(
@@ -145,17 +140,13 @@ def test_group_offload_on_cuda_asks_diffusers_for_streams(monkeypatch, tiny_comp
         ("--gpus 4 --nnodes 3", "make it a multiple of --nnodes"),
         ("--gpus 2 --node-rank 1", "number the nodes 0 to 0"),
         ("--fsdp dit", "--fsdp shards across GPUs"),
-        ("--offload model --offload-record-stream", "use it with --offload group"),
+        ("--offload model --offload-record-stream", "unrecognized arguments: --offload-record-stream"),
         ("--gpus 2 --strategy none", "--strategy none runs on one rank"),
         ("--gpus 2 --cfg-parallel --guidance 1", "needs classifier-free guidance"),
         ("--gpus 2 --strategy sideways", "bad --strategy"),
-        ("--gpus 2 --cfg-batch", "CFG parallel splits them across ranks"),
-        ("--cfg-batch --cache fbc:0.05", "which --cfg-batch merges"),
-        ("--gpus 2 --cfg-parallel --ulysses-chunks 2", "use it with --ulysses 2 or more"),
-        ("--gpus 2 --ulysses 2 --ulysses-chunks 3", "must divide the 2 heads each of the 2 Ulysses ranks"),
+        ("--gpus 2 --cfg-batch", "unrecognized arguments: --cfg-batch"),
+        ("--gpus 2 --ulysses 2 --ulysses-chunks 2", "unrecognized arguments: --ulysses-chunks"),
         ("--gpus 2 --cfg-parallel --ulysses-exchange head-blocks", "use it with --ulysses 2 or more"),
-        ("--gpus 2 --ulysses 2 --ulysses-chunks 2 --ulysses-exchange head-blocks", "pick one"),
-        ("--gpus 2 --ulysses 2 --ulysses-chunks 2 --ulysses-exchange copy-engine", "pick one"),
         ("--gpus 2 --ring 2 --ulysses-exchange copy-engine", "use it with --ulysses 2 or more and no --ring"),
     ],
 )

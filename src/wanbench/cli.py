@@ -43,8 +43,6 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                    "or fa4 (FlashAttention 4's CuTe kernel, pip install flash-attn-4)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="fused projections + regional torch.compile (default: on for CUDA where measured faster)")
-    p.add_argument("--cfg-batch", action="store_true",
-                   help="cond and uncond as one batch of two per forward (same math, fewer, larger kernels)")
     p.add_argument("--vae-pipeline", action=argparse.BooleanOptionalAction, default=None,
                    help="several GPUs: VAE decode as a layer pipeline over up to 3 ranks (same math; default on)")
     p.add_argument("--cache", default="none", help="APPROXIMATE step caching: none or fbc:THRESHOLD")
@@ -59,18 +57,12 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     par.add_argument("--cfg-parallel", action="store_true", help="guidance branches on two ranks")
     par.add_argument("--ulysses", type=int, default=1, help="Ulysses sequence-parallel degree")
     par.add_argument("--ring", type=int, default=1, help="ring-attention sequence-parallel degree")
-    par.add_argument("--ulysses-chunks", type=int, default=1,
-                     help="pipeline each Ulysses attention over this many head chunks (1: none; with diffusers' "
-                          "all-to-all exchange only)")
     par.add_argument("--ulysses-exchange", default="all-to-all", choices=["all-to-all", "head-blocks", "copy-engine"],
                      help="Ulysses exchange: diffusers' all-to-all, head blocks straight into place (fewer copies), "
                           "or copy-engine writes into the peers' memory (fewest copies; GPUs with peer access)")
     par.add_argument("--fsdp", default="", help="shard with FSDP2: dit, t5 or dit,t5")
     par.add_argument("--t5-cpu", action="store_true", help="keep the text encoder on the CPU")
     par.add_argument("--offload", default="none", help="single GPU: none, model or group")
-    par.add_argument("--offload-record-stream", action="store_true",
-                     help="--offload group: no host synchronisation after each block (diffusers' record_stream; "
-                          "measured 0.9%% faster per step at 13 GB more GPU memory)")
     par.add_argument("--max-gpu-memory", type=float, default=None, help="cap device memory (GB)")
     par.add_argument("--nnodes", type=int, default=1)
     par.add_argument("--node-rank", type=int, default=0)
@@ -86,12 +78,11 @@ def settings_from_args(args: argparse.Namespace) -> dict:
         "seed": args.seed, "prompt": args.prompt, "negative_prompt": args.negative_prompt, "guidance": args.guidance,
         "shift": args.shift, "boundary": args.boundary, "dtype": args.dtype, "vae_dtype": args.vae_dtype,
         "device": args.device, "threads": args.threads, "attention": args.attention, "output": args.output,
-        "compile": args.compile, "cfg_batch": args.cfg_batch, "vae_pipeline": args.vae_pipeline,
+        "compile": args.compile, "vae_pipeline": args.vae_pipeline,
         "cache": args.cache, "fp8": args.fp8, "tag": args.tag,
         "gpus": args.gpus, "dp": getattr(args, "dp", 1), "strategy": args.strategy,
-        "cfg_parallel": args.cfg_parallel, "ulysses": args.ulysses, "ulysses_chunks": args.ulysses_chunks,
-        "ulysses_exchange": args.ulysses_exchange, "ring": args.ring, "fsdp": args.fsdp, "t5_cpu": args.t5_cpu,
-        "offload": args.offload, "offload_record_stream": args.offload_record_stream,
+        "cfg_parallel": args.cfg_parallel, "ulysses": args.ulysses, "ulysses_exchange": args.ulysses_exchange,
+        "ring": args.ring, "fsdp": args.fsdp, "t5_cpu": args.t5_cpu, "offload": args.offload,
         "max_gpu_memory_gb": args.max_gpu_memory, "nnodes": args.nnodes, "node_rank": args.node_rank,
         "master_addr": args.master_addr, "master_port": args.master_port,
     }
@@ -318,7 +309,7 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
 
     from wanbench.engine.parallel import check_runnable
     from wanbench.launch.distributed import shutdown_distributed, under_torchrun
-    from wanbench.mlperf.run import load_prompts, require_loadgen, run_mlperf
+    from wanbench.mlperf.run import load_prompts, require_loadgen, run_mlperf, store_result
 
     require_loadgen()
     if args.accuracy:
@@ -359,12 +350,7 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
 
     name = f"mlperf {args.scenario} | {label(config)}"
     with ResultsStore(out) as store:
-        for i, record in enumerate(result["records"]):
-            store.add_run(record, f"mlperf-{args.scenario}", name, i)
-        figures = {**result["loadgen"], "load_s": result["load_s"], "compile_s": result["compile_s"],
-                   "wanbench_mean_latency_s": (sum(result["wanbench_latencies_s"]) / len(result["wanbench_latencies_s"])
-                                               if result["wanbench_latencies_s"] else None)}
-        store.add_mlperf(args.scenario, name, figures, result["settings"], started)
+        store_result(store, f"mlperf-{args.scenario}", name, result, started)
     (out / "mlperf_result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "records"}, indent=2))
     f = result["loadgen"]
     print(f"mlperf {args.scenario}: {f['valid']}; p90 latency {f['p90_latency_s']} s, "
@@ -431,18 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def quiet_libraries() -> None:
-    """Library chatter (experimental-API notices, dtype hints) is not for our users' terminals. Set through the
-    libraries' own variables, so that nothing is imported for it and worker processes inherit it."""
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)  # before any heavy import: --help and bad usage answer at once
-        from wanbench.launch.process import die_with_parent, under_torchrun
+        from wanbench.launch.process import die_with_parent, quiet_libraries, under_torchrun
 
         if under_torchrun():
             die_with_parent()  # a worker outlives neither torchrun nor the wanbench that started it

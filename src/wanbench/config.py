@@ -253,25 +253,16 @@ class ParallelConfig:
     cfg_parallel: bool = False
     ulysses: int = 1
     ring: int = 1
-    ulysses_chunks: int = 1  # >1: Ulysses exchanges pipelined over head chunks (same math; measured no faster)
     ulysses_exchange: str = "all-to-all"  # all-to-all (diffusers) | head-blocks | copy-engine (engine/parallel.py)
     fsdp: tuple[str, ...] = ()  # subset of ("dit", "t5")
     t5_cpu: bool = False
     offload: str = "none"  # none | model | group
-    # --offload group: diffusers' record_stream (freed blocks recorded on the compute stream) instead of a host
-    # synchronisation after every block; opt-in: on one H200 (a14b, cap 32 GB) 0.9% faster per step, within the
-    # spread, but 33.7 against 20.2 GB NVML peak (benchmarks/RESULTS.md, session 10)
-    offload_record_stream: bool = False
     max_gpu_memory_gb: float | None = None
     nnodes: int = 1
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: int = 29511
 
-    @property
-    def offload_label(self) -> str:
-        """The offload mode as labels and notes name it."""
-        return self.offload + (" (record stream)" if self.offload_record_stream else "")
 
 
 @dataclass(frozen=True)
@@ -298,7 +289,6 @@ class RunConfig:
     threads: int = 0  # CPU threads per rank; 0: torch's own choice (all cores alone, 1 per torchrun worker)
     attention: str = "auto"  # auto | cudnn | flash | sdpa | efficient | math | fa4 (FlashAttention 4, CuTe)
     compile: bool = False  # config_for_preset turns it on where measured faster (compile_by_default)
-    cfg_batch: bool = False  # cond and uncond as one batch of two per forward (same math; measured no faster)
     vae_pipeline: bool = True  # several ranks: VAE decode as a layer pipeline over up to 3 of them (same math)
     cache: str = "none"  # none | fbc:THRESHOLD (diffusers First Block Cache; approximate, opt-in)
     fp8: str = "none"  # none | linear (FP8 e4m3 linear layers with per-row scales; approximate, opt-in)
@@ -360,9 +350,8 @@ def config_for_preset(model: str, **overrides: Any) -> RunConfig:
 
 
 def compile_by_default(config: RunConfig) -> bool:
-    """Regional torch.compile where it was measured faster: CUDA, without offload, FSDP of the experts,
-    ring attention or the approximate modes (those run eager unless --compile asks). On one H200, 5.62 s
-    against 6.49 s per step; under Ulysses 2 on two, 3.09 s against 3.56 s (benchmarks/RESULTS.md); CFG
+    """Regional torch.compile where it is faster (benchmarks/RESULTS.md, "Follow-ups 2"): CUDA, without offload,
+    FSDP of the experts, ring attention or the approximate modes (those run eager unless --compile asks); CFG
     parallel runs the one-GPU forward on each rank."""
     p = config.parallel
     if config.device == "auto":
@@ -422,8 +411,6 @@ def validate(config: RunConfig) -> list[str]:
             raise UserError(f"bad --cache {config.cache!r}: use none or fbc:THRESHOLD, e.g. fbc:0.05")
         if config.compile:
             raise UserError("--cache and --compile together are not supported yet: drop one")
-        if config.cfg_batch:
-            raise UserError("--cache keeps state per guidance branch, which --cfg-batch merges: drop one")
     if config.fp8 not in ("none", "linear"):
         raise UserError(f"bad --fp8 {config.fp8!r}: use none or linear")
     if config.fp8 != "none" and "dit" in config.parallel.fsdp:

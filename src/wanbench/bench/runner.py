@@ -247,14 +247,13 @@ def check_config(config: RunConfig) -> str | None:
 def store_mlperf(finished: list[dict], suite: SuiteConfig, config: RunConfig, name: str, store: ResultsStore,
                  totals: SuiteTotals) -> list[dict]:
     """Store an MLPerf worker's LoadGen figures and per-sample records; returns it as repeat 0 when done."""
+    from wanbench.mlperf.run import store_result
+
     out = []
     for item in finished:
-        for i, record in enumerate(item["records"]):
-            store.add_run(record, f"{suite.name}-samples", name, i)
-        figures = {**item["mlperf"], "load_s": item["load_s"], "logs": item["logs"]}
-        store.add_mlperf(suite.mlperf["scenario"], name, figures, item["settings"], item["wall_start"])
+        store_result(store, f"{suite.name}-samples", name, item["result"], item["wall_start"], item["logs"])
         marker = failure_record(config, "ok", None)
-        marker["phases"] = {"total_s": item["wall_end"] - item["wall_start"], "load_s": item["load_s"],
+        marker["phases"] = {"total_s": item["wall_end"] - item["wall_start"], "load_s": item["result"]["load_s"],
                             "step_s": []}
         marker["kind"] = "mlperf"  # a resume marker, not a timed generation: the analysis skips it
         marker["notes"] = [f"MLPerf {suite.mlperf['scenario']} run; LoadGen logs in {item['logs']}"]

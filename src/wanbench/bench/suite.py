@@ -18,8 +18,8 @@ A suite file is TOML:
     gpus = 2
     strategy = "cfg"
 Keys are RunConfig fields (model, weights, frames, steps, seed, prompt, ...), `size` as W*H,
-`guidance` as "HIGH,LOW", and the parallel fields (gpus, strategy, cfg_parallel, ulysses, ulysses_chunks,
-ulysses_exchange, ring, fsdp, t5_cpu, offload, offload_record_stream, max_gpu_memory_gb).
+`guidance` as "HIGH,LOW", and the parallel fields (gpus, strategy, cfg_parallel, ulysses, ulysses_exchange, ring,
+fsdp, t5_cpu, offload, max_gpu_memory_gb). Values are checked against each field's type (settings.py).
 """
 
 from __future__ import annotations
@@ -81,8 +81,6 @@ def label(config: RunConfig) -> str:
         parts.append(_strategy_name(config) if not (p.cfg_parallel or p.ulysses > 1 or p.ring > 1) else
                      "+".join(x for x in (["cfg"] if p.cfg_parallel else []) + ([f"ulysses{p.ulysses}"] if
                               p.ulysses > 1 else []) + ([f"ring{p.ring}"] if p.ring > 1 else [])))
-    if p.ulysses_chunks > 1:
-        parts.append(f"{p.ulysses_chunks} head chunks")
     if p.ulysses_exchange != "all-to-all":
         parts.append(f"{p.ulysses_exchange} exchange")
     if p.fsdp:
@@ -91,12 +89,10 @@ def label(config: RunConfig) -> str:
         parts.append("compiled")
     if config.attention != "auto":
         parts.append(f"attention {config.attention}")
-    if config.cfg_batch:
-        parts.append("cfg-batch")
     if not config.vae_pipeline and p.gpus > 1:
         parts.append("one-rank decode")
     if p.offload != "none":
-        parts.append(f"offload {p.offload_label}")
+        parts.append(f"offload {p.offload}")
     if p.max_gpu_memory_gb:
         parts.append(f"cap {p.max_gpu_memory_gb:g} GB")
     if config.tag:
@@ -187,9 +183,8 @@ def preset_suite(name: str, gpus_available: int | None = None) -> SuiteConfig:
                 {"gpus": g, "cfg_parallel": True, "ulysses": g // 2}]
         return SuiteConfig(
             # Eager and cuDNN throughout, so that every row has its like-for-like 1-GPU baseline: compile is
-            # not on by default under FSDP (not measured there), and per rank it gains the same with or without
-            # Ulysses; FlashAttention 4, which auto takes where installed, cannot run under diffusers' Ulysses
-            # (benchmarks/RESULTS.md).
+            # off by default under FSDP, and FlashAttention 4, which auto takes where installed, cannot run
+            # under diffusers' Ulysses.
             name="scaling", fixed={"model": "a14b", "weights": "random", "size": "480*832", "frames": 81,
                                    "steps": 20, "compile": False, "attention": "cudnn"},
             configs=tuple(rows), warmup=1, warmup_steps=2, repeats=2, cooldown_s=10.0, timeout_s=1800.0,

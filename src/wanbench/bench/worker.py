@@ -85,15 +85,12 @@ def run_mlperf_worker(spec: dict, config: RunConfig, pending: Path, is_main: boo
     finally:
         shutdown_distributed(clean=result is not None)
     if is_main and result:
-        append_line(pending, {"mlperf": result["loadgen"], "settings": result["settings"], "logs": str(out),
-                              "load_s": result["load_s"], "records": result["records"],
-                              "wall_start": wall_start, "wall_end": time.time()})
+        append_line(pending, {"result": result, "logs": str(out), "wall_start": wall_start, "wall_end": time.time()})
     return 0
 
 
 def main() -> int:
-    from wanbench.cli import quiet_libraries
-    from wanbench.launch.process import die_with_parent
+    from wanbench.launch.process import die_with_parent, quiet_libraries
     from wanbench.launch.stacks import dump_stacks_on_term
 
     die_with_parent()  # the runner (or torchrun) gone means nobody will read our results

@@ -1,8 +1,7 @@
 """FlashAttention 4's CuTe kernels (package flash-attn-4, module flash_attn.cute) as one torch custom op.
 
-On one H200 at Wan A14B's self-attention shape (32,760 tokens, 40 heads of 128) this forward kernel ran at
-676 TFLOP/s against cuDNN SDPA's 573, with the same error against an fp32 reference
-(benchmarks/results/speed/attention-kernels-h200.json). diffusers' dispatcher reaches FA4 only through a
+It is the fastest self-attention kernel wanbench knows on Hopper at Wan's shapes (benchmarks/RESULTS.md,
+"Attention kernels"); --attention auto times it against the others. diffusers' dispatcher reaches FA4 only through a
 Hub download, so wanbench calls the installed package itself, from its self-attention processors
 (engine/wan_attention.py). The custom op keeps torch.compile from tracing into the CuTe DSL: compiled
 blocks call it as one opaque kernel. `kernel` is the call behind the op, a module attribute so that CPU

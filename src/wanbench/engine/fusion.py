@@ -2,12 +2,12 @@
 
 diffusers' `fuse_qkv_projections` concatenates to_q/to_k/to_v (self-attention) and to_k/to_v
 (cross-attention) into new to_qkv / to_kv layers and keeps the parts for `unfuse_qkv_projections`: for
-the a14b experts that is ~21 GB of weights held twice (measured: 90.3 GB allocated after loading with
---compile against 71.7 GB without). Here the parts become views of the fused weights, so they cost nothing,
-still name the same values in state_dict and still serve the cross-attention's to_q, which stays unfused.
+the a14b experts that is ~21 GB of weights held twice. Here the parts become views of the fused weights, so
+they cost nothing, still name the same values in state_dict and still serve the cross-attention's to_q, which
+stays unfused.
 Each attention is fused and its parts made views before the next one is fused, so loading peaks at one
-layer's extra weights (fusing the whole expert first, as diffusers' model-level call does, held ~10 GB of
-duplicates at once: 79.8 against 69.3 GB allocated at load, results/h200x2/fa4-session5).
+layer's extra weights (fusing the whole expert first, as diffusers' model-level call does, holds one expert's
+attention weights twice at once).
 Modules on the meta device (FSDP fills them later, parameter by parameter) are fused the stock way: FSDP
 shards every parameter into its own storage anyway.
 """

@@ -29,15 +29,13 @@ from wanbench.analysis.plausibility import judge
 from wanbench.config import RunConfig, validate
 from wanbench.engine.decode import decode_latents, video_to_frames
 from wanbench.engine.denoise import denoise, plan_steps
-from wanbench.engine.guidance import BatchedCFG, SequentialCFG
+from wanbench.engine.guidance import ParallelCFG, SequentialCFG
 from wanbench.engine.offload import cap_device_memory
 from wanbench.engine.output import save_frames
 from wanbench.engine.parallel import (
-    ParallelCFG,
     ParallelDims,
     replica_coordinates,
     resolve_dims,
-    validate_parallel_flags,
 )
 from wanbench.engine.prepare import prepare, sharded_modules
 from wanbench.engine.text import encode_prompts
@@ -143,7 +141,6 @@ def open_session(config: RunConfig, timeout_s: float = 1800.0) -> Session:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         validate(config)
-    validate_parallel_flags(config.parallel)
     device = resolve_device(config.device)
     check_host_fits(config)
     if device.type == "cpu" and config.threads:
@@ -256,8 +253,6 @@ def _run_phases(
         )
     if dims.cfg == 2:
         predict = ParallelCFG(embeds[:1], embeds[1:2], components.mesh)  # type: ignore[attr-defined]
-    elif config.cfg_batch and use_cfg:
-        predict = BatchedCFG(embeds[:1], embeds[1:2])
     else:
         predict = SequentialCFG(embeds[:1], embeds[1:2] if use_cfg else None)
 

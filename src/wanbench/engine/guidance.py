@@ -1,13 +1,15 @@
-"""Noise prediction with classifier-free guidance for one expert and one step.
+"""Noise prediction with classifier-free guidance for one expert and one step: the predictors side by side.
 
-The single-process predictor runs the conditional and unconditional forwards one after the other
-(or, with --cfg-batch, as one batch of two); parallel strategies (engine/parallel.py) substitute their
-own predictor with the same call.
+SequentialCFG runs the conditional and unconditional forwards one after the other on this rank; ParallelCFG (CFG
+parallel) runs one branch on each of two ranks and exchanges the prediction once per step. Both skip the
+unconditional branch's effect at a guidance scale of 1 (config.guided) and combine the branches as WanPipeline does.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh
 
 from wanbench.config import guided
 
@@ -29,20 +31,23 @@ class SequentialCFG:
         return combine(noise, noise_uncond, guidance)
 
 
-class BatchedCFG:
-    """cond and uncond as one batch of two: one forward per step (and, under Ulysses, one set of
-    all-to-alls) instead of two. Same math; matmul kernels may round differently at twice the rows."""
+class ParallelCFG:
+    """CFG across two ranks: each runs one branch, then one all-gather of the prediction per step."""
 
-    def __init__(self, cond: torch.Tensor, uncond: torch.Tensor) -> None:
-        self.embeds = torch.cat([cond, uncond])
+    def __init__(self, cond: torch.Tensor, uncond: torch.Tensor, mesh: DeviceMesh) -> None:
+        self.group = mesh.get_group("cfg")
+        self.cfg_rank = mesh.get_local_rank("cfg")
+        self.embeds = cond if self.cfg_rank == 0 else uncond
 
     def __call__(
         self, model: torch.nn.Module, latent_input: torch.Tensor, timestep: torch.Tensor, guidance: float
     ) -> torch.Tensor:
-        both = model(hidden_states=torch.cat([latent_input, latent_input]), timestep=timestep.repeat(2),
-                     encoder_hidden_states=self.embeds, return_dict=False)[0]
-        noise, noise_uncond = both.chunk(2)
-        return combine(noise, noise_uncond, guidance) if guided(guidance) else noise
+        name = "cond" if self.cfg_rank == 0 else "uncond"
+        local = branch(model, name, latent_input, timestep, self.embeds).contiguous()
+        both = torch.empty((2, *local.shape), dtype=local.dtype, device=local.device)
+        dist.all_gather_into_tensor(both, local.unsqueeze(0), group=self.group)
+        # Unguided steps (scale 1) still run both ranks; both keep cfg rank 0's conditional prediction.
+        return combine(both[0], both[1], guidance) if guided(guidance) else both[0]
 
 
 def combine(noise: torch.Tensor, noise_uncond: torch.Tensor, guidance: float) -> torch.Tensor:

@@ -25,11 +25,8 @@ def cap_device_memory(device: torch.device, max_gb: float) -> None:
     torch.cuda.set_per_process_memory_fraction(fraction, index)
 
 
-def apply_offload(components, mode: str, device: torch.device, record_stream: bool = False) -> None:
-    """Move the components to the CPU and attach the hooks that bring each to `device` when used.
-
-    `record_stream` (group, CUDA): a block's weights are freed with their use recorded on the compute stream rather
-    than after a host synchronisation on every block (diffusers' record_stream), so the host can queue ahead."""
+def apply_offload(components, mode: str, device: torch.device) -> None:
+    """Move the components to the CPU and attach the hooks that bring each to `device` when used."""
     if mode == "none":
         return
     modules = [components.text_encoder, *components.experts, components.vae]
@@ -47,7 +44,7 @@ def apply_offload(components, mode: str, device: torch.device, record_stream: bo
     from diffusers.hooks import apply_group_offloading
 
     use_stream = device.type == "cuda"
-    streams = {"use_stream": use_stream, "record_stream": use_stream and record_stream}  # no streams on the CPU
+    streams = {"use_stream": use_stream}  # no streams on the CPU
     for expert in components.experts:
         expert.enable_group_offload(
             onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",

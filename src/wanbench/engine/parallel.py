@@ -6,7 +6,7 @@ Offline), the other three split one video. engine/prepare.py applies, in this or
   1. context parallelism (Ulysses / ring) through diffusers' ContextParallelConfig (`context_parallelize`),
   2. regional compile of the blocks (engine/prepare.py),
   3. FSDP2 `fully_shard` of every DiT block then each expert root, and of every T5 block then the root.
-CFG parallelism is not a model transform: it is the noise predictor `ParallelCFG`, which runs the
+CFG parallelism is not a model transform: it is the noise predictor `ParallelCFG` (engine/guidance.py), which runs the
 conditional branch on cfg rank 0 and the unconditional on cfg rank 1 and exchanges the prediction
 once per step. Offload (engine/offload.py) is the single-GPU alternative and is applied instead.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from wanbench.config import ParallelConfig, RunConfig
@@ -55,7 +54,9 @@ class ParallelDims:
 
 
 def resolve_dims(config: RunConfig, world: int) -> ParallelDims:
-    """Degrees from --strategy / --cfg-parallel / --ulysses / --ring for `world` ranks, checked up front."""
+    """Degrees from --strategy / --cfg-parallel / --ulysses / --ring for `world` ranks: the one place that checks
+    the parallel flags and every rule combining them, before anything is loaded."""
+    validate_parallel_flags(config.parallel)
     p, spec = config.parallel, config.preset.transformer
     if p.strategy not in STRATEGIES:
         raise UserError(f"bad --strategy {p.strategy!r}: choose one of {', '.join(STRATEGIES)}")
@@ -110,9 +111,6 @@ def check_dims(dims: ParallelDims, config: RunConfig) -> None:
         raise UserError("CFG parallel splits the two guidance branches: its degree is 1 or 2")
     if dims.cfg == 2 and not config.uses_guidance:
         raise UserError("--cfg-parallel needs classifier-free guidance: a --guidance other than 1")
-    if dims.cfg == 2 and config.cfg_batch:
-        raise UserError("--cfg-batch batches both guidance branches on each rank, CFG parallel splits them "
-                        "across ranks: use --ulysses/--ring, or drop --cfg-batch")
     heads = config.preset.transformer.num_attention_heads
     if heads % dims.ulysses:
         raise UserError(f"--ulysses {dims.ulysses} must divide the {heads} attention heads of {config.model}")
@@ -122,7 +120,6 @@ def check_dims(dims: ParallelDims, config: RunConfig) -> None:
             f"sequence parallel degree {dims.sp} must divide the {tokens} video tokens of this size: "
             "pick another degree or size"
         )
-    check_ulysses_chunks(config.parallel.ulysses_chunks, dims, heads)
     check_ulysses_exchange(config.parallel, dims)
     if config.attention == "fa4" and not kernel_applies(config.parallel, dims):
         raise UserError(f"--attention fa4 runs self-attention in wanbench's processors, but this run is "
@@ -136,19 +133,7 @@ def kernel_applies(p: ParallelConfig, dims: ParallelDims) -> bool:
     self-attention: not under ring attention, nor diffusers' own all-to-all Ulysses."""
     if dims.ring > 1:
         return False
-    return dims.ulysses == 1 or p.ulysses_chunks > 1 or p.ulysses_exchange != "all-to-all"
-
-
-def check_ulysses_chunks(chunks: int, dims: ParallelDims, heads: int) -> None:
-    if chunks < 1:
-        raise UserError(f"bad --ulysses-chunks {chunks}: use 1 (stock Ulysses) or more")
-    if chunks == 1:
-        return
-    require_plain_ulysses("--ulysses-chunks pipelines Ulysses attention", dims)
-    per_rank = heads // dims.ulysses
-    if per_rank % chunks:
-        raise UserError(f"--ulysses-chunks {chunks} must divide the {per_rank} heads each of the "
-                        f"{dims.ulysses} Ulysses ranks holds")
+    return dims.ulysses == 1 or p.ulysses_exchange != "all-to-all"
 
 
 def require_plain_ulysses(what: str, dims: ParallelDims) -> None:
@@ -166,9 +151,6 @@ def check_ulysses_exchange(p: ParallelConfig, dims: ParallelDims) -> None:
     if p.ulysses_exchange == "all-to-all":
         return
     require_plain_ulysses(f"--ulysses-exchange {p.ulysses_exchange} changes Ulysses' exchange", dims)
-    if p.ulysses_chunks > 1:
-        raise UserError(f"--ulysses-exchange {p.ulysses_exchange} and --ulysses-chunks are two ways to exchange: "
-                        "pick one")
 
 
 def build_mesh(dims: ParallelDims, device: torch.device) -> DeviceMesh:
@@ -185,12 +167,11 @@ def replica_coordinates(mesh: DeviceMesh | None) -> tuple[int, bool]:
     return mesh.get_local_rank("dp"), lead
 
 
-def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysses_chunks: int = 1,
+def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh,
                         ulysses_exchange: str = "all-to-all") -> list[str]:
     """Ulysses / ring sequence parallelism of both experts through diffusers' context parallelism;
     ring alone attends the local key/value block while the others are exchanged (engine/ring_overlap.py);
-    with ulysses_chunks > 1, self-attention's Ulysses exchanges are pipelined over head chunks
-    (engine/ulysses_overlap.py); with ulysses_exchange "head-blocks" they move head blocks straight into
+    with ulysses_exchange "head-blocks" Ulysses' exchanges move head blocks straight into
     place (engine/ulysses_heads.py), with "copy-engine" each rank writes its peers' blocks into their memory
     (engine/ulysses_copy.py)."""
     if dims.sp == 1:
@@ -208,12 +189,6 @@ def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh, ulysse
 
         if sum(overlap_ring(expert) for expert in components.experts):
             notes.append("ring: each rank attends its own key/value block while the others are exchanged")
-    if ulysses_chunks > 1:  # all-to-all only: check_ulysses_exchange refuses chunks with the others
-        from wanbench.engine.ulysses_overlap import pipeline_ulysses
-
-        for expert in components.experts:
-            pipeline_ulysses(expert, ulysses_chunks)
-        notes.append(f"Ulysses exchanges pipelined over {ulysses_chunks} head chunks")
     if ulysses_exchange == "head-blocks":
         from wanbench.engine.ulysses_heads import exchange_head_blocks
 
@@ -246,28 +221,6 @@ def fsdp_shard(components, dims: ParallelDims, mesh: DeviceMesh) -> None:
         fully_shard(encoder, mesh=flat)
 
 
-class ParallelCFG:
-    """CFG across two ranks: each runs one branch, then one all-gather of the prediction per step."""
-
-    def __init__(self, cond: torch.Tensor, uncond: torch.Tensor, mesh: DeviceMesh) -> None:
-        self.group = mesh.get_group("cfg")
-        self.cfg_rank = mesh.get_local_rank("cfg")
-        self.embeds = cond if self.cfg_rank == 0 else uncond
-
-    def __call__(
-        self, model: torch.nn.Module, latent_input: torch.Tensor, timestep: torch.Tensor, guidance: float
-    ) -> torch.Tensor:
-        from wanbench.config import guided
-        from wanbench.engine.guidance import branch, combine
-
-        name = "cond" if self.cfg_rank == 0 else "uncond"
-        local = branch(model, name, latent_input, timestep, self.embeds).contiguous()
-        both = torch.empty((2, *local.shape), dtype=local.dtype, device=local.device)
-        dist.all_gather_into_tensor(both, local.unsqueeze(0), group=self.group)
-        # Unguided steps (scale 1) still run both ranks; both keep cfg rank 0's conditional prediction.
-        return combine(both[0], both[1], guidance) if guided(guidance) else both[0]
-
-
 def check_runnable(config: RunConfig) -> ParallelDims:
     """Everything that can be refused before a worker starts (settings, flags, degrees for --gpus).
 
@@ -281,7 +234,6 @@ def check_runnable(config: RunConfig) -> ParallelDims:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         validate(config)
-    validate_parallel_flags(config.parallel)
     dims = resolve_dims(config, config.parallel.gpus)
     check_host_fits(config)
     return dims
@@ -303,7 +255,5 @@ def validate_parallel_flags(p: ParallelConfig) -> None:
         raise UserError(f"bad --offload {p.offload!r}: use none, model or group")
     if p.offload != "none" and p.gpus > 1:
         raise UserError("--offload is for one GPU; with several use --fsdp dit,t5 to cut memory per GPU")
-    if p.offload_record_stream and p.offload != "group":
-        raise UserError("--offload-record-stream changes how --offload group frees blocks: use it with --offload group")
     if p.ulysses < 1 or p.ring < 1:
         raise UserError("--ulysses and --ring are degrees of 1 or more")

@@ -7,7 +7,7 @@
      FP8 linear layers (--fp8 linear, approximate and opt-in: engine/fp8.py);
      step caching (--cache fbc:T, approximate and opt-in: diffusers' First Block Cache hooks)
   3. context parallelism (Ulysses / ring; ring alone overlaps its key/value exchange with the local
-     block's attention; --ulysses-chunks pipelines the Ulysses exchanges), then
+     block's attention; --ulysses-exchange chooses how Ulysses exchanges), then
   4. regional torch.compile of the repeated transformer blocks (--compile), then
   5. FSDP2 of DiT blocks and T5 blocks (--fsdp)            [3-5: engine/parallel.py's order];
      random weights of sharded modules are filled only now, shard by shard (models/seeded_init.py)
@@ -127,7 +127,7 @@ def prepare(
         apply_step_cache(components, config.cache, dims, notes)
     mesh = build_mesh(dims, device) if ctx.world_size > 1 else None
     if mesh is not None:
-        notes.extend(context_parallelize(components, dims, mesh, p.ulysses_chunks, p.ulysses_exchange))
+        notes.extend(context_parallelize(components, dims, mesh, p.ulysses_exchange))
     if config.compile:
         # FSDP's hooks and the context-parallel split hook on blocks.0 (it calls inspect.signature) break
         # the graph: compile those runs without fullgraph rather than refuse them.
@@ -141,7 +141,7 @@ def prepare(
     if p.t5_cpu:
         components.text_encoder.to("cpu")
     if p.offload != "none":
-        apply_offload(components, p.offload, device, p.offload_record_stream)
-        notes.append(f"offload: {p.offload_label}")
+        apply_offload(components, p.offload, device)
+        notes.append(f"offload: {p.offload}")
     if device.type == "cuda":
         torch.cuda.empty_cache()

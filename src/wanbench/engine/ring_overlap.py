@@ -7,10 +7,6 @@ are the other blocks read, attended and merged, in diffusers' order (own block, 
 with diffusers' log-sum-exp merge in fp32, so the result is diffusers' ring result. Kernels come from the
 same diffusers forward ops; backends without one (and Ulysses x ring layouts) keep diffusers' path.
 
-Measured on 2x H200 (results/h200x2/fa4-session5/): ring 2 this way ran 3.701 s per step against 3.669 for
-Ulysses 2 and 6.698 on one GPU (1.81x); diffusers' own ring was not run beside it, so the overlap's own effect
-is unmeasured, and small at best: only 10% of an NCCL exchange hid behind an attention kernel there.
-
 Applied by engine/parallel.py (`context_parallelize`) to every block's self-attention when ring > 1 and
 ulysses == 1; cross-attention (text keys, not sequence-split) keeps the stock processor.
 """

@@ -1,8 +1,7 @@
 """Ulysses whose exchanges are copy-engine writes into the peers' memory (--ulysses-exchange copy-engine).
 
-On 2x H200 NCCL's all-to-all moves a rank's 84 MB block to its peer at 243 GB/s issued back to back, and
-diffusers surrounds each of the four exchanges per layer with layout copies; a plain copy between the GPUs'
-memories runs on the copy engines at 357 GB/s with no SMs (results/h200x2/nccl-session6/). Here, per layer:
+NCCL's all-to-all needs SMs and diffusers surrounds each of the four exchanges per layer with layout copies; a
+plain copy between the GPUs' memories runs on the copy engines with no SMs. Here, per layer:
   1. RoPE writes q and k (and v is copied) by destination: the heads a peer attends go into a send tensor
      [3, world, B, S_local, Hc, D] (one contiguous block per peer, batch row and tensor), the rank's own heads
      straight into its rows of its receive buffer [3, B, S, Hc, D], a symmetric-memory buffer its peers write.
@@ -13,16 +12,9 @@ memories runs on the copy engines at 357 GB/s with no SMs (results/h200x2/nccl-s
      (slot: the writing rank); one barrier; the rank's own rows and the peers' slots are stacked, heads in rank
      order, for to_out (one pass).
 SM copies per layer beyond the one-GPU path's: v's copy and the output's assembly. Same arithmetic in the same
-order as the single process (bit for bit on gloo; the pulled predecessor, which copied out of the peers, was
-bit-identical to diffusers' all-to-all on 2x H200, results/h200x2/session8/). On 2x H200 its 2-step a14b latents
-are bit-identical to all-to-all's (six runs of six, session 10) since a new buffer's allocation is settled before
-any peer writes into it (`PeerBuffer._settle_allocation`; before, one run in two or three differed); eager it ran
-1.854x (session 9) and 1.878x (session 10) per step over one GPU, against all-to-all's 1.793x and 1.818x in the same
-runs; compiled it is 0.9% slower than all-to-all, which stays the default.
-In session 8's copy_engine_probe.py, writing q/k/v into the peers took 1.371 against 1.538 ms per a14b layer's
-exchange for copying them out, and it needs no copy of the rank's own block.
-Attending in head chunks beside the copies gained nothing (session 8: attention in chunks costs more than it
-hides), so there are none.
+order as the single process (bit for bit on gloo, and bit-identical to diffusers' all-to-all on GPUs once a new
+buffer's allocation is settled before any peer writes into it, `PeerBuffer._settle_allocation`). Its speed
+against the all-to-all default is in benchmarks/RESULTS.md (see "Deleted variants").
 
 One receive buffer per role is enough: a rank writes layer L+1's q/k/v into a peer only after passing layer L's
 output barrier, which the peer reaches only after attending layer L out of that buffer (its stream orders them);
@@ -30,16 +22,12 @@ and writes layer L's output into a peer only after layer L's q/k/v barrier, whic
 assembling layer L-1's output from that buffer. Each barrier comes after the rank's stream has waited for its
 own writes, so a barrier passed means every write into this rank has landed.
 
-Barrier: a one-element NCCL all-reduce on the Ulysses group by default (WANBENCH_PEER_BARRIER=device: the
-symmetric-memory barrier kernel, with a 30 s timeout that ends the process). On 2x H200 (session 7) the device
-barrier passed the exchange alone and a tiny generate, but inside an a14b generate it waited for its peer until its
-timeout, while the NCCL barrier ran the same generate to latents bit-identical to diffusers' exchange. Why is not
-established (a guess: kernels that spin on a peer need the same order on every GPU, which NCCL gives its own kernels
-and nothing gives this one). Cost: two barriers per layer, 0.043 ms each on 2x H200.
+Barrier: a one-element NCCL all-reduce on the Ulysses group (symmetric memory's own barrier kernel, which spins on
+its peers, stalled both GPUs inside the full model).
 
 Transport: CUDA symmetric memory (torch.distributed._symmetric_memory) on GPUs. On the CPU (gloo) an all-gather
 of every rank's send tensor stands in for the writes, so tests check the layout logic against the single process;
-only a GPU measures the transport (benchmarks/copy_engine_probe.py).
+only a GPU measures the transport.
 
 Applied by engine/parallel.py (`context_parallelize`) to every block's self-attention for Ulysses without ring;
 cross-attention (text keys, not sequence-split) keeps the stock processor.
@@ -49,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 from collections.abc import Callable
 
 import torch
@@ -57,9 +44,6 @@ import torch.distributed as dist
 
 from wanbench.engine.wan_attention import UlyssesExchangeProcessor, install, write_rotated
 from wanbench.errors import UserError, first_line
-
-BARRIER_ENV = "WANBENCH_PEER_BARRIER"  # nccl (default) or device
-DEVICE_BARRIER_TIMEOUT_MS = 30_000
 
 # (send tensor, peer) -> the piece that peer receives; (a rank's receive buffer, source rank) -> where it goes
 Piece = Callable[[torch.Tensor, int], torch.Tensor]
@@ -78,8 +62,7 @@ class PeerBuffer:
                 self.local = symm_mem.empty(*shape, dtype=dtype, device=device)
                 self._handle = symm_mem.rendezvous(self.local, group)
                 self._side = torch.cuda.Stream(device)
-                if os.environ.get(BARRIER_ENV, "nccl") != "device":
-                    self._flag = torch.zeros(1, dtype=torch.int32, device=device)
+                self._flag = torch.zeros(1, dtype=torch.int32, device=device)
             except Exception as exc:  # no peer access between these GPUs, or a torch without it
                 cause = first_line(exc) or type(exc).__name__
                 raise UserError("--ulysses-exchange copy-engine needs CUDA symmetric memory between the GPUs "
@@ -90,12 +73,9 @@ class PeerBuffer:
 
     def _settle_allocation(self, device: torch.device) -> None:
         """No peer may write into this buffer before every rank's allocation is done with it. torch's allocator
-        (older versions' source; 2.11 behaves so) zeroes a new symmetric block with cudaMemset without waiting, so
-        on a rank that is behind on its stream the zeroing can land over a peer's first writes. On 2x H200,
-        symmetric memory alone kept none of a peer's first writes into a rank held back 1 s, PeerBuffer all of
-        them (copy_engine_probe.py stage 8); before this, one a14b generate in two or three came out 1.36e-2 from
-        all-to-all's, never under CUDA_LAUNCH_BLOCKING=1 (results/h200x2/session10/). Current torch zeroes only
-        the signal pad and synchronises; this makes any version safe, once per buffer."""
+        (2.11 behaves so) zeroes a new symmetric block with cudaMemset without waiting, so on a rank that is behind
+        on its stream the zeroing can land over a peer's first writes. This makes any version safe, once per
+        buffer."""
         torch.cuda.synchronize(device)
         self.barrier()
 
@@ -111,10 +91,7 @@ class PeerBuffer:
     def barrier(self) -> None:
         """(GPUs) Wait until every rank has issued everything before this on its stream (its writes into peers
         too)."""
-        if self._flag is not None:
-            dist.all_reduce(self._flag, group=self.group)
-        else:
-            self._handle.barrier(channel=0, timeout_ms=DEVICE_BARRIER_TIMEOUT_MS)
+        dist.all_reduce(self._flag, group=self.group)
 
     def side(self):
         """Context for the writes into the peers: on a GPU a side stream that starts after what the current

@@ -3,20 +3,15 @@
 
 diffusers' Ulysses permutes q, k and v rank-major, all-to-alls them, the attention backend copies them
 heads-first, and the output is permuted on both sides of its all-to-all: about nine copies of a rank's tensor
-per layer, 0.33 ms each for a14b on an H200, as much time as the exchanges themselves
-(results/h200x2/ulysses-exchange/). Here RoPE writes q and k heads-first ([B, H, S_local, D]) and v is made
-heads-first once, so every (batch, head) block a peer needs is one contiguous [S_local, D] piece: it is sent
-with point-to-point operations, all in one group, straight into its place in the receiver's heads-first
-[B, H_local, S, D] tensors, which attention reads as they are. The output returns the same way into a
-heads-first [B, H, S_local, D] tensor and is made token-major once for to_out. Copies left per layer: v once,
+per layer, about as much time as the exchanges themselves. Here RoPE writes q and k heads-first ([B, H, S_local,
+D]) and v is made heads-first once, so every (batch, head) block a peer needs is one contiguous [S_local, D]
+piece: it is sent with point-to-point operations, all in one group, straight into its place in the receiver's
+heads-first [B, H_local, S, D] tensors, which attention reads as they are. The output returns the same way into
+a heads-first [B, H, S_local, D] tensor and is made token-major once for to_out. Copies left per layer: v once,
 the blocks a rank keeps for itself, the output once (about four tensors' worth against diffusers' nine). Same
 arithmetic in the same order, so the same result as diffusers' Ulysses and the single process.
 
-Measured on 2x H200: 3.635 s per step against 3.669 for diffusers' Ulysses (0.9% faster), with NVML at 18 GB
-more per GPU (results/h200x2/fa4-session5/: the caching allocator held blocks the point-to-point streams used);
-with the host's lead over the GPU bounded (`_bound_host_lead`, below), 3.695 s against 3.725 (0.8% faster) and
-88.9 GB against 86.8 (results/h200x2/nccl-session6/). Opt-in until its compiled memory is re-measured
-(47 GB more before the bound; the compiled row of benchmarks/suites/ulysses2-5steps.toml).
+Its speed and memory against the all-to-all default are in benchmarks/RESULTS.md (see "Deleted variants").
 
 Applied by engine/parallel.py (`context_parallelize`) to every block's self-attention for Ulysses without
 ring; cross-attention (text keys, not sequence-split) keeps the stock processor.
@@ -39,8 +34,7 @@ def _blocks_op(ops: list, op, tensor: torch.Tensor, group, peer: int) -> None:
 # NCCL's batched point-to-point records every tensor it touches on its own streams, so the caching allocator
 # cannot hand that memory out again until the host has seen the transfer finish. A host that runs a whole
 # forward ahead of the GPU (compiled, it does) then needs fresh memory for every layer's ~1.3 GB of exchanged
-# tensors: on 2x H200 NVML saw 18 GB more per GPU eager and 47 GB compiled than diffusers' Ulysses, with torch's
-# allocated peak unchanged (results/h200x2/fa4-session5). The host therefore waits for the exchange issued
+# tensors, and NVML's memory grows far past torch's allocated peak. The host therefore waits for the exchange issued
 # EXCHANGES_AHEAD calls back (two per layer): a couple of layers of queued GPU work, so the GPU never starves.
 EXCHANGES_AHEAD = 4
 _in_flight: deque = deque()

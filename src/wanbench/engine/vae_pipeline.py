@@ -8,11 +8,10 @@ returns the video to rank 0. The same function as one-rank decode.
 
 Where to cut: an up block's cost grows with its resolution. For the a14b VAE at 480*832 (channels x
 pixels x frames per chunk) the mid block with up block 0 is ~0.3 units, up block 1 ~1.2, up blocks 2 and
-3 ~2.4 each. Cutting in the middle (the first version) left stage 1 with ~4.8 of 6.1 units: on 2x H200 it
-decoded in 2.71 s against 3.15 s on one rank. So the later stages take one up block each and the first
-stage the rest: 2 stages ~3.7 | 2.4, 3 stages ~1.4 | 2.4 | 2.4 units; more stages would not shorten the
-longest. Sends are non-blocking with at most two in flight, so a stage is not held by the next one's
-receive.
+3 ~2.4 each. Cutting in the middle would leave stage 1 with ~4.8 of 6.1 units. So the later stages take one
+up block each and the first stage the rest: 2 stages ~3.7 | 2.4, 3 stages ~1.4 | 2.4 | 2.4 units; more stages
+would not shorten the longest. Sends are non-blocking with at most two in flight, so a stage is not held by the
+next one's receive.
 """
 
 from __future__ import annotations

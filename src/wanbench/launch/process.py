@@ -137,6 +137,13 @@ def describe_exit(returncode: int, log: Path) -> str:
     return f"{root or 'the worker ' + exit_words(returncode)} (log: {log}): {last_error_line(log)}"
 
 
+def quiet_libraries() -> None:
+    """Library chatter (experimental-API notices, dtype hints) is not for our users' terminals. Set through the
+    libraries' own variables, so that nothing is imported for it and worker processes inherit it."""
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -3,7 +3,7 @@
 launcher names each rank's innermost wanbench frame in the one-line error of a timeout.
 
 Launchers set WANBENCH_STACKS_DIR in the workers' environment (`stacks_env`); workers call `dump_stacks_on_term`
-at start. (A hang on 2x H200 in session 7 left nothing but torchrun's own shutdown in the workers' log.)
+at start. (Without it, a hang leaves nothing but torchrun's own shutdown in the workers' log.)
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def gpu_info() -> list[dict[str, Any]]:
 
 # Process-wide settings that change a run's speed or memory without showing in its configuration.
 TUNING_PREFIXES = ("NCCL_", "TORCH_NCCL_", "TORCH_SYMM_MEM_", "NVSHMEM_", "PYTORCH_CUDA_ALLOC_CONF",
-                   "CUDA_DEVICE_MAX_CONNECTIONS", "CUDA_VISIBLE_DEVICES", "TORCHINDUCTOR_", "WANBENCH_PEER_BARRIER")
+                   "CUDA_DEVICE_MAX_CONNECTIONS", "CUDA_VISIBLE_DEVICES", "TORCHINDUCTOR_")
 
 
 # Set by the tools themselves in every worker (torchrun, inductor, the container image), not chosen for a run.

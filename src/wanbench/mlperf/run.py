@@ -46,6 +46,20 @@ def require_loadgen() -> None:
                         "(or pip install -e \".[mlperf]\" in a wanbench checkout)")
 
 
+def store_result(store, suite: str, label: str, result: dict[str, Any], started_at: float,
+                 logs: str | None = None) -> None:
+    """The one way an MLPerf run enters a results store: each sample's engine record (under `suite`), then
+    LoadGen's figures with the run's loading time and the engine's own mean latency."""
+    for i, record in enumerate(result["records"]):
+        store.add_run(record, suite, label, i)
+    latencies = result.get("wanbench_latencies_s") or []
+    figures = {**result["loadgen"], "load_s": result["load_s"], "compile_s": result.get("compile_s"),
+               "wanbench_mean_latency_s": sum(latencies) / len(latencies) if latencies else None}
+    if logs:
+        figures["logs"] = logs
+    store.add_mlperf(result["settings"]["scenario"], label, figures, result["settings"], started_at)
+
+
 def load_prompts(path: str | None) -> list[str]:
     if path is None:
         return list(SYNTHETIC_PROMPTS)

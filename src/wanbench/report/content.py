@@ -113,7 +113,7 @@ def _scaling(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> Non
         return
     rows_out = []
     for r in scaled:
-        speed, eff = scaling_cell(r, digits=3)  # targets such as 1.85x per step are decided at that resolution
+        speed, eff = scaling_cell(r, digits=3)  # a target speedup is decided at this resolution
         rows_out.append([r.label, str(r.gpus), r.baseline_label or "", speed, fmt(r.step_speedup, ".3f", "x"), eff])
     doc.add(Table(
         ["Configuration", u["units"].capitalize(), f"Baseline (1 {u['unit']})", "Speedup (generation)",
