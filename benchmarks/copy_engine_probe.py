@@ -15,15 +15,10 @@ is done:
      the model), each checked bit for bit against the same exchange run one layer at a time with both GPUs idle
      around it; then again with one rank's attention held back ~10 ms per layer, alternating ranks, so that a peer
      writing too early (into a receive buffer still being read) would show as a mismatched layer; and how many of
-     the one-at-a-time layers equal NCCL's all-to-all. Session 9's a14b check found the pushed
-     exchange 1.4e-2 (relative) from diffusers' all-to-all where the pulled one had been bit-identical: a race
-     shows here, a different kernel choice in stage 5;
+     the one-at-a-time layers equal NCCL's all-to-all: a race shows here, a different kernel choice in stage 5;
   8. a peer's first writes into a buffer just made on a rank that is behind on its stream, with symmetric memory
-     alone and through PeerBuffer: session 10's check found the copy engine's a14b latents differing in one run of
-     three (never under CUDA_LAUNCH_BLOCKING=1), while stages 5-7 passed. On 2x H200 (session 10) symmetric
-     memory alone kept none of the first writes (its allocation's zeroing ran after them), PeerBuffer all of them.
-History: sessions 7-8 timed the pulled exchange this replaced (copies out of the peers' memory: 1.538 ms per
-layer) against pushing (1.371 ms) and NCCL (1.662 ms), and head chunks (no gain): benchmarks/RESULTS.md.
+     alone and through PeerBuffer (whose allocation is settled before any peer writes).
+What each stage found is in benchmarks/RESULTS.md.
 Rank 0 writes the JSON. Usage (GPUs): python3 -m torch.distributed.run --nproc-per-node 2 \\
   benchmarks/copy_engine_probe.py --out $OUT/probe.json
 """

@@ -1,12 +1,10 @@
 """Where one denoising step's time goes on each rank: GPU kernels by kind, copies, collectives, and GPU idle.
 
-Ulysses 2 with the copy-engine exchange runs a step in 3.666 s on 2x H200 against 6.771 s on one (session 7):
-0.280 s over half, of which the exchange measured alone (benchmarks/copy_engine_probe.py) explains ~0.11 s.
-This runs a generation under wanbench's engine (the same flags as `wanbench generate`), one warm-up generation,
-then profiles the second step of a 3-step generation with torch.profiler (device synchronised at both ends) and
-sums device time by kind (GEMM, attention, NCCL, copies between GPUs, copies within a GPU, other kernels) and
-the GPU's busy time (union of kernel and copy intervals) against the step's span. Rank 0 writes every rank's
-summary. Usage (2 GPUs):
+Ulysses 2 loses part of a step to its exchanges; this says where the rest goes. This runs a generation under
+wanbench's engine (the same flags as `wanbench generate`), one warm-up generation, then profiles the second step of
+a 3-step generation with torch.profiler (device synchronised at both ends) and sums device time by kind (GEMM,
+attention, NCCL, copies between GPUs, copies within a GPU, other kernels) and the GPU's busy time (union of kernel
+and copy intervals) against the step's span. Rank 0 writes every rank's summary. Usage (2 GPUs):
   python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/profile_step.py --out $OUT/profile.json -- \\
       --model a14b --weights random --size 480*832 --gpus 2 --ulysses 2 --ulysses-exchange copy-engine \\
       --no-compile --attention cudnn

@@ -8,7 +8,7 @@
   --part e2e: stock WanPipeline.__call__ against wanbench (open_session + run_once, --compile)
       end to end, `--steps` steps, after a warm-up; load and compile reported apart.
   --part all (default): both, in that order, into benchmarks/results/speed-<gpu>-1gpu.json with every key of
-      issue 6 (stock_forward_s, wanbench_forward_s, stock_e2e_s, wanbench_e2e_s, ratio_e2e, mfu, ...).
+      the comparison (stock_forward_s, wanbench_forward_s, stock_e2e_s, wanbench_e2e_s, ratio_e2e, mfu, ...).
   --merge FORWARD_JSON E2E_JSON: one such record from a forward run and an e2e run made apart (e.g. side by
       side on two GPUs of one machine); no timing, the figures are copied with both commands.
 Writes benchmarks/results/speed-<gpu>-1gpu[-part].json (or --out). Times: CUDA-synchronised,

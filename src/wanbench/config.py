@@ -350,9 +350,9 @@ def config_for_preset(model: str, **overrides: Any) -> RunConfig:
 
 
 def compile_by_default(config: RunConfig) -> bool:
-    """Regional torch.compile where it is faster (benchmarks/RESULTS.md, "Follow-ups 2"): CUDA, without offload,
-    FSDP of the experts, ring attention or the approximate modes (those run eager unless --compile asks); CFG
-    parallel runs the one-GPU forward on each rank."""
+    """Regional torch.compile where it is faster (benchmarks/RESULTS.md, "Compile, head chunks and the cost-balanced
+    VAE pipeline"): CUDA, without offload, FSDP of the experts, ring attention or the approximate modes (those run
+    eager unless --compile asks); CFG parallel runs the one-GPU forward on each rank."""
     p = config.parallel
     if config.device == "auto":
         import torch

@@ -6,7 +6,7 @@ if [ ! -f /tmp/site/.wanbench-installed ]; then
   touch /tmp/site/.wanbench-installed
 fi
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-# FlashAttention 4, where benchmarks/fa4_wheels.sh installed it on this machine (its DSL's .pth is not read
+# FlashAttention 4, where benchmarks/device/fa4_wheels.sh installed it on this machine (its DSL's .pth is not read
 # from a --target folder, hence the second path)
 if [ -d /tmp/fa4site ]; then
   export PYTHONPATH=$PYTHONPATH:/tmp/fa4site:/tmp/fa4site/nvidia_cutlass_dsl/dsl_packages

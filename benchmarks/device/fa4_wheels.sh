@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # FlashAttention 4 (CuTe DSL) for the device machines, which reach no package index. Its CUDA 13 DSL library
 # wheel (92 MB) is larger than one call may carry (64 MiB with the tree), so it travels in two halves:
-#   here:    bash benchmarks/fa4_wheels.sh fetch          # downloads into .fa4a/ and .fa4b/ (git-ignored)
-#   device:  bash benchmarks/fa4_wheels.sh stage          # call 1, carry [".fa4a", ...]: copies to /tmp/fa4
-#            bash benchmarks/fa4_wheels.sh install        # call 2, carry [".fa4b", ...]: joins, installs
+#   here:    bash benchmarks/device/fa4_wheels.sh fetch          # downloads into .fa4a/ and .fa4b/ (git-ignored)
+#   device:  bash benchmarks/device/fa4_wheels.sh stage          # call 1, carry [".fa4a", ...]: copies to /tmp/fa4
+#            bash benchmarks/device/fa4_wheels.sh install        # call 2, carry [".fa4b", ...]: joins, installs
 # device_preamble.sh puts /tmp/fa4site on PYTHONPATH once installed (a later call on the same warm machine).
 set -e
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 case "${1:?fetch|stage|install}" in
   fetch)
     tmp=$(mktemp -d)
