@@ -88,3 +88,19 @@ def test_rates_come_from_the_full_precision_detail_log(tmp_path):
     assert figures["samples_per_second"] == 0.0144097 and figures["queries"] == 3
     assert figures["gpu_seconds_per_video"] == pytest.approx(138.80, abs=0.01)
     assert figures["p90_latency_s"] == pytest.approx(69.537, abs=1e-3)
+
+
+@pytest.mark.parametrize(("model", "size", "steps"), [("a14b", "1280*720", 20), ("tiny", "96*64", 4)])
+def test_mlperf_reference_settings_apply_to_a14b_only(monkeypatch, tmp_path, model, size, steps):
+    # The reference's 720p and 20 steps are A14B's; a tiny run keeps its preset's size (a 720p tiny run took minutes).
+    seen = {}
+
+    def capture(config, *args, **kwargs):
+        seen["config"] = config
+
+    monkeypatch.setattr("wanbench.mlperf.run.run_mlperf", capture)
+    monkeypatch.setattr("wanbench.engine.parallel.check_runnable", lambda config: None)
+    assert main(["mlperf", "--model", model, "--device", "cpu", "--out", str(tmp_path)]) == 0
+    config = seen["config"]
+    assert (config.size, config.steps) == (size, steps)
+    assert config.vae_dtype == "float32" or model != "a14b"
