@@ -100,6 +100,8 @@ def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
     for flag, path in (("--json", args.json), ("--save-latents", args.save_latents)):
         if path:
             check_output_file(path, flag)
+    if args.timeout <= 0:
+        raise UserError(f"bad --timeout {args.timeout:g}: give a positive number of seconds")
     config = config_from_args(args)
 
     from wanbench.engine.parallel import check_runnable
@@ -263,8 +265,13 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     suite = dataclasses.replace(suite, **overrides)
     if suite.repeats < 1 or suite.warmup < 0:
         raise UserError("--repeats must be 1 or more and --warmup 0 or more")
+    if suite.timeout_s <= 0:
+        raise UserError(f"bad timeout {suite.timeout_s:g} s: give a positive number of seconds per configuration")
     check_suite(suite)  # a suite none of whose configurations can run ends here, before any worker starts
     out = Path(args.out) if args.out else Path("wanbench-results") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (args.resume or args.retry_failed) and not ((out / "results.db").is_file() or (out / "runs.jsonl").is_file()):
+        raise UserError(f"--resume continues a suite, but {out} holds no results: give --out the folder of the run "
+                        "to continue")
     print(f"suite {suite.name}: results in {out}", file=sys.stderr)
     try:
         summary = run_suite(suite, out, resume=args.resume or args.retry_failed, retry_failed=args.retry_failed)
