@@ -65,8 +65,7 @@ class Progress:
             self.stream.flush()
 
     def line(self, text: str) -> None:
-        if self.live:
-            self.stream.write("\r\033[K")
+        self.clear()
         self.stream.write(text + "\n")
         self.stream.flush()
 

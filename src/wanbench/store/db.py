@@ -155,9 +155,7 @@ class ResultsStore:
         if broken:
             # A line cut by a crash mid-write: rewrite the file without it (its run is in results.db
             # if the transaction committed, and is re-appended below).
-            tmp = self.jsonl_path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-            tmp.replace(self.jsonl_path)
+            self._rewrite_jsonl(records)
         in_jsonl = {record["run_id"]: record for record in records}
         for run_id, record in in_jsonl.items():
             if run_id not in in_db:
@@ -165,6 +163,12 @@ class ResultsStore:
         for run_id in sorted(in_db - set(in_jsonl)):
             row = self.conn.execute("SELECT record FROM runs WHERE run_id=?", (run_id,)).fetchone()
             self._append_jsonl(json.loads(row[0]))
+
+    def _rewrite_jsonl(self, records: list[dict[str, Any]]) -> None:
+        """Replace runs.jsonl with `records`, atomically (a crash leaves the old file or the new one)."""
+        tmp = self.jsonl_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        tmp.replace(self.jsonl_path)
 
     def _read_jsonl(self) -> tuple[list[dict[str, Any]], int]:
         """(records, number of unreadable lines)."""
@@ -201,10 +205,7 @@ class ResultsStore:
         with open(self.folder / "retried.jsonl", "a", encoding="utf-8") as f:
             f.writelines(r[1] + "\n" for r in rows)
         records, _ = self._read_jsonl()
-        tmp = self.jsonl_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records
-                               if r.get("run_id") not in dropped), encoding="utf-8")
-        tmp.replace(self.jsonl_path)
+        self._rewrite_jsonl([r for r in records if r.get("run_id") not in dropped])
         with self.conn:
             self.conn.executemany("DELETE FROM runs WHERE run_id=?", [(i,) for i in dropped])
         return len(dropped)
