@@ -175,3 +175,13 @@ def test_committed_suites_pass_the_up_front_checks(path, monkeypatch):
     assert configs
     for config in configs:
         check_runnable(config)
+
+
+def test_labels_say_cpu_without_a_device_setting_and_name_fixed_threads(monkeypatch):
+    import torch
+
+    from wanbench.bench.suite import label, run_config_from
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    text = label(run_config_from({"model": "tiny", "threads": 2}))
+    assert "1 CPU proc" in text and "2 threads" in text and "GPU" not in text

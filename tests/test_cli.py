@@ -65,6 +65,7 @@ def test_npy_and_gif_outputs_hold_the_same_frames(tmp_path):
         (["--guidance", "nan"], "bad --guidance nan: use a finite number"),
         (["--guidance", "4,inf"], "bad --guidance inf: use a finite number"),
         (["--threads", "-1"], "bad --threads -1"),
+        (["--guidance", "-1"], "a scale below 0 steers away from the prompt"),
         (["--bogus"], "unrecognized arguments"),
     ],
 )

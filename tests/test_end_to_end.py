@@ -104,6 +104,26 @@ def test_compare_a_bench_folder_with_itself_and_with_a_slowed_copy(smoke_results
     assert (slowed / "results.db").exists()  # rebuilt from runs.jsonl
 
 
+def test_compare_names_a_large_relative_slowdown_under_the_seconds_floor(smoke_results, tmp_path):
+    out, _ = smoke_results
+    label = label_of(out, gpus=1, most_steps=False)
+
+    def doubled(record: dict) -> dict:
+        if record["label"] == label:
+            p = record["phases"]
+            extra = 0.9 * (p["total_s"] - p.get("load_s", 0.0) - p.get("compile_s", 0.0))  # the generation, 1.9x
+            p["total_s"] += extra
+            p["vae_decode_s"] += extra
+        return record
+
+    proc = wanbench("compare", str(out), str(rewritten(out, tmp_path / "doubled", doubled)),
+                    "--min-seconds", "1000")
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if label in ln)
+    assert line.startswith("slower") and "+90.0% generation time" in line and "floor of --min-seconds" in line
+    assert "1 slower by less than the floor" in proc.stdout.splitlines()[-1]
+
+
 def test_a_superlinear_row_over_a_noisy_baseline_is_flagged_in_its_own_row(smoke_results, tmp_path):
     # What the first CPU report showed: one 1-process repeat whose VAE decode took seconds instead of a tenth.
     out, _ = smoke_results
@@ -171,6 +191,15 @@ def test_a_killed_worker_is_recorded_with_its_signal_and_retried(tmp_path):
     assert "1 configurations run (1 skipped), 1/1 runs ok" in again.stdout
     assert {r["status"] for r in records(out)} == {"ok"} and len(records(out)) == 2
     assert len((out / "retried.jsonl").read_text().splitlines()) == 1  # the failed record kept aside
+    md = (out / "report" / "report.md").read_text()
+    assert "killme" in md and "ran again with --retry-failed" in md and "killed by signal 9" in md
+
+
+def test_a_bench_in_which_every_run_failed_exits_1(tmp_path):
+    suite, out = _suite(tmp_path, "killme"), tmp_path / "out"
+    proc = wanbench("bench", str(suite), "--out", str(out), env={"WANBENCH_FAULT": "die:0:killme"})
+    assert proc.returncode == 1, proc.stderr
+    assert "no run succeeded" in proc.stderr.splitlines()[-1]
     assert (out / "report" / "report.md").exists()
 
 
@@ -183,7 +212,7 @@ def test_an_interrupted_suite_says_how_to_continue_and_reports_what_finished(tmp
     while time.time() < deadline and not ((out / "runs.jsonl").exists() and records(out)):
         time.sleep(0.5)
     time.sleep(3.0)  # the second configuration's worker is now hanging
-    runner.send_signal(signal.SIGINT)
+    runner.send_signal(signal.SIGTERM)  # as a scheduler ends a job; Ctrl-C takes the same path
     _, err = runner.communicate(timeout=120)
     assert runner.returncode == 130, err
     line = next(ln for ln in err.splitlines() if ln.startswith("wanbench: interrupted"))
@@ -206,8 +235,40 @@ def test_suite_values_of_the_wrong_type_are_refused_before_anything_runs(tmp_pat
     suite.write_text(f'[fixed]\nmodel = "tiny"\ndevice = "cpu"\n[axes]\n{line}\n')
     assert main(["bench", str(suite), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0]
+    assert len(err) == 1 and message in err[0] and str(suite) in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_suite_repeats_of_zero_and_an_out_under_a_file_are_one_line(tmp_path, capsys):
+    suite = tmp_path / "zero.toml"
+    suite.write_text('repeats = 0\n[fixed]\nmodel = "tiny"\ndevice = "cpu"\n')
+    assert main(["bench", str(suite), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "repeats = 0 in the suite" in err[0]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["bench", "--preset", "smoke", "--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write results into" in err[0]
+
+
+def test_damaged_runs_jsonl_lines_are_kept_aside_and_named(smoke_results, tmp_path, capsys):
+    out, _ = smoke_results
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    text = (out / "runs.jsonl").read_text()
+    (cut / "runs.jsonl").write_text(text.splitlines()[0][:200])  # one line cut short: no readable run
+    assert main(["report", str(cut)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "holds no readable run" in err[-1] and "runs.unreadable.jsonl" in err[-1]
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "runs.jsonl").write_text(text + '{"not": "a run"}\ngarbage\n')
+    assert main(["report", str(mixed)]) == 0
+    err = capsys.readouterr().err
+    assert "2 unreadable line(s)" in err
+    assert len((mixed / "runs.unreadable.jsonl").read_text().splitlines()) == 2
+    assert len(records(mixed)) == len(text.splitlines())
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not sqlite"])

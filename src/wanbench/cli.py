@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -25,13 +26,13 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="a14b", help=f"model preset: {', '.join(PRESETS)} (default a14b)")
     p.add_argument("--weights", default="random", help="random, or a diffusers / official Wan2.2 folder")
     p.add_argument("--size", default=None, help="WIDTH*HEIGHT, e.g. 832*480 (default: the preset's)")
-    p.add_argument("--frames", type=int, default=None, help="4n+1 frames (default: the preset's, 81)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's, 40)")
+    p.add_argument("--frames", type=int, default=None, help="4n+1 frames (default: the model preset's; a14b: 81)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model preset's; a14b: 40)")
     p.add_argument("--seed", type=int, default=None, help="noise seed (default 42)")
     p.add_argument("--prompt", default=None)
     p.add_argument("--negative-prompt", default=None, help="default: the official one; '' for none")
     p.add_argument("--guidance", default=None, help="HIGH,LOW guidance scales, or one for both")
-    p.add_argument("--shift", type=float, default=None, help="flow shift (default: the preset's, 12.0)")
+    p.add_argument("--shift", type=float, default=None, help="flow shift (default: the model preset's; a14b: 12.0)")
     p.add_argument("--boundary", type=float, default=None, help="expert switch at t >= boundary*1000")
     p.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"])
     p.add_argument("--vae-dtype", default=None, choices=["bfloat16", "float16", "float32"])
@@ -103,6 +104,7 @@ def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
     if args.timeout <= 0:
         raise UserError(f"bad --timeout {args.timeout:g}: give a positive number of seconds")
     config = config_from_args(args)
+    _check_settings(config)
 
     from wanbench.engine.parallel import check_runnable
     from wanbench.launch.distributed import shutdown_distributed, under_torchrun
@@ -125,6 +127,18 @@ def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
     if rank == 0:
         print_summary(result)
     return 0
+
+
+def _check_settings(config) -> None:
+    """The settings' own rules (size, frames, guidance...), before torch and diffusers are imported: a typo is
+    refused in a fraction of a second. The worker checks again and reports the warnings."""
+    import warnings
+
+    from wanbench.config import validate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        validate(config)
 
 
 def write_outputs(generation, args: argparse.Namespace) -> None:
@@ -224,10 +238,11 @@ def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
     for c in changes:
         t = f"{c.time_change:+.1%}" if c.time_change is not None else "n/a"
         m = f"{c.peak_change:+.1%}" if c.peak_change is not None else "n/a"
-        print(f"{'REGRESSION' if c.regression else 'ok':10s} time {t:>7s} memory {m:>7s}  {c.label}"
+        print(f"{c.verdict:10s} time {t:>7s} memory {m:>7s}  {c.label}"
               + (f"  ({c.reason})" if c.reason else ""))
-    regressions = sum(c.regression for c in changes)
-    print(f"{regressions} regression(s) in {len(changes)} compared configuration(s)")
+    regressions, minor = sum(c.regression for c in changes), sum(c.below_floor for c in changes)
+    print(f"{regressions} regression(s) in {len(changes)} compared configuration(s)"
+          + (f"; {minor} slower by less than the floor (exit 0)" if minor else ""))
     return 1 if regressions else 0
 
 
@@ -254,6 +269,7 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
 
     from wanbench.bench.runner import check_suite, run_suite
     from wanbench.bench.suite import default_preset, load_suite_file, preset_suite
+    from wanbench.outputs import writable_folder
 
     if args.suite and args.preset:
         raise UserError("give a suite file or --preset, not both")
@@ -263,8 +279,11 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
                                    ("timeout_s", args.timeout), ("sample_interval_s", args.sample_interval))
                  if v is not None}
     suite = dataclasses.replace(suite, **overrides)
-    if suite.repeats < 1 or suite.warmup < 0:
-        raise UserError("--repeats must be 1 or more and --warmup 0 or more")
+    if suite.repeats < 1:
+        source = "--repeats" if args.repeats is not None else f"repeats = {suite.repeats} in the suite"
+        raise UserError(f"{source}: give 1 or more repeats per configuration")
+    if suite.warmup < 0:
+        raise UserError(f"{'--warmup' if args.warmup is not None else 'the suite warmup'} must be 0 or more")
     if suite.timeout_s <= 0:
         raise UserError(f"bad timeout {suite.timeout_s:g} s: give a positive number of seconds per configuration")
     check_suite(suite)  # a suite none of whose configurations can run ends here, before any worker starts
@@ -272,8 +291,11 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     if (args.resume or args.retry_failed) and not ((out / "results.db").is_file() or (out / "runs.jsonl").is_file()):
         raise UserError(f"--resume continues a suite, but {out} holds no results: give --out the folder of the run "
                         "to continue")
+    writable_folder(out, "results", "--out")
     print(f"suite {suite.name}: results in {out}", file=sys.stderr)
     try:
+        # A SIGTERM (a scheduler ending the job, `kill`) is handled as Ctrl-C: what finished is kept and reported.
+        signal.signal(signal.SIGTERM, _interrupt)
         summary = run_suite(suite, out, resume=args.resume or args.retry_failed, retry_failed=args.retry_failed)
     except KeyboardInterrupt:
         again = ["wanbench", *argv] + ([] if args.out else ["--out", str(out)]) + (
@@ -296,7 +318,14 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
 
         paths = write_report(out)
         print("report: " + ", ".join(str(p) for p in paths))
+    if summary["runs"] and not summary["runs_ok"]:
+        print(f"wanbench: no run succeeded; the report's 'Flags and failures' says why ({out})", file=sys.stderr)
+        return 1
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _report_what_finished(out) -> None:
@@ -383,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
     bench = sub.add_parser("bench", help="run a suite of configurations and keep every result")
     bench.add_argument("suite", nargs="?", default=None, help="suite TOML file (default: --preset)")
-    bench.add_argument("--preset", default=None, help="smoke, seed or scaling (default: seed on GPUs, else smoke)")
+    bench.add_argument("--preset", default=None,
+                       help="smoke, seed, scaling or mlperf (default: seed on GPUs, else smoke)")
     bench.add_argument("--out", default=None, help="results folder (default: wanbench-results/<suite>-<time>)")
     bench.add_argument("--resume", action="store_true", help="continue the suite in --out, skipping finished runs")
     bench.add_argument("--retry-failed", action="store_true",

@@ -389,6 +389,9 @@ def validate(config: RunConfig) -> list[str]:
                         ("shift", config.shift), ("boundary", config.boundary)):
         if value is not None and not math.isfinite(value):
             raise UserError(f"bad --{name} {value}: use a finite number")
+    if min(config.guidance_high, config.guidance_low) < 0:
+        raise UserError(f"bad --guidance {config.guidance_high:g},{config.guidance_low:g}: a scale below 0 steers "
+                        "away from the prompt; use 0 or more (1: no guidance), e.g. 4.0,3.0")
     if config.boundary is not None and not 0.0 <= config.boundary <= 1.0:
         raise UserError(f"bad --boundary {config.boundary}: use a fraction between 0 and 1, e.g. 0.875")
     if config.shift <= 0:

@@ -23,3 +23,16 @@ def check_output_file(path: str | Path, flag: str) -> None:
         raise UserError(f"{flag} {path}: {parent} is a file, not a folder: give a path in a folder")
     if not os.access(parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise UserError(f"{flag} {path}: not writable here: give a path you can write")
+
+
+def writable_folder(target: Path, what: str = "the report", flag: str = "--out") -> Path:
+    """`target`, created and known to take files, or a UserError naming the fix (before any work is done)."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / ".wanbench-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write {what} into {target}: {exc.strerror or exc}: give a writable folder "
+                        f"with {flag}") from None
+    return target

@@ -23,11 +23,12 @@ class Stat:
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
-    def describe(self, unit: str = "s") -> str:
+    def describe(self, unit: str = "s", digits: int = 2) -> str:
         """'0.48 s (0.44–0.52, CV 8.8%, n=2)': the median with its spread, as the report and the terminal show it."""
+        d = digits
         if self.n == 1:
-            return f"{self.median:.2f} {unit} (n=1)"
-        return f"{self.median:.2f} {unit} ({self.min:.2f}–{self.max:.2f}, CV {self.cv:.1%}, n={self.n})"
+            return f"{self.median:.{d}f} {unit} (n=1)"
+        return f"{self.median:.{d}f} {unit} ({self.min:.{d}f}–{self.max:.{d}f}, CV {self.cv:.1%}, n={self.n})"
 
 
 def summarize(values: list[float]) -> Stat | None:

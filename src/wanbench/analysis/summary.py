@@ -72,6 +72,8 @@ class ConfigRow:
     # the largest host RSS of any rank: what offloading moves to the host has to fit there
     host_peak_gb: float | None = None
     threads: int | None = None  # CPU threads per rank, as the run recorded them
+    text_encode: Stat | None = None
+    vae_decode: Stat | None = None
     # what is wrong with the speedup and efficiency figures, shown beside them
     scaling_problems: list[str] = field(default_factory=list)
 
@@ -81,8 +83,9 @@ class ConfigRow:
 
     @property
     def trusted(self) -> bool:
-        """Whether the row may be recommended: plausible, every run ok, not superlinear (a noisy row is marked)."""
+        """Whether the row may be recommended: plausible, every run ok, not noisy, not superlinear."""
         return (self.generation is not None and self.verdict not in ("impossible", "suspicious")
+                and not self.generation.noisy
                 and self.runs_ok == self.runs_total and "superlinear" not in self.scaling_problems)
 
     @property
@@ -108,9 +111,25 @@ class ConfigRow:
     def gpu_seconds(self) -> float | None:
         return self.generation.median * self.gpus if self.generation else None
 
+    @property
+    def cost_seconds(self) -> float | None:
+        """What one video costs in device time: GPU-seconds, or on CPU core-seconds (processes x threads x
+        seconds) where the threads per rank are known, else process-seconds."""
+        if self.generation is None:
+            return None
+        return self.gpu_seconds * (self.threads or 1) if not self.on_gpu else self.gpu_seconds
+
+    @property
+    def cost_unit(self) -> str:
+        if self.on_gpu:
+            return "GPU-seconds"
+        if self.threads:
+            return "CPU core-seconds (processes x threads x seconds)"
+        return "CPU process-seconds (threads per rank not fixed: set --threads to count cores)"
+
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in ("config",)}
-        for name in ("generation", "denoise", "step", "load", "compile", "total"):
+        for name in ("generation", "denoise", "step", "load", "compile", "total", "text_encode", "vae_decode"):
             stat = getattr(self, name)
             out[name] = stat.to_dict() if stat else None
         out["peak_pct"] = self.peak_pct
@@ -168,6 +187,12 @@ def _host_peak(records: list[dict[str, Any]]) -> float | None:
     return max(values) if values else None
 
 
+def _per_session(records: list[dict[str, Any]], phase: str) -> list[float]:
+    """A phase that happens once per worker (loading, compiling): every repeat of one worker carries the same
+    figure, so each distinct figure counts once."""
+    return list(dict.fromkeys(r["phases"].get(phase, 0.0) for r in records))
+
+
 def make_row(records: list[dict[str, Any]], peak_override: float | None = None) -> ConfigRow:
     first = records[0]
     config = first["config"]
@@ -186,9 +211,11 @@ def make_row(records: list[dict[str, Any]], peak_override: float | None = None) 
                   if r.get("status") != "ok"],
         generation=generation, denoise=denoise,
         step=summarize([s for r in ok for s in r["phases"].get("step_s", [])]),
-        load=summarize([r["phases"].get("load_s", 0.0) for r in ok]),
-        compile=summarize([r["phases"].get("compile_s", 0.0) for r in ok if r["phases"].get("compile_s")]),
+        load=summarize(_per_session(ok, "load_s")),
+        compile=summarize([s for s in _per_session(ok, "compile_s") if s]),
         total=summarize([r["phases"]["total_s"] for r in ok]),
+        text_encode=summarize([r["phases"].get("text_encode_s", 0.0) for r in ok]),
+        vae_decode=summarize([r["phases"].get("vae_decode_s", 0.0) for r in ok]),
         other_max_s=max((abs(r["phases"].get("other_s", 0.0)) for r in ok), default=None),
         peak_gb=peak_gb, peak_source=source, avg_gb=avg_gb, capacity_gb=capacity,
         mfu=None, implied_tflops_per_gpu=None, verdict="unknown",
@@ -350,18 +377,35 @@ def recommendations(rows: list[ConfigRow]) -> list[str]:
     return out
 
 
-def _noisy(row: ConfigRow) -> str:
-    return f" (noisy: CV {row.generation.cv:.1%}, so the order may not hold)" if row.generation.noisy else ""
+def _ahead(best: ConfigRow, rows: list[ConfigRow], value) -> str:
+    """', 1.32x ahead of NEXT': the margin over the runner-up, so a reader sees how much the choice matters."""
+    others = [r for r in rows if r is not best]
+    runner = min(others, key=value)
+    return f", {value(runner) / value(best):.2f}x ahead of {runner.label}" if value(best) > 0 else ""
+
+
+def _threads_caveat(rows: list[ConfigRow]) -> str:
+    threads = sorted({r.threads for r in rows if not r.on_gpu}, key=lambda t: (t is None, t or 0))
+    if len(threads) < 2:
+        return ""
+    shown = ", ".join("torch's default" if t is None else str(t) for t in threads)
+    return f" (threads per rank differ between these rows: {shown}; on CPU they decide the order)"
 
 
 def _recommend(video: str, rows: list[ConfigRow]) -> list[str]:
     out = []
+    caveat = _threads_caveat(rows)
     fastest = min(rows, key=lambda r: r.generation.median)
-    out.append(f"{video}: fastest {fastest.label}: {fastest.generation.median:.2f} s per video{_noisy(fastest)}.")
-    cheapest = min(rows, key=lambda r: r.gpu_seconds)
-    unit = "GPU-seconds" if cheapest.on_gpu else "CPU-seconds (processes x seconds)"
-    out.append(f"{video}: cheapest {cheapest.label}: {cheapest.gpu_seconds:.1f} {unit} per video"
-               f"{_noisy(cheapest)}.")
+    cheapest = min(rows, key=lambda r: r.cost_seconds)
+    cost = f"{cheapest.cost_seconds:.1f} {cheapest.cost_unit} per video"
+    if cheapest is fastest:
+        out.append(f"{video}: fastest and cheapest {fastest.label}: {fastest.generation.median:.2f} s and {cost}"
+                   f"{_ahead(fastest, rows, lambda r: r.generation.median)}{caveat}.")
+    else:
+        out.append(f"{video}: fastest {fastest.label}: {fastest.generation.median:.2f} s per video"
+                   f"{_ahead(fastest, rows, lambda r: r.generation.median)}{caveat}.")
+        out.append(f"{video}: cheapest {cheapest.label}: {cost}"
+                   f"{_ahead(cheapest, rows, lambda r: r.cost_seconds)}.")
     sized = [r for r in rows if r.on_gpu and r.peak_gb is not None and not (r.peak_source or "").startswith("host")]
     previous = None
     for card, capacity_gb in MEMORY_TIERS_GB:
@@ -375,7 +419,7 @@ def _recommend(video: str, rows: list[ConfigRow]) -> list[str]:
             host = (f"; it needs {best.host_peak_gb:.0f} GB of host memory"
                     if offloaded(best) and best.host_peak_gb is not None else "")
             out.append(f"{video}: fastest on a {card}: {best.label}: {best.generation.median:.2f} s per video, "
-                       f"peak {best.peak_gb:.1f} GB per GPU{loading}{host}{_noisy(best)}.")
+                       f"peak {best.peak_gb:.1f} GB per GPU{loading}{host}.")
         previous = best
     return out
 

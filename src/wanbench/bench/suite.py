@@ -75,7 +75,9 @@ def expand(suite: SuiteConfig) -> list[RunConfig]:
 
 def label(config: RunConfig) -> str:
     p = config.parallel
-    unit = "CPU proc" if config.device == "cpu" else "GPU"
+    from wanbench.models.footprint import runs_on_cpu
+
+    unit = "CPU proc" if runs_on_cpu(config) else "GPU"
     parts = [config.model, f"{config.size}x{config.frames}", f"{config.steps} steps", f"{p.gpus} {unit}"]
     if p.gpus > 1 or p.strategy != "auto":
         parts.append(_strategy_name(config) if not (p.cfg_parallel or p.ulysses > 1 or p.ring > 1) else
@@ -95,6 +97,8 @@ def label(config: RunConfig) -> str:
         parts.append(f"offload {p.offload}")
     if p.max_gpu_memory_gb:
         parts.append(f"cap {p.max_gpu_memory_gb:g} GB")
+    if config.threads:
+        parts.append(f"{config.threads} threads")
     if config.tag:
         parts.append(config.tag)
     return " | ".join(parts)
@@ -126,7 +130,12 @@ def load_suite_file(path: str | Path) -> SuiteConfig:
     data.setdefault("name", path.stem)
     check_suite_types(data, path)
     data["configs"] = tuple(data.get("configs", ()))
-    return SuiteConfig(**data)
+    suite = SuiteConfig(**data)
+    try:
+        expand(suite)  # every setting of every row parsed now, so that a mistake names this file
+    except UserError as exc:
+        raise UserError(f"bad suite file {path}: {exc}") from None
+    return suite
 
 
 def check_suite_types(data: dict[str, Any], path: Path) -> None:

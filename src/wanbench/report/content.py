@@ -51,7 +51,8 @@ def units(rows: list[ConfigRow]) -> dict[str, str]:
 
 
 def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plots: dict[str, Any],
-                   source: str, mlperf: list[dict[str, Any]] | None = None) -> Document:
+                   source: str, mlperf: list[dict[str, Any]] | None = None,
+                   retried: list[dict[str, Any]] | None = None) -> Document:
     rows: list[ConfigRow] = analysis["rows"]
     doc = Document("Wan 2.2 benchmark report")
     rate = analysis["success_rate"]
@@ -77,7 +78,7 @@ def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plot
     _steps(doc, analysis, plots)
     _memory(doc, rows, plots, u)
     _phases(doc, rows, plots)
-    _flags(doc, rows)
+    _flags(doc, rows, retried or [])
     _configuration(doc, rows)
     _environment(doc, records)
     _methodology(doc, u)
@@ -145,21 +146,29 @@ def _steps(doc: Document, analysis: dict[str, Any], plots: dict[str, Any]) -> No
 
 def _memory(doc: Document, rows: list[ConfigRow], plots: dict[str, Any], u: dict[str, str]) -> None:
     doc.add(Heading("Memory"))
-    doc.add(Table(
-        ["Configuration", "Peak per GPU", "Average per GPU", "Capacity", "Source", "Allocated at loading",
-         "Allocated in denoise", "Host peak"],
-        [[r.label, fmt(r.peak_gb, ".1f", " GB"), fmt(r.avg_gb, ".1f", " GB"), fmt(r.capacity_gb, ".0f", " GB"),
-          r.peak_source or "—", fmt(r.load_allocated_gb, ".1f", " GB"), fmt(r.denoise_allocated_gb, ".1f", " GB"),
-          fmt(r.host_peak_gb, ".1f", " GB")]
-         for r in rows],
-    ))
+    if u["memory"] == "GPU":
+        doc.add(Table(
+            ["Configuration", "Peak per GPU", "Average per GPU", "Capacity", "Source", "Allocated at loading",
+             "Allocated in denoise", "Host peak (largest rank)"],
+            [[r.label, fmt(r.peak_gb, ".1f", " GB"), fmt(r.avg_gb, ".1f", " GB"), fmt(r.capacity_gb, ".0f", " GB"),
+              r.peak_source or "—", fmt(r.load_allocated_gb, ".1f", " GB"),
+              fmt(r.denoise_allocated_gb, ".1f", " GB"), fmt(r.host_peak_gb, ".1f", " GB")] for r in rows],
+        ))
+    else:
+        doc.add(Table(
+            ["Configuration", "Peak host memory (worker tree)", "Average (worker tree)", "Host memory",
+             "Largest single rank"],
+            [[r.label, fmt(r.peak_gb, ".1f", " GB"), fmt(r.avg_gb, ".1f", " GB"), fmt(r.capacity_gb, ".0f", " GB"),
+              fmt(r.host_peak_gb, ".1f", " GB")] for r in rows],
+        ))
     if u["memory"] == "GPU":
         doc.add(Paragraph("Allocated: the torch allocator's peak on the busiest GPU, what the tensors needed; "
                           "NVML's figure adds the CUDA context and the allocator's cache. Host peak: the largest "
                           "resident set of any rank's process (offloaded weights live there)."))
     else:
         doc.add(Paragraph("No GPU was used: the peak is the resident host memory (RSS) of each configuration's "
-                          "whole worker tree, sampled from outside it; host peak is the largest of any one rank."))
+                          "whole worker tree (every rank and the launcher), sampled from outside it, as in the "
+                          "executive summary; the largest single rank is what one process needed."))
     if plots.get("memory"):
         doc.add(Image(plots["memory"], "Memory in use over time on the busiest GPU of each configuration "
                                        "(host RSS where no GPU was used)"))
@@ -168,18 +177,24 @@ def _memory(doc: Document, rows: list[ConfigRow], plots: dict[str, Any], u: dict
 def _phases(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:
     doc.add(Heading("Model loading and phases"))
     doc.add(Table(
-        ["Configuration", "Loading", "Compile", "Denoise", "Per step", "Largest untimed (other)"],
-        [[r.label, fmt_stat(r.load), fmt_stat(r.compile), fmt_stat(r.denoise), fmt_stat(r.step),
+        ["Configuration", "Loading", "Compile", "Text encoding", "Denoise", "Per step", "VAE decode",
+         "Largest untimed (other)"],
+        [[r.label, fmt_stat(r.load), fmt_stat(r.compile), fmt_stat(r.text_encode), fmt_stat(r.denoise),
+          "—" if r.step is None else r.step.describe(digits=3), fmt_stat(r.vae_decode),
           fmt(r.other_max_s, ".3f", " s")] for r in rows],
     ))
+    doc.add(Paragraph("Loading and compiling happen once per worker: their n counts workers, not repeats."))
     if plots.get("phases"):
         doc.add(Image(plots["phases"], "Median time per phase and configuration"))
 
 
-def _flags(doc: Document, rows: list[ConfigRow]) -> None:
+def _flags(doc: Document, rows: list[ConfigRow], retried: list[dict[str, Any]]) -> None:
     doc.add(Heading("Flags and failures"))
     items = [f"{r.label}: {flag}" for r in rows for flag in r.flags]
     items += [f"{r.label}: {f['status']} — {f['error']}" for r in rows for f in r.failures]
+    items += [f"{r.get('label', '?')}: repeat {r.get('repeat', 0) + 1} was {r.get('status', 'failed')} "
+              f"({r.get('error') or 'no reason recorded'}) and ran again with --retry-failed; the first record is "
+              "kept in retried.jsonl" for r in retried]
     doc.add(Bullets(items or ["None."]))
 
 
@@ -187,9 +202,10 @@ def _configuration(doc: Document, rows: list[ConfigRow]) -> None:
     doc.add(Heading("Configuration"))
     doc.add(Table(
         ["Configuration", "Model", "Weights", "Size", "Frames", "Steps", "GPUs", "Parallel", "Compile", "Prompt"],
-        [[r.label, r.config.get("model"), r.config.get("weights"), f"{r.config.get('width')}*{r.config.get('height')}",
-          str(r.config.get("frames")), str(r.config.get("steps")), str(r.gpus), _parallel_text(r.config),
-          str(r.config.get("compile", False)), str(r.config.get("prompt", ""))[:80]] for r in rows],
+        [[r.label, r.config.get("model") or "—", r.config.get("weights") or "—",
+          f"{r.config.get('width')}*{r.config.get('height')}", str(r.config.get("frames")),
+          str(r.config.get("steps")), str(r.gpus), _parallel_text(r.config),
+          "yes" if r.config.get("compile") else "no", str(r.config.get("prompt") or "—")[:80]] for r in rows],
     ))
 
 

@@ -134,16 +134,20 @@ def phase_plot(rows: list[ConfigRow], records: dict[str, list[dict[str, Any]]], 
 def steps_plot(fits: list[dict[str, Any]], path: Path) -> Path | None:
     if not fits:
         return None
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for fit in fits:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    # a fit's configurations differ only in their steps: it is named by what is left of their label
+    names = [" | ".join(p for p in fit["labels"][0].split(" | ") if not p.endswith(" steps")) for fit in fits]
+    short = distinct_labels(names)
+    for fit, name, style in zip(fits, names, _styles(len(fits)), strict=True):
         xs = [p[0] for p in fit["points"]]
-        ax.scatter(xs, [p[1] for p in fit["points"]], s=20)
+        ax.scatter(xs, [p[1] for p in fit["points"]], s=20, color=style["color"], marker=style["marker"])
         grid = [min(xs), max(xs)]
         words = "UNRELIABLE fit" if fit.get("problems") else "fit"
-        ax.plot(grid, [fit["fixed_s"] + fit["per_step_s"] * x for x in grid], linestyle=":" if fit.get("problems")
-                else "-", label=f"{words}: {fit['fixed_s']:.2f} s + {fit['per_step_s']:.3f} s x steps")
+        ax.plot(grid, [fit["fixed_s"] + fit["per_step_s"] * x for x in grid], color=style["color"],
+                linestyle=":" if fit.get("problems") else "-",
+                label=f"{short[name]}: {words} {fit['fixed_s']:.2f} s + {fit['per_step_s']:.3f} s x steps")
     ax.set_xlabel("denoising steps")
     ax.set_ylabel("generation time (s)")
     ax.set_title("Time vs steps with the linear fit")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)

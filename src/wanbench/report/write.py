@@ -9,6 +9,7 @@ from typing import Any
 
 from wanbench.analysis.summary import analyse
 from wanbench.errors import UserError
+from wanbench.outputs import writable_folder
 from wanbench.report import plots
 from wanbench.report.content import build_document
 from wanbench.report.document import to_html, to_markdown
@@ -22,22 +23,12 @@ def load_records(source: str | Path) -> tuple[list[dict[str, Any]], Path]:
         raise UserError(f"no results.db in {folder}: give a folder written by 'wanbench bench' or its results.db")
     with ResultsStore(folder) as store:
         records = store.runs()
+    if not records and (folder / "runs.unreadable.jsonl").is_file():
+        raise UserError(f"{folder}/runs.jsonl holds no readable run (its damaged lines are in "
+                        "runs.unreadable.jsonl): restore it from a copy, or run 'wanbench bench' again")
     if not records:
         raise UserError(f"{folder} holds no runs yet: run 'wanbench bench' into it first")
     return records, folder
-
-
-def writable_folder(target: Path) -> Path:
-    """`target`, created and known to take files, or a UserError naming the fix (before any work is done)."""
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        probe = target / ".wanbench-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write the report into {target}: {exc.strerror or exc}: give a writable folder "
-                        "with --out") from None
-    return target
 
 
 def write_report(source: str | Path, out: str | Path | None = None, peak_tflops: float | None = None) -> list[Path]:
@@ -55,7 +46,8 @@ def write_report(source: str | Path, out: str | Path | None = None, peak_tflops:
     }
     with ResultsStore(folder) as store:
         mlperf = store.mlperf_results()
-    doc = build_document(analysis, records, made, str(folder / "results.db"), mlperf)
+        retried = store.retried()
+    doc = build_document(analysis, records, made, str(folder / "results.db"), mlperf, retried)
     md, page = target / "report.md", target / "report.html"
     md.write_text(to_markdown(doc, target), encoding="utf-8")
     page.write_text(to_html(doc), encoding="utf-8")
@@ -67,7 +59,7 @@ def write_report(source: str | Path, out: str | Path | None = None, peak_tflops:
     with open(target / "summary.csv", "w", newline="", encoding="utf-8") as f:
         fields = ["label", "gpus", "gpu_name", "runs_ok", "runs_total", "generation_median_s", "generation_min_s",
                   "generation_max_s", "generation_cv", "step_median_s", "load_median_s", "total_median_s",
-                  "peak_gb", "peak_pct", "speedup", "efficiency", "mfu", "verdict"]
+                  "peak_gb", "peak_pct", "speedup", "efficiency", "mfu", "verdict", "flags"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for row in analysis["rows"]:
@@ -80,6 +72,6 @@ def write_report(source: str | Path, out: str | Path | None = None, peak_tflops:
                 "load_median_s": row.load.median if row.load else None,
                 "total_median_s": row.total.median if row.total else None, "peak_gb": row.peak_gb,
                 "peak_pct": row.peak_pct, "speedup": row.speedup, "efficiency": row.efficiency, "mfu": row.mfu,
-                "verdict": row.verdict,
+                "verdict": row.verdict, "flags": "; ".join(row.short_flags),
             })
     return [md, page, target / "summary.csv", target / "summary.json", *[p for p in made.values() if p]]

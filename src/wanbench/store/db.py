@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ CREATE TABLE IF NOT EXISTS suites (
     summary TEXT
 );
 """
+
+
+RECORD_KEYS = {"run_id", "suite", "config_key", "label", "repeat"}  # what a runs.jsonl line needs to be stored
 
 
 def config_key(config: dict[str, Any]) -> str:
@@ -153,8 +157,14 @@ class ResultsStore:
         in_db = {row[0] for row in self.conn.execute("SELECT run_id FROM runs")}
         records, broken = self._read_jsonl()
         if broken:
-            # A line cut by a crash mid-write: rewrite the file without it (its run is in results.db
-            # if the transaction committed, and is re-appended below).
+            # A line cut by a crash mid-write, or a file damaged by hand: the lines are kept aside, never dropped
+            # unseen, and the file is rewritten without them (a run whose transaction committed is re-appended
+            # below from results.db).
+            aside = self.jsonl_path.with_name("runs.unreadable.jsonl")
+            with open(aside, "a", encoding="utf-8") as f:
+                f.writelines(line if line.endswith("\n") else line + "\n" for line in broken)
+            print(f"wanbench: warning: {len(broken)} unreadable line(s) of {self.jsonl_path} moved to {aside}",
+                  file=sys.stderr)
             self._rewrite_jsonl(records)
         in_jsonl = {record["run_id"]: record for record in records}
         for run_id, record in in_jsonl.items():
@@ -170,19 +180,23 @@ class ResultsStore:
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
         tmp.replace(self.jsonl_path)
 
-    def _read_jsonl(self) -> tuple[list[dict[str, Any]], int]:
-        """(records, number of unreadable lines)."""
+    def _read_jsonl(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """(records, the lines that hold no run record)."""
         if not self.jsonl_path.exists():
-            return [], 0
-        records, broken = [], 0
-        with open(self.jsonl_path, encoding="utf-8") as f:
+            return [], []
+        records, broken = [], []
+        with open(self.jsonl_path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 if not line.strip():
                     continue
                 try:
-                    records.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError:
-                    broken += 1
+                    record = None
+                if isinstance(record, dict) and isinstance(record.get("run_id"), str) and set(record) >= RECORD_KEYS:
+                    records.append(record)
+                else:
+                    broken.append(line)
         return records, broken
 
     def runs(self, suite: str | None = None) -> list[dict[str, Any]]:
@@ -209,6 +223,21 @@ class ResultsStore:
         with self.conn:
             self.conn.executemany("DELETE FROM runs WHERE run_id=?", [(i,) for i in dropped])
         return len(dropped)
+
+    def retried(self) -> list[dict[str, Any]]:
+        """The failed runs that --retry-failed took out of the store, oldest first (for the report's record)."""
+        path = self.folder / "retried.jsonl"
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+        return out
 
     def add_suite(self, suite_id: str, name: str, started_at: float, finished_at: float, summary: dict) -> None:
         with self.conn:
