@@ -98,7 +98,7 @@ def label(config: RunConfig) -> str:
     if p.max_gpu_memory_gb:
         parts.append(f"cap {p.max_gpu_memory_gb:g} GB")
     if config.threads:
-        parts.append(f"{config.threads} threads")
+        parts.append(f"{config.threads} thread{'' if config.threads == 1 else 's'}")
     if config.tag:
         parts.append(config.tag)
     return " | ".join(parts)
