@@ -218,7 +218,8 @@ def cmd_env(args: argparse.Namespace, argv: list[str]) -> int:
 def cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
     from wanbench.report import write_report
 
-    paths = write_report(args.results, args.out, peak_tflops=args.peak_tflops)
+    paths = write_report(args.results, args.out, peak_tflops=args.peak_tflops,
+                         gpu_hour_price=_price(args.gpu_hour_price))
     print("\n".join(str(p) for p in paths))
     return 0
 
@@ -238,7 +239,8 @@ def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
     for c in changes:
         t = f"{c.time_change:+.1%}" if c.time_change is not None else "n/a"
         m = f"{c.peak_change:+.1%}" if c.peak_change is not None else "n/a"
-        print(f"{c.verdict:10s} time {t:>7s} memory {m:>7s}  {c.label}"
+        e = f" energy {c.energy_change:+.1%}" if c.energy_change is not None else ""
+        print(f"{c.verdict:10s} time {t:>7s} memory {m:>7s}{e}  {c.label}"
               + (f"  ({c.reason})" if c.reason else ""))
     regressions, minor = sum(c.regression for c in changes), sum(c.below_floor for c in changes)
     print(f"{regressions} regression(s) in {len(changes)} compared configuration(s)"
@@ -284,6 +286,7 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
         raise UserError(f"{source}: give 1 or more repeats per configuration")
     if suite.warmup < 0:
         raise UserError(f"{'--warmup' if args.warmup is not None else 'the suite warmup'} must be 0 or more")
+    _price(args.gpu_hour_price)
     if suite.timeout_s <= 0:
         raise UserError(f"bad timeout {suite.timeout_s:g} s: give a positive number of seconds per configuration")
     check_suite(suite)  # a suite none of whose configurations can run ends here, before any worker starts
@@ -316,12 +319,18 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     if not args.no_report:
         from wanbench.report import write_report
 
-        paths = write_report(out)
+        paths = write_report(out, gpu_hour_price=args.gpu_hour_price)
         print("report: " + ", ".join(str(p) for p in paths))
     if summary["runs"] and not summary["runs_ok"]:
         print(f"wanbench: no run succeeded; the report's 'Flags and failures' says why ({out})", file=sys.stderr)
         return 1
     return 0
+
+
+def _price(value: float | None) -> float | None:
+    if value is not None and not (value > 0 and value < float("inf")):
+        raise UserError(f"bad --gpu-hour-price {value:g}: give the price of one GPU for one hour, e.g. 3.5")
+    return value
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -425,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--timeout", type=float, default=None, help="seconds per configuration before it is killed")
     bench.add_argument("--sample-interval", type=float, default=None, help="memory sampling period (s); 0 = off")
     bench.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    bench.add_argument("--gpu-hour-price", type=float, default=None,
+                       help="price of one GPU-hour (any currency) for the report's cost per video")
     bench.set_defaults(func=cmd_bench)
     ml = sub.add_parser("mlperf", help="the MLPerf text-to-video scenario through the real LoadGen")
     add_generate_arguments(ml)
@@ -446,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", help="a results folder (or its results.db)")
     report.add_argument("--out", default=None, help="report folder (default: RESULTS/report)")
     report.add_argument("--peak-tflops", type=float, default=None, help="use this peak (e.g. measured) for MFU")
+    report.add_argument("--gpu-hour-price", type=float, default=None,
+                        help="price of one GPU-hour (any currency): adds cost per video and per 1,000 videos")
     report.set_defaults(func=cmd_report)
     comp = sub.add_parser("compare", help="regressions of NEW against BASE (exit 1 if any)")
     comp.add_argument("base")

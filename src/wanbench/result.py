@@ -18,6 +18,8 @@ class RunResult:
     env: dict[str, Any] = field(default_factory=dict)
     phases: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
+    # the generation's energy (measure/energy.py): joules, seconds, average watts per GPU, or why not measured
+    energy: dict[str, Any] = field(default_factory=dict)
     status: str = "ok"
     error: str | None = None
     flops: dict[str, Any] = field(default_factory=dict)

@@ -21,6 +21,7 @@ class Change:
     regression: bool
     reason: str
     below_floor: bool = False  # slower by more than the fraction, but by fewer seconds (or GB) than the floor
+    energy_change: float | None = None  # fraction of the energy per video, + = more (GPU runs that measured it)
 
     @property
     def verdict(self) -> str:
@@ -67,8 +68,12 @@ def compare(
                     reasons.append(text)
                 else:
                     minor.append(f"{text}, under the {min_memory_gb:g} GB floor of --min-memory-gb")
+        energy_change = None
+        if old.energy_j and row.energy_j and old.energy_j.median > 0:
+            energy_change = (row.energy_j.median - old.energy_j.median) / old.energy_j.median
         changes.append(Change(row.label, b, n, time_change, old.peak_gb, row.peak_gb, peak_change,
-                              bool(reasons), "; ".join(reasons + minor), below_floor=bool(minor) and not reasons))
+                              bool(reasons), "; ".join(reasons + minor), below_floor=bool(minor) and not reasons,
+                              energy_change=energy_change))
     return changes
 
 

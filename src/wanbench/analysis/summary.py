@@ -12,6 +12,7 @@ with a negative cost or a poor R²) carries its problems with it, so the report 
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,10 @@ class ConfigRow:
     threads: int | None = None  # CPU threads per rank, as the run recorded them
     text_encode: Stat | None = None
     vae_decode: Stat | None = None
+    # the generation's energy per video over every GPU of the run, and the average power per GPU (NVML's counter)
+    energy_j: Stat | None = None
+    watts_per_gpu: float | None = None
+    gpu_hour_price: float | None = None  # currency per GPU-hour, where the user gave one
     # what is wrong with the speedup and efficiency figures, shown beside them
     scaling_problems: list[str] = field(default_factory=list)
 
@@ -112,6 +117,17 @@ class ConfigRow:
         return self.generation.median * self.gpus if self.generation else None
 
     @property
+    def videos_per_hour_per_gpu(self) -> float | None:
+        return 3600.0 / self.gpu_seconds if self.gpu_seconds else None
+
+    @property
+    def cost_per_video(self) -> float | None:
+        """GPU-seconds per video at the given price per GPU-hour (GPU runs only)."""
+        if self.gpu_hour_price is None or not self.on_gpu or not self.gpu_seconds:
+            return None
+        return self.gpu_seconds / 3600.0 * self.gpu_hour_price
+
+    @property
     def cost_seconds(self) -> float | None:
         """What one video costs in device time: GPU-seconds, or on CPU core-seconds (processes x threads x
         seconds) where the threads per rank are known, else process-seconds."""
@@ -129,11 +145,15 @@ class ConfigRow:
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in ("config",)}
-        for name in ("generation", "denoise", "step", "load", "compile", "total", "text_encode", "vae_decode"):
+        for name in ("generation", "denoise", "step", "load", "compile", "total", "text_encode", "vae_decode",
+                     "energy_j"):
             stat = getattr(self, name)
             out[name] = stat.to_dict() if stat else None
         out["peak_pct"] = self.peak_pct
         out["gpu_seconds"] = self.gpu_seconds
+        out["videos_per_hour_per_gpu"] = self.videos_per_hour_per_gpu
+        out["cost_per_video"] = self.cost_per_video
+        out["cost_per_1000_videos"] = 1000 * self.cost_per_video if self.cost_per_video is not None else None
         out["short_flags"] = self.short_flags
         out["settings"] = settings_of(self.config)
         return out
@@ -193,7 +213,16 @@ def _per_session(records: list[dict[str, Any]], phase: str) -> list[float]:
     return list(dict.fromkeys(r["phases"].get(phase, 0.0) for r in records))
 
 
-def make_row(records: list[dict[str, Any]], peak_override: float | None = None) -> ConfigRow:
+def _energies(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r["energy"] for r in records if (r.get("energy") or {}).get("measured")]
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def make_row(records: list[dict[str, Any]], peak_override: float | None = None,
+             gpu_hour_price: float | None = None) -> ConfigRow:
     first = records[0]
     config = first["config"]
     ok = [r for r in records if r.get("status") == "ok"]
@@ -222,6 +251,9 @@ def make_row(records: list[dict[str, Any]], peak_override: float | None = None) 
         run_ids=[r.get("run_id", "") for r in records],
         load_allocated_gb=_allocated(ok, "load"), denoise_allocated_gb=_allocated(ok, "denoise"),
         host_peak_gb=_host_peak(ok), threads=(env or {}).get("torch_threads"),
+        energy_j=summarize([e["joules"] for e in _energies(ok)]),
+        watts_per_gpu=_median([e["avg_watts_per_gpu"] for e in _energies(ok) if e.get("avg_watts_per_gpu")]),
+        gpu_hour_price=gpu_hour_price,
     )
     _judge(row, config, guided_steps(ok[0]) if ok else None, peak_override)
     _flag(row, ok)
@@ -445,13 +477,14 @@ def normalised_config(config: dict[str, Any]) -> dict[str, Any]:
         return config
 
 
-def analyse(records: list[dict[str, Any]], peak_override: float | None = None) -> dict[str, Any]:
+def analyse(records: list[dict[str, Any]], peak_override: float | None = None,
+            gpu_hour_price: float | None = None) -> dict[str, Any]:
     by_key: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         if record.get("kind") != "mlperf":
             record = {**record, "config": normalised_config(record.get("config") or {})}
             by_key.setdefault(record.get("config_key", ""), []).append(record)
-    rows = [make_row(rs, peak_override) for rs in by_key.values()]
+    rows = [make_row(rs, peak_override, gpu_hour_price) for rs in by_key.values()]
     add_scaling(rows)
     total = sum(r.runs_total for r in rows)
     ok = sum(r.runs_ok for r in rows)

@@ -42,6 +42,9 @@ from wanbench.engine.text import encode_prompts
 from wanbench.engine.vae_pipeline import decode_pipelined, pipeline_stages
 from wanbench.errors import UserError, first_line
 from wanbench.launch.distributed import DistContext, init_distributed, under_torchrun
+from wanbench.measure.energy import EnergyCounter
+from wanbench.measure.energy import combine as combine_energy
+from wanbench.measure.energy import window as energy_window
 from wanbench.measure.env import capture_environment
 from wanbench.measure.host import peak_rss_gb, rss_gb
 from wanbench.measure.timers import PhaseTimer, StepTimer, synchronize
@@ -134,6 +137,7 @@ class Session:
     components: WanComponents | None = None
     load_failure: tuple[str, str] | None = None
     load_exception: BaseException | None = None
+    energy: EnergyCounter | None = None
 
 
 def open_session(config: RunConfig, timeout_s: float = 1800.0) -> Session:
@@ -153,7 +157,7 @@ def open_session(config: RunConfig, timeout_s: float = 1800.0) -> Session:
         ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
     dims = resolve_dims(config, ctx.world_size)
     notes = [str(w.message) for w in caught] + [f"parallel: {dims.describe()} on {ctx.world_size} rank(s)"]
-    session = Session(config, ctx, dims, capture_environment(), notes)
+    session = Session(config, ctx, dims, capture_environment(), notes, energy=EnergyCounter(ctx.device))
     timer = PhaseTimer(ctx.device)
     try:
         with timer.phase("load"):
@@ -190,7 +194,9 @@ def run_once(
     timer.seconds["compile"] = session.compile_s
     if session.load_peak_gb is not None:
         timer.peak_allocated_gb["load"] = session.load_peak_gb
+    synchronize(ctx.device)
     start = time.perf_counter()
+    start_mj = session.energy.read_mj() if session.energy else None
     try:
         if session.load_failure is not None:
             result.status, result.error = session.load_failure
@@ -202,7 +208,10 @@ def run_once(
         generation.exception = exc
     finally:
         synchronize(ctx.device)
-        total_s = session.load_s + session.compile_s + time.perf_counter() - start
+        generation_s = time.perf_counter() - start
+        end_mj = session.energy.read_mj() if session.energy else None
+        total_s = session.load_s + session.compile_s + generation_s
+        result.energy = combine_energy([energy_window(start_mj, end_mj, generation_s)])
         result.phases = phase_summary(timer.seconds, result.phases.get("step_s", []), total_s)
         result.memory = _memory_block(ctx, timer)
         # Replicas (dp > 1) run different numbers of videos, so no world-wide gather: each keeps its own.
@@ -345,10 +354,12 @@ def _memory_block(ctx: DistContext, timer: PhaseTimer) -> dict[str, Any]:
 
 def _gather_ranks(result: RunResult) -> None:
     """Every rank's phases and memory, into rank 0's record (ranks combined by listing, not averaging)."""
-    mine = {"rank": dist.get_rank(), "phases": result.phases, "memory": result.memory["ranks"][0]}
+    mine = {"rank": dist.get_rank(), "phases": result.phases, "memory": result.memory["ranks"][0],
+            "energy": result.energy}
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, mine)
     result.memory["ranks"] = [g["memory"] for g in gathered]
+    result.energy = combine_energy([g["energy"] for g in gathered])
     result.per_rank_phases = [{"rank": g["rank"], **g["phases"]} for g in gathered]
 
 

@@ -77,6 +77,7 @@ def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plot
     _scaling(doc, rows, plots)
     _steps(doc, analysis, plots)
     _memory(doc, rows, plots, u)
+    _energy(doc, rows, plots)
     _phases(doc, rows, plots)
     _flags(doc, rows, retried or [])
     _configuration(doc, rows)
@@ -172,6 +173,43 @@ def _memory(doc: Document, rows: list[ConfigRow], plots: dict[str, Any], u: dict
     if plots.get("memory"):
         doc.add(Image(plots["memory"], "Memory in use over time on the busiest GPU of each configuration "
                                        "(host RSS where no GPU was used)"))
+
+
+def _energy(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:
+    doc.add(Heading("Energy and cost"))
+    if not any(r.on_gpu for r in rows):
+        doc.add(Paragraph("No GPU was used: energy is not measured on CPU-only runs (NVML counts GPU energy only), "
+                          "and cost is given in CPU core-seconds in the recommendations."))
+        return
+    priced = any(r.gpu_hour_price is not None for r in rows)
+    doc.add(Table(
+        ["Configuration", "GPU-seconds per video", "Videos per hour per GPU", "Energy per video",
+         "Average power per GPU", *(["Cost per video", "Cost per 1,000 videos"] if priced else [])],
+        [[r.label, fmt(r.gpu_seconds, ".1f"), fmt(r.videos_per_hour_per_gpu, ".1f"),
+          _kj(r),
+          fmt(r.watts_per_gpu, ".0f", " W"),
+          *([fmt(r.cost_per_video, ".4f"), fmt(1000 * r.cost_per_video if r.cost_per_video is not None else None,
+                                             ".2f")] if priced else [])]
+         for r in rows if r.on_gpu],
+    ))
+    price = next((r.gpu_hour_price for r in rows if r.gpu_hour_price is not None), None)
+    doc.add(Paragraph(
+        "Energy: the difference of NVML's total-energy counter of every GPU of the run, read by each rank around "
+        "the generation (text encoding, denoising, decoding; loading and compiling left out), summed over GPUs; "
+        "the whole board's power, idle included. Average power per GPU = joules / (seconds x GPUs). "
+        + (f"Cost at {price:g} per GPU-hour (--gpu-hour-price) = GPU-seconds / 3600 x price." if priced else
+           "Give --gpu-hour-price to see the cost per video.")))
+    if plots.get("energy"):
+        doc.add(Image(plots["energy"], "Energy per video (median, kJ) and average power per GPU"))
+
+
+def _kj(row: ConfigRow) -> str:
+    e = row.energy_j
+    if e is None:
+        return "not measured"
+    if e.n == 1:
+        return f"{e.median / 1000:.1f} kJ (n=1)"
+    return f"{e.median / 1000:.1f} kJ ({e.min / 1000:.1f}–{e.max / 1000:.1f}, n={e.n})"
 
 
 def _phases(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:

@@ -151,3 +151,24 @@ def steps_plot(fits: list[dict[str, Any]], path: Path) -> Path | None:
     ax.set_title("Time vs steps with the linear fit")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
+
+
+def energy_plot(rows: list[ConfigRow], path: Path) -> Path | None:
+    """Energy per video as bars, with each configuration's average power per GPU written beside its bar."""
+    measured = [r for r in rows if r.energy_j is not None]
+    if not measured:
+        return None
+    names = distinct_labels([r.label for r in measured])
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(measured) + 1.8))
+    ys = range(len(measured))
+    kj = [r.energy_j.median / 1000 for r in measured]
+    ax.barh(list(ys), kj, color=plt.get_cmap("tab10").colors[2])
+    for y, r, value in zip(ys, measured, kj, strict=True):
+        watts = f"  {r.watts_per_gpu:.0f} W per GPU" if r.watts_per_gpu else ""
+        ax.text(value, y, f" {value:.1f} kJ{watts}", va="center", fontsize=7)
+    ax.set_yticks(list(ys), [names[r.label] for r in measured], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(kj) * 1.45)
+    ax.set_xlabel("energy per video (kJ, all GPUs of the run)")
+    ax.set_title("Energy of the generation (NVML counter)")
+    return _save(fig, path)

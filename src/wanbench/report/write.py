@@ -31,10 +31,11 @@ def load_records(source: str | Path) -> tuple[list[dict[str, Any]], Path]:
     return records, folder
 
 
-def write_report(source: str | Path, out: str | Path | None = None, peak_tflops: float | None = None) -> list[Path]:
+def write_report(source: str | Path, out: str | Path | None = None, peak_tflops: float | None = None,
+                 gpu_hour_price: float | None = None) -> list[Path]:
     records, folder = load_records(source)
     target = writable_folder(Path(out) if out else folder / "report")
-    analysis = analyse(records, peak_override=peak_tflops)
+    analysis = analyse(records, peak_override=peak_tflops, gpu_hour_price=gpu_hour_price)
     by_key: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_key.setdefault(record.get("config_key", ""), []).append(record)
@@ -43,6 +44,7 @@ def write_report(source: str | Path, out: str | Path | None = None, peak_tflops:
         "memory": plots.memory_plot(records, target / "memory.png"),
         "phases": plots.phase_plot(analysis["rows"], by_key, target / "phases.png"),
         "steps": plots.steps_plot(analysis["step_fits"], target / "steps.png"),
+        "energy": plots.energy_plot(analysis["rows"], target / "energy.png"),
     }
     with ResultsStore(folder) as store:
         mlperf = store.mlperf_results()
@@ -59,7 +61,8 @@ def write_report(source: str | Path, out: str | Path | None = None, peak_tflops:
     with open(target / "summary.csv", "w", newline="", encoding="utf-8") as f:
         fields = ["label", "gpus", "gpu_name", "runs_ok", "runs_total", "generation_median_s", "generation_min_s",
                   "generation_max_s", "generation_cv", "step_median_s", "load_median_s", "total_median_s",
-                  "peak_gb", "peak_pct", "speedup", "efficiency", "mfu", "verdict", "flags"]
+                  "peak_gb", "peak_pct", "speedup", "efficiency", "mfu", "verdict", "flags", "gpu_seconds",
+                  "videos_per_hour_per_gpu", "energy_median_j", "avg_watts_per_gpu", "cost_per_video"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for row in analysis["rows"]:
@@ -72,6 +75,9 @@ def write_report(source: str | Path, out: str | Path | None = None, peak_tflops:
                 "load_median_s": row.load.median if row.load else None,
                 "total_median_s": row.total.median if row.total else None, "peak_gb": row.peak_gb,
                 "peak_pct": row.peak_pct, "speedup": row.speedup, "efficiency": row.efficiency, "mfu": row.mfu,
-                "verdict": row.verdict, "flags": "; ".join(row.short_flags),
+                "verdict": row.verdict, "flags": "; ".join(row.short_flags), "gpu_seconds": row.gpu_seconds,
+                "videos_per_hour_per_gpu": row.videos_per_hour_per_gpu,
+                "energy_median_j": row.energy_j.median if row.energy_j else None,
+                "avg_watts_per_gpu": row.watts_per_gpu, "cost_per_video": row.cost_per_video,
             })
     return [md, page, target / "summary.csv", target / "summary.json", *[p for p in made.values() if p]]
