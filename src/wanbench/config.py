@@ -291,7 +291,7 @@ class RunConfig:
     compile: bool = False  # config_for_preset turns it on where measured faster (compile_by_default)
     vae_pipeline: bool = True  # several ranks: VAE decode as a layer pipeline over up to 3 of them (same math)
     cache: str = "none"  # none | fbc:THRESHOLD (diffusers First Block Cache; approximate, opt-in)
-    fp8: str = "none"  # none | linear (FP8 e4m3 linear layers with per-row scales; approximate, opt-in)
+    fp8: str = "none"  # none | linear | linear-tensor (FP8 block linear layers, per-row or per-tensor scales)
     output: str = "none"  # none | *.mp4 | *.gif | *.npy
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     tag: str = ""
@@ -351,8 +351,9 @@ def config_for_preset(model: str, **overrides: Any) -> RunConfig:
 
 def compile_by_default(config: RunConfig) -> bool:
     """Regional torch.compile where it is faster (benchmarks/RESULTS.md, "Compile, head chunks and the cost-balanced
-    VAE pipeline"): CUDA, without offload, FSDP of the experts, ring attention or the approximate modes (those run
-    eager unless --compile asks); CFG parallel runs the one-GPU forward on each rank."""
+    VAE pipeline"): CUDA, without offload, FSDP of the experts, ring attention or First Block Cache (those run
+    eager unless --compile asks); FP8 is compiled too, since torchao's casts fuse only then; CFG parallel runs the
+    one-GPU forward on each rank."""
     p = config.parallel
     if config.device == "auto":
         import torch
@@ -360,8 +361,7 @@ def compile_by_default(config: RunConfig) -> bool:
         cuda = torch.cuda.is_available()
     else:
         cuda = config.device.startswith("cuda")
-    return (cuda and p.offload == "none" and "dit" not in p.fsdp and p.ring == 1 and config.cache == "none"
-            and config.fp8 == "none")
+    return cuda and p.offload == "none" and "dit" not in p.fsdp and p.ring == 1 and config.cache == "none"
 
 
 def validate(config: RunConfig) -> list[str]:
@@ -414,8 +414,11 @@ def validate(config: RunConfig) -> list[str]:
             raise UserError(f"bad --cache {config.cache!r}: use none or fbc:THRESHOLD, e.g. fbc:0.05")
         if config.compile:
             raise UserError("--cache and --compile together are not supported yet: drop one")
-    if config.fp8 not in ("none", "linear"):
-        raise UserError(f"bad --fp8 {config.fp8!r}: use none or linear")
+    if config.fp8 not in ("none", "linear", "linear-tensor"):
+        raise UserError(f"bad --fp8 {config.fp8!r}: use none, linear or linear-tensor")
+    if config.fp8 != "none" and config.device == "cpu":
+        raise UserError("--fp8 needs an NVIDIA GPU with FP8 tensor cores (compute capability 8.9 or newer); "
+                        "this run is on the CPU: drop --fp8")
     if config.fp8 != "none" and "dit" in config.parallel.fsdp:
         raise UserError("--fp8 with --fsdp dit is not supported: FP8 already halves the expert's memory")
     out = config.output

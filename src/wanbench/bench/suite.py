@@ -97,6 +97,10 @@ def label(config: RunConfig) -> str:
         parts.append(f"offload {p.offload}")
     if p.max_gpu_memory_gb:
         parts.append(f"cap {p.max_gpu_memory_gb:g} GB")
+    if config.fp8 != "none":
+        parts.append(f"APPROXIMATE fp8 {config.fp8}")
+    if config.cache != "none":
+        parts.append(f"APPROXIMATE cache {config.cache}")
     if config.threads:
         parts.append(f"{config.threads} thread{'' if config.threads == 1 else 's'}")
     if config.tag:

@@ -1,8 +1,10 @@
-"""FP8 linear layers (APPROXIMATE, opt-in with --fp8 linear).
+"""FP8 linear layers (APPROXIMATE, opt-in with --fp8): torchao's float8 inference, applied to the experts' blocks.
 
-Weights and activations in float8 e4m3 with per-row scales (per output channel for weights, per token for
-activations), multiplied by torch._scaled_mm into the activation dtype; the bias is added after. Applied to
-every nn.Linear inside the transformer blocks; embeddings, norms and the output projection stay bf16.
+Every nn.Linear inside the transformer blocks (the fused QKV projections included) gets float8 e4m3 weights and
+dynamically quantised float8 activations, multiplied on the FP8 tensor cores (compute capability 8.9 or newer);
+compiled, the activation casts fuse into the ops around them. `linear` scales per row (one scale per output
+channel of the weight and per token of the activation), `linear-tensor` per tensor. The weights keep their
+names in the state dict, so a checkpoint loads as before; embeddings, norms and the output projection stay bf16.
 """
 
 from __future__ import annotations
@@ -10,45 +12,39 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-E4M3_MAX = 448.0
+from wanbench.errors import UserError
+
+FP8_MODES = {"linear": "row", "linear-tensor": "tensor"}  # --fp8 value -> scale granularity
+MIN_CAPABILITY = (8, 9)
 
 
-def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fp8 tensor, fp32 scale per row) with each row's absolute maximum mapped to the e4m3 maximum."""
-    scale = x.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / E4M3_MAX
-    return (x.float() / scale).to(torch.float8_e4m3fn), scale
+def require_fp8(device: torch.device) -> None:
+    """Refuse, before anything is loaded, a run whose device or packages cannot do FP8 (one line, the fix)."""
+    if device.type != "cuda":
+        raise UserError("--fp8 needs an NVIDIA GPU with FP8 tensor cores (compute capability 8.9 or newer: L4, "
+                        "L40S, H100, H200, B200); this run is on the CPU: drop --fp8")
+    capability = torch.cuda.get_device_capability(device)
+    if capability < MIN_CAPABILITY:
+        name = torch.cuda.get_device_name(device)
+        raise UserError(f"--fp8 needs compute capability 8.9 or newer (FP8 tensor cores); {name} has "
+                        f"{capability[0]}.{capability[1]}: drop --fp8")
+    try:
+        import torchao.quantization  # noqa: F401
+    except ImportError:
+        raise UserError("--fp8 needs torchao: pip install 'wanbench[fp8]' (or pip install torchao)") from None
 
 
-class Fp8Linear(nn.Module):
-    def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
-        weight, scale = quantize_rows(linear.weight.data)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight_fp8", weight)
-        self.register_buffer("weight_scale", scale.t().contiguous())  # [1, out]
-        self.bias = linear.bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features)
-        pad = (-rows.shape[0]) % 16  # fp8 GEMMs want row counts in multiples of 16
-        if pad:
-            rows = torch.nn.functional.pad(rows, (0, 0, 0, pad))
-        xq, xs = quantize_rows(rows)
-        out = torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.weight_scale, out_dtype=x.dtype)
-        if pad:
-            out = out[: out.shape[0] - pad]
-        if self.bias is not None:
-            out = out + self.bias.to(out.dtype)
-        return out.reshape(*x.shape[:-1], self.out_features)
+def _block_linear(module: nn.Module, fqn: str) -> bool:
+    # FP8 GEMMs want both dimensions in multiples of 16
+    return (isinstance(module, nn.Linear) and fqn.startswith("blocks.")
+            and module.in_features % 16 == 0 and module.out_features % 16 == 0)
 
 
-def convert_blocks_to_fp8(model: nn.Module) -> int:
-    """Swap every nn.Linear inside model.blocks for an Fp8Linear; returns how many were swapped."""
-    swapped = 0
-    for block in model.blocks:
-        for module in list(block.modules()):
-            for child_name, child in list(module.named_children()):
-                if isinstance(child, nn.Linear) and child.in_features % 16 == 0 and child.out_features % 16 == 0:
-                    setattr(module, child_name, Fp8Linear(child))
-                    swapped += 1
-    return swapped
+def quantize_blocks(model: nn.Module, mode: str) -> int:
+    """Quantise the linear layers of `model.blocks` in place for --fp8 `mode`; returns how many."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor, quantize_
+
+    granularity = PerRow() if FP8_MODES[mode] == "row" else PerTensor()
+    count = sum(_block_linear(m, name) for name, m in model.named_modules())
+    quantize_(model, Float8DynamicActivationFloat8WeightConfig(granularity=granularity), filter_fn=_block_linear)
+    return count

@@ -147,6 +147,10 @@ def open_session(config: RunConfig, timeout_s: float = 1800.0) -> Session:
         validate(config)
     device = resolve_device(config.device)
     check_host_fits(config)
+    if config.fp8 != "none":
+        from wanbench.engine.fp8 import require_fp8
+
+        require_fp8(device)
     if device.type == "cpu" and config.threads:
         torch.set_num_threads(config.threads)
     if under_torchrun():

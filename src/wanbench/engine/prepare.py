@@ -4,7 +4,7 @@
      FlashAttention 4 is chosen, self-attention processors that call it (engine/wan_attention.py)
   2. fused QKV / KV projections (--compile): one matmul instead of three, same function, the parts
      left as views of the fused weights (engine/fusion.py);
-     FP8 linear layers (--fp8 linear, approximate and opt-in: engine/fp8.py);
+     FP8 linear layers (--fp8, approximate and opt-in: engine/fp8.py, torchao);
      step caching (--cache fbc:T, approximate and opt-in: diffusers' First Block Cache hooks)
   3. context parallelism (Ulysses / ring; ring alone overlaps its key/value exchange with the local
      block's attention; --ulysses-exchange chooses how Ulysses exchanges), then
@@ -118,11 +118,12 @@ def prepare(
     if config.compile:
         for expert in components.experts:
             fuse_projections(expert)
-    if config.fp8 == "linear":
-        from wanbench.engine.fp8 import convert_blocks_to_fp8
+    if config.fp8 != "none":
+        from wanbench.engine.fp8 import FP8_MODES, quantize_blocks
 
-        swapped = sum(convert_blocks_to_fp8(expert) for expert in components.experts)
-        notes.append(f"APPROXIMATE: {swapped} block linear layers in FP8 e4m3 with per-row scales")
+        count = sum(quantize_blocks(expert, config.fp8) for expert in components.experts)
+        notes.append(f"APPROXIMATE: {count} block linear layers in FP8 e4m3 (torchao, per-{FP8_MODES[config.fp8]} "
+                     "scales)")
     if config.cache != "none":
         apply_step_cache(components, config.cache, dims, notes)
     mesh = build_mesh(dims, device) if ctx.world_size > 1 else None
