@@ -1,7 +1,7 @@
 """Approximate modes next to the exact path, in one process: speed-up and fidelity on the same seed.
 
   PYTHONPATH=src python benchmarks/fidelity.py --model a14b --size 480*832 --steps 20 \
-      --modes fp8:linear fp8:linear-tensor fbc:0.05 --out benchmarks/results/fidelity-h200.json
+      --modes fp8:linear fbc:0.05 --out benchmarks/results/fidelity-h200.json
 For each mode: median step time, generation time and energy (one warm-up run first), relative error of the
 final latents and PSNR of the decoded frames against the exact run. Each mode compiles where the engine's
 default does (exact and FP8 on CUDA; First Block Cache runs eager). With random weights the error is numerical
@@ -60,7 +60,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--modes", nargs="+", default=["fp8:linear", "fp8:linear-tensor", "fbc:0.05"],
+    parser.add_argument("--modes", nargs="+", default=["fp8:linear", "fbc:0.05"],
                         help="fp8:MODE (an --fp8 value) or fbc:THRESHOLD")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()

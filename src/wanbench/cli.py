@@ -48,8 +48,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                    help="several GPUs: VAE decode as a layer pipeline over up to 3 ranks (same math; default on)")
     p.add_argument("--cache", default="none", help="APPROXIMATE step caching: none or fbc:THRESHOLD")
     p.add_argument("--fp8", default="none",
-                   help="APPROXIMATE: none, linear or linear-tensor (FP8 block linear layers through torchao, "
-                   "per-row or per-tensor scales; compute capability 8.9 or newer)")
+                   help="APPROXIMATE: none or linear (FP8 block linear layers through torchao, per-row scales; "
+                   "compute capability 8.9 or newer)")
     p.add_argument("--output", default="none", help="none, or a path ending in .mp4, .gif or .npy")
     p.add_argument("--json", default=None, help="write the RunResult JSON here")
     p.add_argument("--save-latents", default=None, help="write the final latents (.safetensors)")

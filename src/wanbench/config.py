@@ -291,7 +291,7 @@ class RunConfig:
     compile: bool = False  # config_for_preset turns it on where measured faster (compile_by_default)
     vae_pipeline: bool = True  # several ranks: VAE decode as a layer pipeline over up to 3 of them (same math)
     cache: str = "none"  # none | fbc:THRESHOLD (diffusers First Block Cache; approximate, opt-in)
-    fp8: str = "none"  # none | linear | linear-tensor (FP8 block linear layers, per-row or per-tensor scales)
+    fp8: str = "none"  # none | linear (FP8 block linear layers through torchao, per-row scales; approximate)
     output: str = "none"  # none | *.mp4 | *.gif | *.npy
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     tag: str = ""
@@ -414,8 +414,8 @@ def validate(config: RunConfig) -> list[str]:
             raise UserError(f"bad --cache {config.cache!r}: use none or fbc:THRESHOLD, e.g. fbc:0.05")
         if config.compile:
             raise UserError("--cache and --compile together are not supported yet: drop one")
-    if config.fp8 not in ("none", "linear", "linear-tensor"):
-        raise UserError(f"bad --fp8 {config.fp8!r}: use none, linear or linear-tensor")
+    if config.fp8 not in ("none", "linear"):
+        raise UserError(f"bad --fp8 {config.fp8!r}: use none or linear")
     if config.fp8 != "none" and config.device == "cpu":
         raise UserError("--fp8 needs an NVIDIA GPU with FP8 tensor cores (compute capability 8.9 or newer); "
                         "this run is on the CPU: drop --fp8")

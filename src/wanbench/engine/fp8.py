@@ -2,9 +2,11 @@
 
 Every nn.Linear inside the transformer blocks (the fused QKV projections included) gets float8 e4m3 weights and
 dynamically quantised float8 activations, multiplied on the FP8 tensor cores (compute capability 8.9 or newer);
-compiled, the activation casts fuse into the ops around them. `linear` scales per row (one scale per output
-channel of the weight and per token of the activation), `linear-tensor` per tensor. The weights keep their
-names in the state dict, so a checkpoint loads as before; embeddings, norms and the output projection stay bf16.
+compiled, the activation casts fuse into the ops around them. Scales are per row (one per output channel of the
+weight and per token of the activation), which keeps an outlier from taking the precision of the rest; per-tensor
+scales measured no faster by 3% (benchmarks/RESULTS.md, "FP8 linear layers through torchao"). The weights keep
+their names in the state dict, so a checkpoint loads as before; embeddings, norms and the output projection stay
+bf16.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from torch import nn
 
 from wanbench.errors import UserError
 
-FP8_MODES = {"linear": "row", "linear-tensor": "tensor"}  # --fp8 value -> scale granularity
 MIN_CAPABILITY = (8, 9)
 
 
@@ -40,11 +41,13 @@ def _block_linear(module: nn.Module, fqn: str) -> bool:
             and module.in_features % 16 == 0 and module.out_features % 16 == 0)
 
 
-def quantize_blocks(model: nn.Module, mode: str) -> int:
-    """Quantise the linear layers of `model.blocks` in place for --fp8 `mode`; returns how many."""
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor, quantize_
+def quantize_blocks(model: nn.Module) -> int:
+    """Quantise the linear layers of `model.blocks` in place (--fp8 linear); returns how many."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
-    granularity = PerRow() if FP8_MODES[mode] == "row" else PerTensor()
     count = sum(_block_linear(m, name) for name, m in model.named_modules())
-    quantize_(model, Float8DynamicActivationFloat8WeightConfig(granularity=granularity), filter_fn=_block_linear)
+    # A row of zeros (the padded text tokens the cross-attention projects) would get a zero scale and 0/0 = NaN:
+    # the lower bound on each activation's absolute maximum keeps its scale finite.
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), activation_value_lb=1e-12)
+    quantize_(model, config, filter_fn=_block_linear)
     return count

@@ -119,11 +119,10 @@ def prepare(
         for expert in components.experts:
             fuse_projections(expert)
     if config.fp8 != "none":
-        from wanbench.engine.fp8 import FP8_MODES, quantize_blocks
+        from wanbench.engine.fp8 import quantize_blocks
 
-        count = sum(quantize_blocks(expert, config.fp8) for expert in components.experts)
-        notes.append(f"APPROXIMATE: {count} block linear layers in FP8 e4m3 (torchao, per-{FP8_MODES[config.fp8]} "
-                     "scales)")
+        count = sum(quantize_blocks(expert) for expert in components.experts)
+        notes.append(f"APPROXIMATE: {count} block linear layers in FP8 e4m3 (torchao, per-row scales)")
     if config.cache != "none":
         apply_step_cache(components, config.cache, dims, notes)
     mesh = build_mesh(dims, device) if ctx.world_size > 1 else None
