@@ -66,6 +66,8 @@ def test_npy_and_gif_outputs_hold_the_same_frames(tmp_path):
         (["--guidance", "4,inf"], "bad --guidance inf: use a finite number"),
         (["--threads", "-1"], "bad --threads -1"),
         (["--guidance", "-1"], "a scale below 0 steers away from the prompt"),
+        (["--json", "/proc/run.json"], "--json /proc/run.json: cannot write there"),
+        (["--save-latents", "/proc/x.safetensors"], "cannot write there"),
         (["--bogus"], "unrecognized arguments"),
     ],
 )

@@ -146,8 +146,8 @@ def test_a_superlinear_row_over_a_noisy_baseline_is_flagged_in_its_own_row(smoke
     base_row = summary_rows(folder)[base_label]
     assert any(f.startswith("noisy (CV") for f in base_row["short_flags"])
     recs = json.loads((folder / "report" / "summary.json").read_text())["recommendations"]
-    # the superlinear row drives no recommendation: it is named as left out
-    assert any("left out" in r and fast_label in r for r in recs)
+    # the superlinear row drives no recommendation: it is named as flagged
+    assert any(("left out" in r or "no recommendation" in r) and fast_label in r for r in recs)
     assert not any(f"fastest {fast_label}" in r for r in recs)
 
 
@@ -244,7 +244,7 @@ def test_suite_repeats_of_zero_and_an_out_under_a_file_are_one_line(tmp_path, ca
     suite.write_text('repeats = 0\n[fixed]\nmodel = "tiny"\ndevice = "cpu"\n')
     assert main(["bench", str(suite), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "repeats = 0 in the suite" in err[0]
+    assert len(err) == 1 and "repeats = 0: give 1 or more" in err[0] and str(suite) in err[0]
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert main(["bench", "--preset", "smoke", "--out", str(blocker / "sub")]) == 2
@@ -300,3 +300,56 @@ def test_help_parses_before_any_heavy_import():
     assert proc.returncode == 0 and "generate" in proc.stdout, proc.stderr
     version = wanbench("--version")
     assert version.returncode == 0 and version.stdout.startswith("wanbench ")
+
+
+def test_compare_fails_when_new_lacks_a_configuration_of_base(smoke_results, tmp_path):
+    out, _ = smoke_results
+    dropped = label_of(out, gpus=2, most_steps=True)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records(out) if r["label"] != dropped))
+    proc = wanbench("compare", str(out), str(partial))
+    assert proc.returncode == 1, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if dropped in ln)
+    assert line.startswith("MISSING") and "missing in NEW" in line
+    assert "1 missing in NEW" in proc.stdout.splitlines()[-1]
+    assert wanbench("compare", str(out), str(partial), "--allow-missing").returncode == 0
+
+
+def test_a_runs_jsonl_edited_beside_its_database_is_named(smoke_results, tmp_path):
+    out, _ = smoke_results
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    lines = (copy / "runs.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    first["phases"]["total_s"] += 2.0
+    (copy / "runs.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    proc = wanbench("compare", str(out), str(copy))
+    assert "1 run(s) in" in proc.stderr and "differ from" in proc.stderr and "move results.db aside" in proc.stderr
+
+
+def test_resume_with_another_suite_is_refused(smoke_results, tmp_path, capsys):
+    out, _ = smoke_results
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    other = _suite(tmp_path, "fine")
+    assert main(["bench", str(other), "--out", str(copy), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "holds suite smoke, not faults" in err[-1]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('[fixed]\nmodel = "tiny"\ndevice = "cpu"\n[axes]\nsize = ["96*64", "100*64"]\n', "bad --size 100*64"),
+    ('[fixed]\nmodel = "tiny"\ndevice = "cuda"\n', "device = 'cuda', but this machine has no CUDA GPU"),
+    ('repeat = 2\n[fixed]\nmodel = "tiny"\n', "repeat (did you mean repeats?)"),
+    ('name = 5\n[fixed]\nmodel = "tiny"\n', 'name takes a string, e.g. name = "my-name"'),
+    ('cooldown_s = -3\n[fixed]\nmodel = "tiny"\n', "cooldown_s = -3: give 0 or more"),
+    ('sample_interval_s = -1\n[fixed]\nmodel = "tiny"\n', "sample_interval_s = -1: give a positive number"),
+])
+def test_a_suite_that_cannot_run_whole_is_refused_before_any_worker(tmp_path, capsys, body, message):
+    suite = tmp_path / "s.toml"
+    suite.write_text(body)
+    assert main(["bench", str(suite), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import statistics
+import types
 
 import pytest
 
 from wanbench.analysis.scaling import describe_efficiency, efficiency, fit_steps, speedup
-from wanbench.analysis.stats import summarize
+from wanbench.analysis.stats import Stat, summarize
 from wanbench.cli import main
 from wanbench.report import write_report
 from wanbench.store import ResultsStore
@@ -211,3 +212,14 @@ def test_a_card_is_recommended_only_if_loading_fits_too():
     assert not any("fastest on a 80 GB card" in line and "of host memory" in line for line in lines)
     # the card's size is said once, plainly
     assert not any("GB card (H100), 85.5 GB" in line or "fits a" in line for line in lines)
+
+
+def test_a_step_fit_whose_slope_is_not_the_timed_step_is_unreliable():
+    from wanbench.analysis.scaling import StepFit
+    from wanbench.analysis.summary import fit_problems
+
+    step = Stat(median=0.007, min=0.007, max=0.0075, cv=0.01, n=40)
+    member = types.SimpleNamespace(generation=Stat(0.3, 0.3, 0.3, 0.0, 5), step=step)
+    problems = fit_problems(StepFit(fixed_s=0.16, per_step_s=0.009, r2=0.99, points=10), [member, member])
+    assert problems == ["per-step cost 0.009 s against 0.007 s measured per step"]
+    assert fit_problems(StepFit(fixed_s=0.16, per_step_s=0.0071, r2=0.99, points=10), [member]) == []

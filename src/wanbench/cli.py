@@ -133,14 +133,17 @@ def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _check_settings(config) -> None:
     """The settings' own rules (size, frames, guidance...), before torch and diffusers are imported: a typo is
-    refused in a fraction of a second. The worker checks again and reports the warnings."""
+    refused in a fraction of a second; what runs but is unofficial is said here once (the record keeps it too)."""
     import warnings
 
     from wanbench.config import validate
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         validate(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        for warning in caught:
+            print(f"wanbench: note: {warning.message}", file=sys.stderr)
 
 
 def write_outputs(generation, args: argparse.Namespace) -> None:
@@ -196,6 +199,9 @@ def launch_generate(args: argparse.Namespace, argv: list[str], config) -> int:
 
 def print_summary(result) -> None:
     p = result.phases
+    for note in result.notes:  # approximate modes and unofficial settings, said where the user looks
+        if note.startswith("APPROXIMATE"):
+            print(f"note: {note}")
     print(
         f"ok: total {p['total_s']:.2f} s = load {p['load_s']:.2f}"
         + (f" + compile {p['compile_s']:.2f}" if p.get("compile_s") else "")
@@ -220,6 +226,8 @@ def cmd_env(args: argparse.Namespace, argv: list[str]) -> int:
 def cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
     from wanbench.report import write_report
 
+    if args.peak_tflops is not None and not args.peak_tflops > 0:
+        raise UserError(f"bad --peak-tflops {args.peak_tflops:g}: give the GPU's peak dense bf16 TFLOP/s, e.g. 989")
     paths = write_report(args.results, args.out, peak_tflops=args.peak_tflops,
                          gpu_hour_price=_price(args.gpu_hour_price))
     print("\n".join(str(p) for p in paths))
@@ -233,10 +241,16 @@ def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
 
     base, base_folder = load_records(args.base)
     new, new_folder = load_records(args.new)
+    for flag, value in (("--max-slowdown", args.max_slowdown), ("--min-seconds", args.min_seconds),
+                        ("--min-memory-gb", args.min_memory_gb)):
+        if not value >= 0:
+            raise UserError(f"bad {flag} {value:g}: give 0 or more")
     changes = compare(base, new, args.max_slowdown, args.min_seconds, args.max_slowdown, args.min_memory_gb)
+    if args.allow_missing:
+        changes = [c for c in changes if not c.missing]
     with ResultsStore(base_folder) as b, ResultsStore(new_folder) as n:
         changes += compare_mlperf(b.mlperf_results(), n.mlperf_results(), args.max_slowdown, args.min_seconds)
-    if not changes:
+    if not [c for c in changes if not c.missing]:
         raise UserError("no configuration appears in both result sets: compare runs of the same suite")
     for c in changes:
         t = f"{c.time_change:+.1%}" if c.time_change is not None else "n/a"
@@ -244,9 +258,12 @@ def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
         e = f" energy {c.energy_change:+.1%}" if c.energy_change is not None else ""
         print(f"{c.verdict:10s} time {t:>7s} memory {m:>7s}{e}  {c.label}"
               + (f"  ({c.reason})" if c.reason else ""))
-    regressions, minor = sum(c.regression for c in changes), sum(c.below_floor for c in changes)
-    print(f"{regressions} regression(s) in {len(changes)} compared configuration(s)"
-          + (f"; {minor} slower by less than the floor (exit 0)" if minor else ""))
+    regressions, minor = sum(c.regression and not c.missing for c in changes), sum(c.below_floor for c in changes)
+    missing = sum(c.missing for c in changes)
+    print(f"{regressions} regression(s) in {len(changes) - missing} compared configuration(s)"
+          + (f"; {missing} missing in NEW" if missing else "")
+          + (f"; {minor} slower by less than the floor (not counted)" if minor else ""))
+    regressions += missing
     return 1 if regressions else 0
 
 
@@ -283,11 +300,12 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
                                    ("timeout_s", args.timeout), ("sample_interval_s", args.sample_interval))
                  if v is not None}
     suite = dataclasses.replace(suite, **overrides)
-    if suite.repeats < 1:
-        source = "--repeats" if args.repeats is not None else f"repeats = {suite.repeats} in the suite"
-        raise UserError(f"{source}: give 1 or more repeats per configuration")
-    if suite.warmup < 0:
-        raise UserError(f"{'--warmup' if args.warmup is not None else 'the suite warmup'} must be 0 or more")
+    for flag, value, least in (("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0),
+                               ("--warmup-steps", args.warmup_steps, 0), ("--cooldown", args.cooldown, 0)):
+        if value is not None and value < least:
+            raise UserError(f"bad {flag} {value:g}: give {least} or more")
+    if args.sample_interval is not None and not args.sample_interval > 0:
+        raise UserError(f"bad --sample-interval {args.sample_interval:g}: give a positive number of seconds")
     _price(args.gpu_hour_price)
     if suite.timeout_s <= 0:
         raise UserError(f"bad timeout {suite.timeout_s:g} s: give a positive number of seconds per configuration")
@@ -466,8 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("base")
     comp.add_argument("new")
     comp.add_argument("--max-slowdown", type=float, default=0.08, help="fraction (default 0.08)")
-    comp.add_argument("--min-seconds", type=float, default=0.5, help="and at least this many seconds")
-    comp.add_argument("--min-memory-gb", type=float, default=0.5, help="memory growth floor in GB")
+    comp.add_argument("--min-seconds", type=float, default=0.5, help="and at least this many seconds (default 0.5)")
+    comp.add_argument("--min-memory-gb", type=float, default=0.5, help="memory growth floor in GB (default 0.5)")
+    comp.add_argument("--allow-missing", action="store_true",
+                      help="compare only the configurations both hold (default: one missing in NEW fails)")
     comp.set_defaults(func=cmd_compare)
     check = sub.add_parser("check", help="plausibility of published numbers (CSV)")
     check.add_argument("table", help="CSV: model,gpu,num_gpus,width,height,frames,steps,seconds[,cfg]")

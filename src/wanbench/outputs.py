@@ -23,10 +23,20 @@ def check_output_file(path: str | Path, flag: str) -> None:
         raise UserError(f"{flag} {path}: {parent} is a file, not a folder: give a path in a folder")
     if not os.access(parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise UserError(f"{flag} {path}: not writable here: give a path you can write")
+    if parent == target.parent:  # the folder exists: write and remove a probe (root passes access(), not /proc)
+        probe = target.with_name(f".{target.name}.{os.getpid()}.wanbench-probe")  # ranks probe at once
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"{flag} {path}: cannot write there ({exc.strerror or exc}): give a path you can "
+                            "write") from None
 
 
 def writable_folder(target: Path, what: str = "the report", flag: str = "--out") -> Path:
     """`target`, created and known to take files, or a UserError naming the fix (before any work is done)."""
+    if target.exists() and not target.is_dir():
+        raise UserError(f"cannot write {what} into {target}: it is a file: give a folder with {flag}")
     try:
         target.mkdir(parents=True, exist_ok=True)
         probe = target / ".wanbench-write-test"

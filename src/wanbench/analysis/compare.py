@@ -22,9 +22,12 @@ class Change:
     reason: str
     below_floor: bool = False  # slower by more than the fraction, but by fewer seconds (or GB) than the floor
     energy_change: float | None = None  # fraction of the energy per video, + = more (GPU runs that measured it)
+    missing: bool = False  # in BASE, not in NEW
 
     @property
     def verdict(self) -> str:
+        if self.missing:
+            return "MISSING"
         return "REGRESSION" if self.regression else "slower" if self.below_floor else "ok"
 
 
@@ -42,8 +45,15 @@ def compare(
     A change past the fraction but under the floor is not hidden: it is reported as 'slower', naming the floor.
     """
     base_rows = {_match_key(r): r for r in analyse(base)["rows"]}
+    new_rows = analyse(new)["rows"]
     changes = []
-    for row in analyse(new)["rows"]:
+    seen = {_match_key(r) for r in new_rows}
+    for key, old in base_rows.items():
+        if key not in seen and old.generation is not None:
+            changes.append(Change(old.label, old.generation.median, None, None, old.peak_gb, None, None, True,
+                                  "ran in BASE, missing in NEW (--allow-missing to compare only what both hold)",
+                                  missing=True))
+    for row in new_rows:
         old = base_rows.get(_match_key(row))
         if old is None:
             continue

@@ -88,10 +88,8 @@ class ConfigRow:
 
     @property
     def trusted(self) -> bool:
-        """Whether the row may be recommended: plausible, every run ok, not noisy, not superlinear."""
-        return (self.generation is not None and self.verdict not in ("impossible", "suspicious")
-                and not self.generation.noisy
-                and self.runs_ok == self.runs_total and "superlinear" not in self.scaling_problems)
+        """Whether the row may be recommended: it ran, and carries no flag (the executive summary's Flags cell)."""
+        return self.generation is not None and not self.short_flags
 
     @property
     def short_flags(self) -> list[str]:
@@ -101,6 +99,12 @@ class ConfigRow:
             out.append(self.verdict.upper())
         if self.generation is not None and self.generation.noisy:
             out.append(f"noisy (CV {self.generation.cv:.1%})")
+        if self.generation is not None and self.generation.n == 1:
+            out.append("one run: no spread")
+        if self.step is not None and self.step.noisy:
+            out.append(f"step time varies (CV {self.step.cv:.1%})")
+        if any(f.startswith("untimed time") for f in self.flags):
+            out.append("untimed time")
         out += self.scaling_problems
         if self.runs_ok < self.runs_total:
             out.append(f"{self.runs_total - self.runs_ok} run(s) failed")
@@ -187,7 +191,11 @@ def _peak(records: list[dict[str, Any]]) -> tuple[float | None, str | None, floa
     peaks = [h["peak_gb"] for h in host if h.get("peak_gb") is not None]
     if peaks:
         avg = [h["avg_gb"] for h in host if h.get("avg_gb") is not None]
-        return max(peaks), "host RSS of the worker tree (no GPU)", sum(avg) / len(avg) if avg else None, None
+        # the tree holds every rank: never below a rank's own peak, which the sampler's polling can miss
+        peak = max(max(peaks), _host_peak(records) or 0.0)
+        capacity = next(((r.get("env") or {}).get("host_memory_gb") for r in records
+                         if (r.get("env") or {}).get("host_memory_gb")), None)
+        return peak, "host RSS of the worker tree (no GPU)", sum(avg) / len(avg) if avg else None, capacity
     return None, None, None, None
 
 
@@ -367,6 +375,9 @@ def step_fits(rows: list[ConfigRow], records: dict[str, list[dict[str, Any]]]) -
     return fits
 
 
+FIT_STEP_TOLERANCE = 0.2  # a fitted per-step cost this far (fraction) from the timed steps is not one
+
+
 def fit_problems(fit: StepFit, members: list[ConfigRow]) -> list[str]:
     out = []
     if fit.per_step_s <= 0:
@@ -379,6 +390,13 @@ def fit_problems(fit: StepFit, members: list[ConfigRow]) -> list[str]:
         out.append(f"R² {fit.r2:.2f} below {FIT_MIN_R2}")
     out += [f"built on a noisy row (CV {m.generation.cv:.1%})" for m in members
             if m.generation is not None and m.generation.noisy][:1]
+    measured = [m.step.median for m in members if m.step is not None]
+    if measured and fit.per_step_s > 0:
+        step = statistics.median(measured)
+        if abs(fit.per_step_s - step) > FIT_STEP_TOLERANCE * step:
+            # the rows differ in more than their steps (a phase that changed between them), so the slope is not
+            # the cost of a step
+            out.append(f"per-step cost {fit.per_step_s:.3f} s against {step:.3f} s measured per step")
     return out
 
 
@@ -397,14 +415,15 @@ def recommendations(rows: list[ConfigRow]) -> list[str]:
         video = f"{c.get('model')} {c.get('width')}*{c.get('height')}x{c.get('frames')}, {c.get('steps')} steps"
         trusted = [r for r in members if r.trusted]
         left_out = [r for r in members if not r.trusted]
-        if left_out:
-            out.append(f"{video}: left out, since their figures are flagged: "
-                       + "; ".join(f"{r.label} ({', '.join(r.short_flags)})" for r in left_out) + ".")
+        flagged = "; ".join(f"{r.label} ({', '.join(r.short_flags)})" for r in left_out)
         if len(trusted) < 2:
-            if trusted:
-                out.append(f"{video}: only {trusted[0].label} has trusted figures ({trusted[0].generation.median:.2f}"
-                           " s per video); nothing to compare it with.")
+            alone = (f"only {trusted[0].label} has trusted figures ({trusted[0].generation.median:.2f} s per video)"
+                     if trusted else "no configuration has trusted figures")
+            out.append(f"{video}: no recommendation: {alone}" + (f"; flagged: {flagged}" if flagged else "")
+                       + ". Re-run the flagged ones (more --repeats, an idle machine) to compare them.")
             continue
+        if left_out:
+            out.append(f"{video}: left out, since their figures are flagged: {flagged}.")
         out += _recommend(video, trusted)
     return out
 

@@ -50,9 +50,9 @@ class SuiteTotals:
 class Progress:
     """One line per configuration; live updates only on a terminal."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
-        self.live = stream.isatty()
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr  # looked up now: a redirected stderr is the one written to
+        self.live = self.stream.isatty()
 
     def update(self, text: str) -> None:
         if self.live:
@@ -112,8 +112,8 @@ def classify_worker_exit(timed_out: bool, returncode: int, log: Path, timeout_s:
 
 
 def check_suite(suite: SuiteConfig) -> None:
-    """Refuse a suite none of whose configurations can run (the reason of the first); and one that needs LoadGen
-    where it is not installed. A suite with some runnable configurations runs, and records the others as failed."""
+    """Refuse, before any worker starts, a suite with a configuration that cannot run here (the reason of the first
+    and how many more), and one that needs LoadGen where it is not installed."""
     from wanbench.errors import UserError
 
     configs = expand(suite)
@@ -121,10 +121,11 @@ def check_suite(suite: SuiteConfig) -> None:
         from wanbench.mlperf.run import require_loadgen
 
         require_loadgen()
-    problems = [check_config(c) for c in configs]
-    if configs and all(problems):
-        more = f" (and {len(configs) - 1} more configuration(s) that cannot run)" if len(configs) > 1 else ""
-        raise UserError(f"{label(configs[0])}: {problems[0]}{more}")
+    problems = [(c, p) for c in configs if (p := check_config(c))]
+    if problems:
+        config, problem = problems[0]
+        more = f" (and {len(problems) - 1} more configuration(s) that cannot run)" if len(problems) > 1 else ""
+        raise UserError(f"{label(config)}: {problem}{more}; fix or drop it in the suite")
 
 
 def run_suite(suite: SuiteConfig, out: Path, resume: bool = False, progress: Progress | None = None,
@@ -134,11 +135,18 @@ def run_suite(suite: SuiteConfig, out: Path, resume: bool = False, progress: Pro
     progress = progress or Progress()
     configs = expand(suite)
     store = ResultsStore(out)
-    if not resume and store.runs():
+    held = {r.get("suite") for r in store.runs()} - {None}
+    if not resume and held:
         from wanbench.errors import UserError
 
         store.close()
         raise UserError(f"{out} already holds results: pass --resume to continue it, or choose a new --out")
+    if resume and held and suite.name not in held:
+        from wanbench.errors import UserError
+
+        store.close()
+        raise UserError(f"{out} holds suite {', '.join(sorted(held))}, not {suite.name}: resume it with the suite "
+                        "file or --preset that wrote it, or choose a new --out")
     totals, suite_id, started = SuiteTotals(), uuid.uuid4().hex, time.time()
     work = out / "workers"  # specs, logs and pending records of each configuration's worker
     work.mkdir(exist_ok=True)
@@ -240,6 +248,19 @@ def check_config(config: RunConfig) -> str | None:
         check_runnable(config)
     except UserError as exc:
         return str(exc)
+    return _device_problem(config)
+
+
+def _device_problem(config: RunConfig) -> str | None:
+    """A CUDA configuration on a machine without CUDA, or with fewer GPUs than it asks for."""
+    import torch
+
+    wants_cuda = config.device.startswith("cuda")
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if wants_cuda and not available:
+        return f"device = {config.device!r}, but this machine has no CUDA GPU: use device = \"cpu\" or \"auto\""
+    if available and config.device != "cpu" and config.parallel.gpus > available * config.parallel.nnodes:
+        return f"gpus = {config.parallel.gpus}, but this machine has {available} GPU(s)"
     return None
 
 

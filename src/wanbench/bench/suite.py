@@ -130,7 +130,12 @@ def load_suite_file(path: str | Path) -> SuiteConfig:
     known = {f.name for f in dataclasses.fields(SuiteConfig)}
     unknown = set(data) - known
     if unknown:
-        raise UserError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
+        import difflib
+
+        guesses = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, n=1)) else k
+                   for k in sorted(unknown)]
+        raise UserError(f"unknown keys in {path}: {', '.join(guesses)}; settings go under [fixed], [axes] or "
+                        "[[configs]]")
     data.setdefault("name", path.stem)
     check_suite_types(data, path)
     data["configs"] = tuple(data.get("configs", ()))
@@ -147,7 +152,8 @@ def check_suite_types(data: dict[str, Any], path: Path) -> None:
     try:
         for f in dataclasses.fields(SuiteConfig):
             if f.name in data and f.name not in ("fixed", "axes", "configs", "mlperf"):
-                typed(f.name, data[f.name], str(f.type), f.default)
+                example = f.default if f.default is not dataclasses.MISSING else f"my-{f.name}"
+                typed(f.name, data[f.name], str(f.type), example)
         for name in ("fixed", "axes", "mlperf"):
             if not isinstance(data.get(name, {}), dict):
                 raise UserError(f"[{name}] must be a table of settings")
@@ -159,9 +165,12 @@ def check_suite_types(data: dict[str, Any], path: Path) -> None:
             raise UserError("configs must be [[configs]] tables of settings")
     except UserError as exc:
         raise UserError(f"bad suite file {path}: {exc}") from None
-    for f in ("warmup", "warmup_steps", "repeats"):
-        if data.get(f, 0) < 0:
-            raise UserError(f"bad suite file {path}: {f} must be 0 or more")
+    for f, least in (("warmup", 0), ("warmup_steps", 0), ("repeats", 1), ("cooldown_s", 0)):
+        if data.get(f, least) < least:
+            raise UserError(f"bad suite file {path}: {f} = {data[f]}: give {least} or more")
+    for f in ("timeout_s", "sample_interval_s"):
+        if data.get(f, 1) <= 0:
+            raise UserError(f"bad suite file {path}: {f} = {data[f]}: give a positive number of seconds")
 
 
 def gpu_count() -> int:

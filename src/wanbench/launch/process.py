@@ -140,8 +140,13 @@ def describe_exit(returncode: int, log: Path) -> str:
 def quiet_libraries() -> None:
     """Library chatter (experimental-API notices, dtype hints) is not for our users' terminals. Set through the
     libraries' own variables, so that nothing is imported for it and worker processes inherit it."""
+    import logging
+
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # torchao, which diffusers imports where it is installed, registers types torch now calls deprecated
+    for name in ("torch.utils._pytree", "torchao"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def free_port() -> int:

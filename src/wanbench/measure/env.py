@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from wanbench.measure.host import total_gb
+
 
 def _version(package: str) -> str | None:
     try:
@@ -96,6 +98,7 @@ def capture_environment() -> dict[str, Any]:
             nccl = None
     return {
         "hostname": socket.gethostname(),
+        "host_memory_gb": total_gb(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),

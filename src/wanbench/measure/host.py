@@ -13,6 +13,12 @@ def rss_gb() -> float:
 
 
 def peak_rss_gb() -> float:
+    """This process's largest resident set so far (never below the current one: the two are counted apart)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
-    return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
+    return max(peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9, rss_gb())
+
+
+def total_gb() -> float:
+    """The machine's memory (GB, 10^9 bytes)."""
+    return psutil.virtual_memory().total / 1e9

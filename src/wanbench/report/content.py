@@ -171,8 +171,8 @@ def _memory(doc: Document, rows: list[ConfigRow], plots: dict[str, Any], u: dict
                           "whole worker tree (every rank and the launcher), sampled from outside it, as in the "
                           "executive summary; the largest single rank is what one process needed."))
     if plots.get("memory"):
-        doc.add(Image(plots["memory"], "Memory in use over time on the busiest GPU of each configuration "
-                                       "(host RSS where no GPU was used)"))
+        doc.add(Image(plots["memory"], "Memory in use over time on the busiest GPU of each configuration"
+                      if u["memory"] == "GPU" else "Host memory (RSS of the worker tree) over time"))
 
 
 def _energy(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:
@@ -239,7 +239,8 @@ def _flags(doc: Document, rows: list[ConfigRow], retried: list[dict[str, Any]]) 
 def _configuration(doc: Document, rows: list[ConfigRow]) -> None:
     doc.add(Heading("Configuration"))
     doc.add(Table(
-        ["Configuration", "Model", "Weights", "Size", "Frames", "Steps", "GPUs", "Parallel", "Compile", "Prompt"],
+        ["Configuration", "Model", "Weights", "Size", "Frames", "Steps", units(rows)["units"].capitalize(), "Parallel",
+         "Compile", "Prompt"],
         [[r.label, r.config.get("model") or "—", r.config.get("weights") or "—",
           f"{r.config.get('width')}*{r.config.get('height')}", str(r.config.get("frames")),
           str(r.config.get("steps")), str(r.gpus), _parallel_text(r.config),
@@ -271,8 +272,8 @@ def _environment(doc: Document, records: list[dict[str, Any]]) -> None:
     for env in envs.values():
         git = env.get("git") or {}
         rows.append([env.get("hostname", ""), ", ".join(env.get("gpu_names") or []) or "none",
-                     str(env.get("gpu_count", 0)), str(env.get("driver")), str(env.get("cuda")), str(env.get("torch")),
-                     str(env.get("diffusers")), str(env.get("nccl")),
+                     str(env.get("gpu_count", 0)), *(str(env.get(k) or "—") for k in ("driver", "cuda", "torch",
+                                                                                      "diffusers", "nccl")),
                      f"{git.get('commit') or 'unknown'}{' (dirty)' if git.get('dirty') else ''}",
                      ", ".join(f"{k}={v}" for k, v in sorted((env.get("tuning_env") or {}).items())) or "none"])
     doc.add(Table(["Host", "GPUs", "Count", "Driver", "CUDA", "torch", "diffusers", "NCCL", "wanbench revision",

@@ -154,7 +154,8 @@ class ResultsStore:
 
     def reconcile(self) -> None:
         """Make results.db and runs.jsonl hold the same runs (after a crash between the two writes)."""
-        in_db = {row[0] for row in self.conn.execute("SELECT run_id FROM runs")}
+        stored = {row[0]: row[1] for row in self.conn.execute("SELECT run_id, record FROM runs")}
+        in_db = set(stored)
         records, broken = self._read_jsonl()
         if broken:
             # A line cut by a crash mid-write, or a file damaged by hand: the lines are kept aside, never dropped
@@ -167,9 +168,16 @@ class ResultsStore:
                   file=sys.stderr)
             self._rewrite_jsonl(records)
         in_jsonl = {record["run_id"]: record for record in records}
+        differ = 0
         for run_id, record in in_jsonl.items():
             if run_id not in in_db:
                 self._insert(record)
+            elif json.loads(stored[run_id]) != record:
+                differ += 1
+        if differ:
+            print(f"wanbench: warning: {differ} run(s) in {self.jsonl_path} differ from {self.db_path}, which is "
+                  "what is read; to use runs.jsonl instead, move results.db aside (it is rebuilt from runs.jsonl)",
+                  file=sys.stderr)
         for run_id in sorted(in_db - set(in_jsonl)):
             row = self.conn.execute("SELECT record FROM runs WHERE run_id=?", (run_id,)).fetchone()
             self._append_jsonl(json.loads(row[0]))
