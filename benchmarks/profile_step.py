@@ -6,7 +6,7 @@ a 3-step generation with torch.profiler (device synchronised at both ends) and s
 attention, NCCL, copies between GPUs, copies within a GPU, other kernels) and the GPU's busy time (union of kernel
 and copy intervals) against the step's span. Rank 0 writes every rank's summary. Usage (2 GPUs):
   python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/profile_step.py --out $OUT/profile.json -- \\
-      --model a14b --weights random --size 480*832 --gpus 2 --ulysses 2 --ulysses-exchange copy-engine \\
+      --model a14b --weights random --size 480*832 --gpus 2 --ulysses 2 --ulysses-exchange head-blocks \\
       --no-compile --attention cudnn
 (1 GPU: python3 benchmarks/profile_step.py --out ... -- --model a14b ... without the parallel flags.)
 """

@@ -8,7 +8,6 @@ how much of the exchange can hide behind attention at all.
 Medians of --repeats after warm-up, every rank synchronised; rank 0 writes the JSON.
   python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/ulysses_exchange.py --out $OUT/x.json
 --high-priority puts NCCL on a high-priority stream (does the exchange then get SMs while attention runs?).
-On CUDA it also times the exchange as copies out of the peers' symmetric-memory buffers (copy engines, no SMs).
 On the CPU (gloo, for checking the script): add --device cpu --tokens 512 --dim 256 --heads 4.
 """
 
@@ -62,63 +61,6 @@ def stream_ms(fn, device: torch.device, calls: int = 8, repeats: int = 5) -> dic
         end.synchronize()
         times.append(start.elapsed_time(end) / calls)
     return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
-
-
-def copy_engine_exchange(x: torch.Tensor, attention, device: torch.device, repeats: int) -> dict:
-    """The same exchange as copies from the peers' symmetric-memory buffers, which the copy engines run
-    (torch's low-contention collectives do this): does it hide behind attention where NCCL's kernels do not?"""
-    import torch.distributed._symmetric_memory as symm_mem
-
-    if os.environ.get("TORCH_SYMM_MEM_DISABLE_MULTICAST") != "1":
-        raise RuntimeError("TORCH_SYMM_MEM_DISABLE_MULTICAST=1 must stay set on shared hosts")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    symm_mem.enable_symm_mem_for_group(dist.group.WORLD.group_name)
-    send = symm_mem.empty(*x.shape, dtype=x.dtype, device=device)
-    send.copy_(x)
-    handle = symm_mem.rendezvous(send, dist.group.WORLD)
-    rows = x.shape[0] // world
-    received = torch.empty_like(x)
-    side = torch.cuda.Stream(device)
-
-    def pull() -> None:
-        handle.barrier(channel=0)
-        for step in range(world):
-            peer = (rank - step) % world
-            chunk = handle.get_buffer(peer, (rows, x.shape[1]), x.dtype, rank * rows * x.shape[1])
-            received[peer * rows:(peer + 1) * rows].copy_(chunk)
-        handle.barrier(channel=0)
-
-    def pull_beside_attention() -> None:
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            pull()
-        attention()
-        torch.cuda.current_stream().wait_stream(side)
-
-    streams = [torch.cuda.Stream(device) for _ in range(4)]
-
-    def pull_peers(parts: int) -> None:  # the peers' rows only, split over `parts` streams (copy engines)
-        current = torch.cuda.current_stream()
-        for stream in streams[:parts]:
-            stream.wait_stream(current)
-        for peer in (p for p in range(world) if p != rank):
-            chunk = handle.get_buffer(peer, (rows, x.shape[1]), x.dtype, rank * rows * x.shape[1])
-            destination = received[peer * rows:(peer + 1) * rows]
-            for part, (src, dst) in enumerate(zip(chunk.chunk(parts), destination.chunk(parts), strict=True)):
-                with torch.cuda.stream(streams[part]):
-                    dst.copy_(src)
-        for stream in streams[:parts]:
-            current.wait_stream(stream)
-
-    out = {"copy_engine_exchange": time_ms(pull, device, repeats),
-           "attention_with_copy_engine_exchange": time_ms(pull_beside_attention, device, repeats),
-           "copy_engine_peer_rows_stream": stream_ms(lambda: pull_peers(1), device),
-           "copy_engine_peer_rows_4_streams": stream_ms(lambda: pull_peers(4), device)}
-    expected = torch.empty_like(x)
-    dist.all_to_all_single(expected, x)
-    pull()
-    out["copy_engine_exchange_equals_nccl"] = bool(torch.equal(received, expected))
-    return out
 
 
 def main() -> int:
@@ -195,22 +137,13 @@ def main() -> int:
     if cuda:
         out["exchange_stream"] = stream_ms(exchange, device)
         out["exchange_qkv_one_message_stream"] = stream_ms(exchange_qkv, device)
-        try:
-            out.update(copy_engine_exchange(x, attention, device, args.repeats))
-        except Exception as exc:  # the NCCL figures above still come back
-            out["copy_engine_error"] = f"{type(exc).__name__}: {exc}"
     sent = message_bytes * (world - 1) / world
-    for name, factor in (("exchange", 1), ("exchange_stream", 1), ("exchange_qkv_one_message_stream", 3),
-                         ("copy_engine_peer_rows_stream", 1), ("copy_engine_peer_rows_4_streams", 1)):
+    for name, factor in (("exchange", 1), ("exchange_stream", 1), ("exchange_qkv_one_message_stream", 3)):
         if name in out:
             out[name]["sent_gb_per_s"] = factor * sent / out[name]["median_ms"] / 1e6
     hidden = out["attention"]["median_ms"] + out["exchange"]["median_ms"] - \
         out["attention_with_exchange_in_flight"]["median_ms"]
     out["exchange_hidden_fraction"] = hidden / out["exchange"]["median_ms"]
-    if "copy_engine_exchange" in out:
-        ce_ms = out["copy_engine_exchange"]["median_ms"]
-        out["copy_engine_hidden_fraction"] = (out["attention"]["median_ms"] + ce_ms - out[
-            "attention_with_copy_engine_exchange"]["median_ms"]) / ce_ms
     if rank == 0:
         print(json.dumps(out, indent=1))
         with open(args.out, "w") as f:

@@ -67,7 +67,6 @@ def test_fa4_is_refused_where_it_cannot_run():
     (1, 1, "all-to-all", True),  # one GPU or CFG parallel: wanbench's processor runs self-attention
     (1, 2, "all-to-all", False),  # diffusers' Ulysses attends through its dispatcher
     (1, 2, "head-blocks", True),
-    (1, 2, "copy-engine", True),
     (2, 1, "all-to-all", False),  # ring merges partial results through diffusers' forward ops
 ])
 def test_where_a_self_attention_kernel_applies(ring, ulysses, exchange, applies):

@@ -42,9 +42,6 @@ def reference(tmp_path_factory):
         "--gpus 2 --ulysses 2",
         "--gpus 2 --ulysses 2 --compile",
         "--gpus 2 --ulysses 2 --ulysses-exchange head-blocks",
-        # compiled around the transport's graph breaks; on the CPU an all-gather stands in for writing into the
-        # peers' memory (eager: the 4-rank hybrid test below)
-        "--gpus 2 --ulysses 2 --ulysses-exchange copy-engine --compile",
         "--gpus 2 --ring 2",
         "--gpus 2 --ring 2 --compile",  # compiled graphs check the LSE strides of the attention op
         "--gpus 2 --ulysses 2 --fsdp dit,t5",
@@ -69,8 +66,6 @@ def test_strategy_matches_single_process(reference, tmp_path, flags):
     assert overlapped == ("--ring" in flags)  # the ring ran through engine/ring_overlap.py, not diffusers'
     head_blocks = any(n.startswith("Ulysses exchanges head blocks") for n in result["notes"])
     assert head_blocks == ("head-blocks" in flags)
-    copy_engine = any(n.startswith("Ulysses exchanges are copy-engine writes") for n in result["notes"])
-    assert copy_engine == ("copy-engine" in flags)
 
 
 def test_two_nodes_on_one_host_match_single_process(reference, tmp_path):
@@ -147,7 +142,8 @@ def test_group_offload_on_cuda_asks_diffusers_for_streams(monkeypatch, tiny_comp
         ("--gpus 2 --cfg-batch", "unrecognized arguments: --cfg-batch"),
         ("--gpus 2 --ulysses 2 --ulysses-chunks 2", "unrecognized arguments: --ulysses-chunks"),
         ("--gpus 2 --cfg-parallel --ulysses-exchange head-blocks", "use it with --ulysses 2 or more"),
-        ("--gpus 2 --ring 2 --ulysses-exchange copy-engine", "use it with --ulysses 2 or more and no --ring"),
+        ("--gpus 2 --ring 2 --ulysses-exchange head-blocks", "use it with --ulysses 2 or more and no --ring"),
+        ("--gpus 2 --ulysses 2 --ulysses-exchange copy-engine", "invalid choice: 'copy-engine'"),
     ],
 )
 def test_impossible_parallel_settings_are_refused_up_front(capsys, flags, message):
@@ -202,7 +198,7 @@ def test_a_killed_rank_is_named_at_its_innermost_wanbench_frame(tmp_path):
 
 Current thread 0x00007f00 (most recent call first):
   File "/site/torch/distributed/distributed_c10d.py", line 4394 in all_gather
-  File "/src/wanbench/engine/ulysses_copy.py", line 63 in ready
+  File "/src/wanbench/engine/ulysses_heads.py", line 63 in ready
   File "/src/wanbench/engine/denoise.py", line 51 in denoise
   File "/src/wanbench/cli.py", line 428 in <module>
   File "<frozen runpy>", line 198 in _run_module_as_main
@@ -216,7 +212,7 @@ Current thread 0x00007f00 (most recent call first):
         'inject_fault\n  File "<frozen runpy>", line 198 in _run_module_as_main\n')
     (tmp_path / "stacks-rank2.txt").write_text("")  # a rank that was never signalled
     assert where_stuck(tmp_path) == ("rank 0 at generate.py:297 inject_fault; "
-                                     "rank 1 at ulysses_copy.py:63 ready (in distributed_c10d.py:4394 all_gather)")
+                                     "rank 1 at ulysses_heads.py:63 ready (in distributed_c10d.py:4394 all_gather)")
 
 
 def test_a_failure_on_rank_0_alone_ends_the_run_with_its_record(tmp_path):
@@ -291,20 +287,6 @@ def test_vae_stage_views_compose_to_the_whole_decoder(tiny_components, n_stages)
     assert [len(s.up_blocks) for s in stages[1:]] == [1] * (n_stages - 1)  # later (costlier) blocks alone
 
 
-@pytest.mark.parametrize("flags", [
-    "--gpus 4 --strategy hybrid",  # CFG 2 x Ulysses 2: each Ulysses group (ranks 0-1, 2-3) writes only its own
-                                   # peers' buffers, by rank within the group
-    "--gpus 4 --ulysses 4",  # three peers per rank: every source's rows and every destination's heads in place
-])
-def test_copy_engine_exchange_matches_single_process(reference, tmp_path, flags):
-    proc, latents, record = run_cli([*flags.split(), "--ulysses-exchange", "copy-engine"], tmp_path, "copy-engine")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rel = ((load_file(latents)["latents"] - reference).norm() / reference.norm()).item()
-    assert rel < 1e-5, f"relative latent error {rel:.2e}"
-    notes = json.loads(record.read_text())["notes"]
-    assert any(n.startswith("Ulysses exchanges are copy-engine writes") for n in notes)
-
-
 def test_hybrid_with_vae_pipeline_matches_single_process_latents_and_frames(reference, tmp_path):
     """CFG 2 x Ulysses 2 on four ranks (the hybrid strategy) with the VAE decode pipelined over three of them."""
     import numpy as np
@@ -321,18 +303,3 @@ def test_hybrid_with_vae_pipeline_matches_single_process_latents_and_frames(refe
     ranks = json.loads(record.read_text())["per_rank_phases"]
     # three stages on ranks 0-2 (without the flag only rank 0 decodes); rank 3 has no stage
     assert [r["vae_decode_s"] > 0 for r in ranks] == [True, True, True, False]
-
-
-def test_copy_engine_without_symmetric_memory_names_the_fix(tmp_path):
-    # CPU-only torch cannot allocate CUDA symmetric memory: the stand-in for GPUs without peer access.
-    import torch.distributed as dist
-
-    from wanbench.engine.ulysses_copy import PeerBuffer
-    from wanbench.errors import UserError
-
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        with pytest.raises(UserError, match=r"needs CUDA symmetric memory.*use --ulysses-exchange all-to-all"):
-            PeerBuffer((4,), torch.bfloat16, torch.device("cuda"), dist.group.WORLD)
-    finally:
-        dist.destroy_process_group()

@@ -60,9 +60,9 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     par.add_argument("--cfg-parallel", action="store_true", help="guidance branches on two ranks")
     par.add_argument("--ulysses", type=int, default=1, help="Ulysses sequence-parallel degree")
     par.add_argument("--ring", type=int, default=1, help="ring-attention sequence-parallel degree")
-    par.add_argument("--ulysses-exchange", default="all-to-all", choices=["all-to-all", "head-blocks", "copy-engine"],
-                     help="Ulysses exchange: diffusers' all-to-all, head blocks straight into place (fewer copies), "
-                          "or copy-engine writes into the peers' memory (fewest copies; GPUs with peer access)")
+    par.add_argument("--ulysses-exchange", default="all-to-all", choices=["all-to-all", "head-blocks"],
+                     help="Ulysses exchange: diffusers' all-to-all (default), or head blocks straight into place "
+                          "(fewer copies)")
     par.add_argument("--fsdp", default="", help="shard with FSDP2: dit, t5 or dit,t5")
     par.add_argument("--t5-cpu", action="store_true", help="keep the text encoder on the CPU")
     par.add_argument("--offload", default="none", help="single GPU: none, model or group")

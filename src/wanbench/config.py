@@ -253,7 +253,7 @@ class ParallelConfig:
     cfg_parallel: bool = False
     ulysses: int = 1
     ring: int = 1
-    ulysses_exchange: str = "all-to-all"  # all-to-all (diffusers) | head-blocks | copy-engine (engine/parallel.py)
+    ulysses_exchange: str = "all-to-all"  # all-to-all (diffusers) | head-blocks (engine/parallel.py)
     fsdp: tuple[str, ...] = ()  # subset of ("dit", "t5")
     t5_cpu: bool = False
     offload: str = "none"  # none | model | group

@@ -142,7 +142,7 @@ def require_plain_ulysses(what: str, dims: ParallelDims) -> None:
         raise UserError(f"{what}, but this run is {dims.describe()}: use it with --ulysses 2 or more and no --ring")
 
 
-ULYSSES_EXCHANGES = ("all-to-all", "head-blocks", "copy-engine")
+ULYSSES_EXCHANGES = ("all-to-all", "head-blocks")
 
 
 def check_ulysses_exchange(p: ParallelConfig, dims: ParallelDims) -> None:
@@ -172,8 +172,7 @@ def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh,
     """Ulysses / ring sequence parallelism of both experts through diffusers' context parallelism;
     ring alone attends the local key/value block while the others are exchanged (engine/ring_overlap.py);
     with ulysses_exchange "head-blocks" Ulysses' exchanges move head blocks straight into
-    place (engine/ulysses_heads.py), with "copy-engine" each rank writes its peers' blocks into their memory
-    (engine/ulysses_copy.py)."""
+    place (engine/ulysses_heads.py)."""
     if dims.sp == 1:
         return []
     from diffusers import ContextParallelConfig
@@ -194,11 +193,6 @@ def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh,
 
         if sum(exchange_head_blocks(expert) for expert in components.experts):
             notes.append("Ulysses exchanges head blocks straight into place (engine/ulysses_heads.py)")
-    if ulysses_exchange == "copy-engine":
-        from wanbench.engine.ulysses_copy import copy_engine_exchanges
-
-        if sum(copy_engine_exchanges(expert) for expert in components.experts):
-            notes.append("Ulysses exchanges are copy-engine writes into the peers' memory (engine/ulysses_copy.py)")
     return notes
 
 
