@@ -217,7 +217,8 @@ def test_an_interrupted_suite_says_how_to_continue_and_reports_what_finished(tmp
     assert runner.returncode == 130, err
     line = next(ln for ln in err.splitlines() if ln.startswith("wanbench: interrupted"))
     assert f"Continue with: wanbench bench {suite} --out {out} --resume" in line
-    assert (out / "report" / "report.md").exists()
+    md = (out / "report" / "report.md").read_text()
+    assert "INTERRUPTED: the suite faults was stopped" in md and "(2 in the suite)" in md
     proc = wanbench("bench", str(suite), "--out", str(out), "--resume", "--no-report")
     assert proc.returncode == 0 and "1 configurations run (1 skipped), 1/1 runs ok" in proc.stdout, proc.stderr
 
@@ -286,6 +287,8 @@ def test_report_and_compare_refuse_a_damaged_results_db(smoke_results, tmp_path,
 
 def test_an_unwritable_report_folder_is_one_line(smoke_results, tmp_path, capsys):
     out, _ = smoke_results
+    assert main(["report", str(out / "runs.jsonl"), "--out", str(tmp_path / "by-jsonl")]) == 0  # the file names it
+    assert (tmp_path / "by-jsonl" / "report.md").exists()
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert main(["report", str(out), "--out", str(blocker / "report")]) == 2
@@ -344,7 +347,7 @@ def test_resume_with_another_suite_is_refused(smoke_results, tmp_path, capsys):
     ('repeat = 2\n[fixed]\nmodel = "tiny"\n', "repeat (did you mean repeats?)"),
     ('name = 5\n[fixed]\nmodel = "tiny"\n', 'name takes a string, e.g. name = "my-name"'),
     ('cooldown_s = -3\n[fixed]\nmodel = "tiny"\n', "cooldown_s = -3: give 0 or more"),
-    ('sample_interval_s = -1\n[fixed]\nmodel = "tiny"\n', "sample_interval_s = -1: give a positive number"),
+    ('sample_interval_s = -1\n[fixed]\nmodel = "tiny"\n', "sample_interval_s = -1: give 0 (off) or a number"),
 ])
 def test_a_suite_that_cannot_run_whole_is_refused_before_any_worker(tmp_path, capsys, body, message):
     suite = tmp_path / "s.toml"

@@ -289,7 +289,7 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     from pathlib import Path
 
     from wanbench.bench.runner import check_suite, run_suite
-    from wanbench.bench.suite import default_preset, load_suite_file, preset_suite
+    from wanbench.bench.suite import default_preset, expand, load_suite_file, preset_suite
     from wanbench.outputs import writable_folder
 
     if args.suite and args.preset:
@@ -304,8 +304,8 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
                                ("--warmup-steps", args.warmup_steps, 0), ("--cooldown", args.cooldown, 0)):
         if value is not None and value < least:
             raise UserError(f"bad {flag} {value:g}: give {least} or more")
-    if args.sample_interval is not None and not args.sample_interval > 0:
-        raise UserError(f"bad --sample-interval {args.sample_interval:g}: give a positive number of seconds")
+    if args.sample_interval is not None and not args.sample_interval >= 0:
+        raise UserError(f"bad --sample-interval {args.sample_interval:g}: give 0 (off) or a number of seconds")
     _price(args.gpu_hour_price)
     if suite.timeout_s <= 0:
         raise UserError(f"bad timeout {suite.timeout_s:g} s: give a positive number of seconds per configuration")
@@ -326,7 +326,9 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"wanbench: interrupted; what finished is kept in {out}. Continue with: {shlex.join(again)}",
               file=sys.stderr)
         if not args.no_report and (out / "results.db").exists():
-            _report_what_finished(out)
+            _report_what_finished(out, f"INTERRUPTED: the suite {suite.name} was stopped before it finished; this "
+                                       f"report holds the configurations that ran ({len(expand(suite))} in the "
+                                       f"suite). Continue with: {shlex.join(again)}")
         return 130
     rate = summary["success_rate"]
     print(
@@ -357,11 +359,11 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _report_what_finished(out) -> None:
+def _report_what_finished(out, preface: str) -> None:
     from wanbench.report import write_report
 
     try:
-        paths = write_report(out)
+        paths = write_report(out, preface=preface)
     except UserError as exc:  # e.g. nothing finished yet
         print(f"wanbench: no report: {exc}", file=sys.stderr)
         return
@@ -447,12 +449,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--resume", action="store_true", help="continue the suite in --out, skipping finished runs")
     bench.add_argument("--retry-failed", action="store_true",
                        help="with the suite in --out: run again the repeats that failed (implies --resume)")
-    bench.add_argument("--warmup", type=int, default=None, help="uncounted runs per configuration")
+    suite_default = "(default: the suite's"
+    bench.add_argument("--warmup", type=int, default=None,
+                       help=f"uncounted runs per configuration {suite_default}; presets 1)")
     bench.add_argument("--warmup-steps", type=int, default=None, help="steps per warm-up run (0 = all)")
-    bench.add_argument("--repeats", type=int, default=None, help="counted runs per configuration")
-    bench.add_argument("--cooldown", type=float, default=None, help="seconds between configurations")
-    bench.add_argument("--timeout", type=float, default=None, help="seconds per configuration before it is killed")
-    bench.add_argument("--sample-interval", type=float, default=None, help="memory sampling period (s); 0 = off")
+    bench.add_argument("--repeats", type=int, default=None,
+                       help=f"counted runs per configuration {suite_default}; smoke 5, seed 2)")
+    bench.add_argument("--cooldown", type=float, default=None, help=f"seconds between configurations {suite_default})")
+    bench.add_argument("--timeout", type=float, default=None,
+                       help=f"seconds per configuration before it is killed {suite_default}; seed 1800)")
+    bench.add_argument("--sample-interval", type=float, default=None,
+                       help=f"memory sampling period (s); 0 = off {suite_default}; 0.5)")
     bench.add_argument("--no-report", action="store_true", help="skip the report at the end")
     bench.add_argument("--gpu-hour-price", type=float, default=None,
                        help="price of one GPU-hour (any currency) for the report's cost per video")

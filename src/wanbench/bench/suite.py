@@ -168,9 +168,11 @@ def check_suite_types(data: dict[str, Any], path: Path) -> None:
     for f, least in (("warmup", 0), ("warmup_steps", 0), ("repeats", 1), ("cooldown_s", 0)):
         if data.get(f, least) < least:
             raise UserError(f"bad suite file {path}: {f} = {data[f]}: give {least} or more")
-    for f in ("timeout_s", "sample_interval_s"):
-        if data.get(f, 1) <= 0:
-            raise UserError(f"bad suite file {path}: {f} = {data[f]}: give a positive number of seconds")
+    if data.get("timeout_s", 1) <= 0:
+        raise UserError(f"bad suite file {path}: timeout_s = {data['timeout_s']}: give a positive number of seconds")
+    if data.get("sample_interval_s", 0) < 0:
+        raise UserError(f"bad suite file {path}: sample_interval_s = {data['sample_interval_s']}: give 0 (off) or a "
+                        "number of seconds")
 
 
 def gpu_count() -> int:

@@ -52,9 +52,11 @@ def units(rows: list[ConfigRow]) -> dict[str, str]:
 
 def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plots: dict[str, Any],
                    source: str, mlperf: list[dict[str, Any]] | None = None,
-                   retried: list[dict[str, Any]] | None = None) -> Document:
+                   retried: list[dict[str, Any]] | None = None, preface: str | None = None) -> Document:
     rows: list[ConfigRow] = analysis["rows"]
     doc = Document("Wan 2.2 benchmark report")
+    if preface:
+        doc.add(Paragraph(preface))
     rate = analysis["success_rate"]
     doc.add(Paragraph(
         f"Produced by wanbench from {source}: {analysis['runs_total']} runs of {len(rows)} "

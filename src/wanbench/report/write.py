@@ -18,7 +18,7 @@ from wanbench.store import ResultsStore
 
 def load_records(source: str | Path) -> tuple[list[dict[str, Any]], Path]:
     path = Path(source)
-    folder = path.parent if path.suffix == ".db" else path
+    folder = path.parent if path.suffix == ".db" or path.name == "runs.jsonl" else path
     if not (folder / "results.db").is_file() and not (folder / "runs.jsonl").is_file():
         raise UserError(f"no results.db in {folder}: give a folder written by 'wanbench bench' or its results.db")
     with ResultsStore(folder) as store:
@@ -32,7 +32,8 @@ def load_records(source: str | Path) -> tuple[list[dict[str, Any]], Path]:
 
 
 def write_report(source: str | Path, out: str | Path | None = None, peak_tflops: float | None = None,
-                 gpu_hour_price: float | None = None) -> list[Path]:
+                 gpu_hour_price: float | None = None, preface: str | None = None) -> list[Path]:
+    """The report of a results folder; `preface`, where given, is said first (e.g. that the suite was cut short)."""
     records, folder = load_records(source)
     target = writable_folder(Path(out) if out else folder / "report")
     analysis = analyse(records, peak_override=peak_tflops, gpu_hour_price=gpu_hour_price)
@@ -49,7 +50,7 @@ def write_report(source: str | Path, out: str | Path | None = None, peak_tflops:
     with ResultsStore(folder) as store:
         mlperf = store.mlperf_results()
         retried = store.retried()
-    doc = build_document(analysis, records, made, str(folder / "results.db"), mlperf, retried)
+    doc = build_document(analysis, records, made, str(folder / "results.db"), mlperf, retried, preface)
     md, page = target / "report.md", target / "report.html"
     md.write_text(to_markdown(doc, target), encoding="utf-8")
     page.write_text(to_html(doc), encoding="utf-8")
