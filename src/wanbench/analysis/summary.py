@@ -132,12 +132,16 @@ class ConfigRow:
         return self.gpu_seconds / 3600.0 * self.gpu_hour_price
 
     @property
+    def cost_per_1000_videos(self) -> float | None:
+        return 1000 * self.cost_per_video if self.cost_per_video is not None else None
+
+    @property
     def cost_seconds(self) -> float | None:
         """What one video costs in device time: GPU-seconds, or on CPU core-seconds (processes x threads x
         seconds) where the threads per rank are known, else process-seconds."""
-        if self.generation is None:
-            return None
-        return self.gpu_seconds * (self.threads or 1) if not self.on_gpu else self.gpu_seconds
+        if self.gpu_seconds is None or self.on_gpu:
+            return self.gpu_seconds
+        return self.gpu_seconds * (self.threads or 1)
 
     @property
     def cost_unit(self) -> str:
@@ -157,7 +161,7 @@ class ConfigRow:
         out["gpu_seconds"] = self.gpu_seconds
         out["videos_per_hour_per_gpu"] = self.videos_per_hour_per_gpu
         out["cost_per_video"] = self.cost_per_video
-        out["cost_per_1000_videos"] = 1000 * self.cost_per_video if self.cost_per_video is not None else None
+        out["cost_per_1000_videos"] = self.cost_per_1000_videos
         out["short_flags"] = self.short_flags
         out["settings"] = settings_of(self.config)
         return out

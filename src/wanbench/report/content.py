@@ -190,8 +190,7 @@ def _energy(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None
         [[r.label, fmt(r.gpu_seconds, ".1f"), fmt(r.videos_per_hour_per_gpu, ".1f"),
           _kj(r),
           fmt(r.watts_per_gpu, ".0f", " W"),
-          *([fmt(r.cost_per_video, ".4f"), fmt(1000 * r.cost_per_video if r.cost_per_video is not None else None,
-                                             ".2f")] if priced else [])]
+          *([fmt(r.cost_per_video, ".4f"), fmt(r.cost_per_1000_videos, ".2f")] if priced else [])]
          for r in rows if r.on_gpu],
     ))
     price = next((r.gpu_hour_price for r in rows if r.gpu_hour_price is not None), None)

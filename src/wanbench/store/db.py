@@ -59,6 +59,26 @@ CREATE TABLE IF NOT EXISTS suites (
 RECORD_KEYS = {"run_id", "suite", "config_key", "label", "repeat"}  # what a runs.jsonl line needs to be stored
 
 
+def _read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """A JSON-lines file of run records: (records, the lines that hold no run record); empty if it is absent."""
+    if not path.is_file():
+        return [], []
+    records, broken = [], []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and isinstance(record.get("run_id"), str) and set(record) >= RECORD_KEYS:
+                records.append(record)
+            else:
+                broken.append(line)
+    return records, broken
+
+
 def config_key(config: dict[str, Any]) -> str:
     """A stable id of a configuration: the hash of its canonical JSON (tag included)."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -179,8 +199,7 @@ class ResultsStore:
                   "what is read; to use runs.jsonl instead, move results.db aside (it is rebuilt from runs.jsonl)",
                   file=sys.stderr)
         for run_id in sorted(in_db - set(in_jsonl)):
-            row = self.conn.execute("SELECT record FROM runs WHERE run_id=?", (run_id,)).fetchone()
-            self._append_jsonl(json.loads(row[0]))
+            self._append_jsonl(json.loads(stored[run_id]))
 
     def _rewrite_jsonl(self, records: list[dict[str, Any]]) -> None:
         """Replace runs.jsonl with `records`, atomically (a crash leaves the old file or the new one)."""
@@ -189,23 +208,7 @@ class ResultsStore:
         tmp.replace(self.jsonl_path)
 
     def _read_jsonl(self) -> tuple[list[dict[str, Any]], list[str]]:
-        """(records, the lines that hold no run record)."""
-        if not self.jsonl_path.exists():
-            return [], []
-        records, broken = [], []
-        with open(self.jsonl_path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    record = None
-                if isinstance(record, dict) and isinstance(record.get("run_id"), str) and set(record) >= RECORD_KEYS:
-                    records.append(record)
-                else:
-                    broken.append(line)
-        return records, broken
+        return _read_records(self.jsonl_path)
 
     def runs(self, suite: str | None = None) -> list[dict[str, Any]]:
         query, args = "SELECT record FROM runs", ()
@@ -234,18 +237,7 @@ class ResultsStore:
 
     def retried(self) -> list[dict[str, Any]]:
         """The failed runs that --retry-failed took out of the store, oldest first (for the report's record)."""
-        path = self.folder / "retried.jsonl"
-        if not path.is_file():
-            return []
-        out = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                out.append(record)
-        return out
+        return _read_records(self.folder / "retried.jsonl")[0]
 
     def add_suite(self, suite_id: str, name: str, started_at: float, finished_at: float, summary: dict) -> None:
         with self.conn:
