@@ -121,7 +121,8 @@ def write_diffusers_folder(components: WanComponents, path: Path) -> Path:
     return path
 
 
-def write_official_folder(components: WanComponents, path: Path, shards: int = 2) -> Path:
+def write_official_folder(components: WanComponents, path: Path, shards: int = 2, text_len: int = 32) -> Path:
+    """The official layout; config.json's text_len is the tiny preset's, as WanModel pads the text to it."""
     for name, model in (("high_noise_model", components.transformer), ("low_noise_model", components.transformer_2)):
         folder = path / name
         folder.mkdir(parents=True)
@@ -130,7 +131,7 @@ def write_official_folder(components: WanComponents, path: Path, shards: int = 2
             "_class_name": "WanModel", "model_type": "t2v", "dim": cfg.num_attention_heads * cfg.attention_head_dim,
             "num_heads": cfg.num_attention_heads, "ffn_dim": cfg.ffn_dim, "num_layers": cfg.num_layers,
             "in_dim": cfg.in_channels, "out_dim": cfg.out_channels, "freq_dim": cfg.freq_dim,
-            "text_dim": cfg.text_dim, "eps": cfg.eps, "text_len": 512,
+            "text_dim": cfg.text_dim, "eps": cfg.eps, "text_len": text_len,
         }))
         state = official_transformer_state(model.state_dict())
         keys = sorted(state)

@@ -24,6 +24,10 @@ class _Parser(argparse.ArgumentParser):
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="a14b", help=f"model preset: {', '.join(PRESETS)} (default a14b)")
+    p.add_argument("--engine", default="wanbench", choices=["wanbench", "official", "diffusers"],
+                   help="wanbench (default); official: the Wan team's WanT2V.generate, unmodified "
+                   "(pip install --no-deps wan22==2.2.11 && pip install 'wanbench[official]'); "
+                   "diffusers: stock WanPipeline")
     p.add_argument("--weights", default="random", help="random, or a diffusers / official Wan2.2 folder")
     p.add_argument("--size", default=None, help="WIDTH*HEIGHT, e.g. 832*480 (default: the preset's)")
     p.add_argument("--frames", type=int, default=None, help="4n+1 frames (default: the model preset's; a14b: 81)")
@@ -51,6 +55,15 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                    help="APPROXIMATE: none or linear (FP8 block linear layers through torchao, per-row scales; "
                    "compute capability 8.9 or newer)")
     p.add_argument("--output", default="none", help="none, or a path ending in .mp4, .gif or .npy")
+    off = p.add_argument_group("official engine (--engine official; offload_model is --offload model, t5_cpu "
+                               "--t5-cpu, dit_fsdp/t5_fsdp --fsdp, ulysses_size --ulysses)")
+    off.add_argument("--convert-model-dtype", action="store_true", default=None,
+                     help="convert the experts to bfloat16 (generate.py's --convert_model_dtype)")
+    off.add_argument("--init-on-cpu", action=argparse.BooleanOptionalAction, default=None,
+                     help="WanT2V's init_on_cpu: experts start in host memory and swap in per step (default on, "
+                     "as generate.py; the official code turns it off under FSDP or Ulysses)")
+    off.add_argument("--official-code", default=None,
+                     help="a Wan2.2 checkout (the folder holding wan/) instead of the installed wan22 package")
     p.add_argument("--json", default=None, help="write the RunResult JSON here")
     p.add_argument("--save-latents", default=None, help="write the final latents (.safetensors)")
     p.add_argument("--tag", default="", help="free-form label stored with the result")
@@ -77,12 +90,15 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> dict:
     """The generate flags as flat settings (the keys a suite file uses); None where a flag was not given."""
     return {
-        "model": args.model, "weights": args.weights, "size": args.size, "frames": args.frames, "steps": args.steps,
+        "model": args.model, "engine": args.engine, "weights": args.weights, "size": args.size, "frames": args.frames,
+        "steps": args.steps,
         "seed": args.seed, "prompt": args.prompt, "negative_prompt": args.negative_prompt, "guidance": args.guidance,
         "shift": args.shift, "boundary": args.boundary, "dtype": args.dtype, "vae_dtype": args.vae_dtype,
         "device": args.device, "threads": args.threads, "attention": args.attention, "output": args.output,
         "compile": args.compile, "vae_pipeline": args.vae_pipeline,
         "cache": args.cache, "fp8": args.fp8, "tag": args.tag,
+        "convert_model_dtype": args.convert_model_dtype, "init_on_cpu": args.init_on_cpu,
+        "official_code": args.official_code,
         "gpus": args.gpus, "dp": getattr(args, "dp", 1), "strategy": args.strategy,
         "cfg_parallel": args.cfg_parallel, "ulysses": args.ulysses, "ulysses_exchange": args.ulysses_exchange,
         "ring": args.ring, "fsdp": args.fsdp, "t5_cpu": args.t5_cpu, "offload": args.offload,

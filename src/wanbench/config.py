@@ -270,6 +270,7 @@ class RunConfig:
     """Everything that determines one generation. Defaults follow the official Wan2.2 settings."""
 
     model: str = "a14b"
+    engine: str = "wanbench"  # wanbench | official (the Wan team's WanT2V) | diffusers (stock WanPipeline)
     weights: str = "random"  # random | path to a diffusers or an official Wan2.2 folder
     width: int = 1280
     height: int = 720
@@ -293,6 +294,11 @@ class RunConfig:
     cache: str = "none"  # none | fbc:THRESHOLD (diffusers First Block Cache; approximate, opt-in)
     fp8: str = "none"  # none | linear (FP8 block linear layers through torchao, per-row scales; approximate)
     output: str = "none"  # none | *.mp4 | *.gif | *.npy
+    # The official engine's own options (generate.py / WanT2V); its offload_model, t5_cpu, dit_fsdp, t5_fsdp and
+    # ulysses_size are --offload model, --t5-cpu, --fsdp and --ulysses.
+    convert_model_dtype: bool = False
+    init_on_cpu: bool = True  # WanT2V's default; the official code turns it off under FSDP or Ulysses
+    official_code: str = ""  # a Wan2.2 checkout (the folder holding wan/); empty: the installed wan22 package
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     tag: str = ""
 
@@ -355,6 +361,8 @@ def compile_by_default(config: RunConfig) -> bool:
     eager unless --compile asks); FP8 is compiled too, since torchao's casts fuse only then; CFG parallel runs the
     one-GPU forward on each rank."""
     p = config.parallel
+    if config.engine != "wanbench":
+        return False  # the other engines run as they ship
     if config.device == "auto":
         import torch
 
@@ -421,6 +429,7 @@ def validate(config: RunConfig) -> list[str]:
                         "this run is on the CPU: drop --fp8")
     if config.fp8 != "none" and "dit" in config.parallel.fsdp:
         raise UserError("--fp8 with --fsdp dit is not supported: FP8 already halves the expert's memory")
+    check_engine(config)
     out = config.output
     if out != "none" and not out.endswith((".mp4", ".gif", ".npy")):
         raise UserError(f"bad --output {out!r}: use none, or a path ending in .mp4, .gif or .npy")
@@ -435,6 +444,51 @@ def validate(config: RunConfig) -> list[str]:
     for note in notes:
         warnings.warn(note, stacklevel=2)
     return notes
+
+
+ENGINES = ("wanbench", "official", "diffusers")
+
+
+def check_engine(config: RunConfig) -> None:
+    """What each engine can run: the official and diffusers engines take the options their users have, no more."""
+    if config.engine not in ENGINES:
+        raise UserError(f"bad --engine {config.engine!r}: choose one of {', '.join(ENGINES)}")
+    official_only = [flag for flag, on in (("--convert-model-dtype", config.convert_model_dtype),
+                                           ("--official-code", bool(config.official_code))) if on]
+    if config.engine != "official":
+        if official_only:
+            raise UserError(f"{official_only[0]} is an option of the official engine: add --engine official or drop it")
+        if config.engine == "wanbench":
+            return
+    p = config.parallel
+    name = config.engine
+    wanbench_only = [flag for flag, on in (
+        ("--compile", config.compile), ("--cache", config.cache != "none"), ("--fp8", config.fp8 != "none"),
+        ("--attention", config.attention != "auto"), ("--cfg-parallel", p.cfg_parallel),
+        ("--strategy cfg/hybrid", p.strategy in ("cfg", "hybrid")), ("--dp", p.dp > 1),
+        ("--ulysses-exchange", p.ulysses_exchange != "all-to-all"), ("--max-gpu-memory", bool(p.max_gpu_memory_gb)),
+    ) if on]
+    if wanbench_only:
+        raise UserError(f"{wanbench_only[0]} is a wanbench engine option; --engine {name} runs as it ships: drop it")
+    if name == "diffusers":
+        if config.parallel.t5_cpu or p.fsdp:
+            flag = "--t5-cpu" if p.t5_cpu else "--fsdp"
+            raise UserError(f"{flag} is not an option of stock diffusers' WanPipeline: drop it with --engine diffusers")
+        return
+    if config.model not in ("a14b", "tiny"):
+        raise UserError(f"--engine official runs the official WanT2V (T2V-A14B), not {config.model}: use --model a14b "
+                        "(or tiny in tests)")
+    if config.model == "a14b" and config.dtype != "bfloat16":
+        raise UserError("--engine official computes in bfloat16 (its param_dtype): drop --dtype")
+    if p.offload == "group":
+        raise UserError("--offload group is not an option of the official code: use --offload model (offload_model)")
+    if p.ring > 1 or p.strategy == "ring":
+        raise UserError("the official code has no ring attention: use --ulysses N (its ulysses_size)")
+    if p.ulysses > 1 and p.ulysses != p.gpus:
+        raise UserError(f"the official code's ulysses_size equals the number of GPUs: use --ulysses {p.gpus}")
+    if config.device == "cpu" and (p.gpus > 1 or p.offload != "none"):
+        raise UserError("the official code's offload and multi-GPU paths need CUDA: run it on one CPU process "
+                        "without --offload, or on GPUs")
 
 
 DTYPES = ("bfloat16", "float16", "float32")

@@ -81,6 +81,14 @@ class ConfigRow:
     gpu_hour_price: float | None = None  # currency per GPU-hour, where the user gave one
     # what is wrong with the speedup and efficiency figures, shown beside them
     scaling_problems: list[str] = field(default_factory=list)
+    # generation-time speedup over the fastest official-engine row that makes the same video on as many GPUs
+    official_speedup: float | None = None
+    official_label: str | None = None
+    official_problems: list[str] = field(default_factory=list)
+
+    @property
+    def engine(self) -> str:
+        return str(self.config.get("engine") or "wanbench")
 
     @property
     def on_gpu(self) -> bool:
@@ -173,7 +181,8 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
             "frames": config.get("frames"), "steps": config.get("steps"), "gpus": p.get("gpus", 1),
             "strategy": p.get("strategy"), "cfg_parallel": p.get("cfg_parallel"), "ulysses": p.get("ulysses"),
             "ring": p.get("ring"), "fsdp": p.get("fsdp"), "offload": p.get("offload"),
-            "compile": config.get("compile"), "weights": config.get("weights")}
+            "compile": config.get("compile"), "weights": config.get("weights"),
+            "engine": config.get("engine", "wanbench")}
 
 
 def generation_seconds(record: dict[str, Any]) -> float:
@@ -346,6 +355,24 @@ def add_scaling(rows: list[ConfigRow]) -> None:
                              "than their GPU count, than a real gain")
 
 
+def add_official_speedups(rows: list[ConfigRow]) -> None:
+    """Each other engine's speedup over the official code, run in the same results: against the fastest official
+    row that makes the same video (VIDEO_KEYS) on as many GPUs, with what makes the figure doubtful."""
+    official: dict[tuple, ConfigRow] = {}
+    for row in rows:
+        if row.engine == "official" and row.generation:
+            key = (video_key(row.config), row.gpus)
+            if key not in official or row.generation.median < official[key].generation.median:
+                official[key] = row
+    for row in rows:
+        base = official.get((video_key(row.config), row.gpus))
+        if row.engine == "official" or base is None or row.generation is None:
+            continue
+        row.official_speedup = speedup(base.generation.median, row.generation.median)
+        row.official_label = base.label
+        row.official_problems = [p for p in scaling_problems(base, row) if p != "superlinear"]
+
+
 def scaling_problems(base: ConfigRow, row: ConfigRow) -> list[str]:
     """Why a speedup of `row` over `base` may not be what it seems (empty when it is sound)."""
     out = []
@@ -509,6 +536,7 @@ def analyse(records: list[dict[str, Any]], peak_override: float | None = None,
             by_key.setdefault(record.get("config_key", ""), []).append(record)
     rows = [make_row(rs, peak_override, gpu_hour_price) for rs in by_key.values()]
     add_scaling(rows)
+    add_official_speedups(rows)
     total = sum(r.runs_total for r in rows)
     ok = sum(r.runs_ok for r in rows)
     return {

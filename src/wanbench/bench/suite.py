@@ -79,6 +79,12 @@ def label(config: RunConfig) -> str:
 
     unit = "CPU proc" if runs_on_cpu(config) else "GPU"
     parts = [config.model, f"{config.size}x{config.frames}", f"{config.steps} steps", f"{p.gpus} {unit}"]
+    if config.engine != "wanbench":
+        parts.insert(0, config.engine)
+    if config.engine == "official":
+        parts += ["convert_model_dtype"] if config.convert_model_dtype else []
+        parts += ["init_on_cpu"] if config.init_on_cpu and p.gpus == 1 and "dit" not in p.fsdp else []
+        parts += ["t5_cpu"] if p.t5_cpu else []
     if p.gpus > 1 or p.strategy != "auto":
         parts.append(_strategy_name(config) if not (p.cfg_parallel or p.ulysses > 1 or p.ring > 1) else
                      "+".join(x for x in (["cfg"] if p.cfg_parallel else []) + ([f"ulysses{p.ulysses}"] if
@@ -192,10 +198,18 @@ def preset_suite(name: str, gpus_available: int | None = None) -> SuiteConfig:
             warmup=1, repeats=5, cooldown_s=0.0, timeout_s=300.0, sample_interval_s=0.2,
         )
     if name == "seed":
+        # The seed report's runs: the official generate.py as it ran them (one GPU: --offload_model True
+        # --convert_model_dtype; several: --dit_fsdp --t5_fsdp --ulysses_size N), beside wanbench's defaults.
+        gpus = sorted({1, max(1, n)})
+        rows = []
+        for steps in (10, 20):
+            for g in gpus:
+                official = ({"offload": "model", "convert_model_dtype": True} if g == 1 else
+                            {"fsdp": "dit,t5", "ulysses": g})
+                rows += [{"steps": steps, "gpus": g, "engine": "official", **official}, {"steps": steps, "gpus": g}]
         return SuiteConfig(
             name="seed", fixed={"model": "a14b", "weights": "random", "size": "480*832", "frames": 81},
-            axes={"steps": [10, 20], "gpus": sorted({1, max(1, n)})},
-            warmup=1, warmup_steps=2, repeats=2, cooldown_s=10.0, timeout_s=1800.0,
+            configs=tuple(rows), warmup=1, warmup_steps=2, repeats=2, cooldown_s=10.0, timeout_s=1800.0,
         )
     if name == "scaling":
         rows: list[dict[str, Any]] = [{"gpus": 1}]

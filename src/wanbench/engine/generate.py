@@ -48,7 +48,7 @@ from wanbench.measure.energy import window as energy_window
 from wanbench.measure.env import capture_environment
 from wanbench.measure.host import peak_rss_gb, rss_gb
 from wanbench.measure.timers import PhaseTimer, StepTimer, synchronize
-from wanbench.models import WanComponents, build_components
+from wanbench.models import build_components
 from wanbench.models.dtypes import torch_dtype
 from wanbench.models.footprint import check_host_fits
 from wanbench.result import RunResult, phase_summary
@@ -134,7 +134,7 @@ class Session:
     load_s: float = 0.0
     compile_s: float = 0.0
     load_peak_gb: float | None = None
-    components: WanComponents | None = None
+    components: Any = None  # WanComponents, or another engine's loaded pipeline
     load_failure: tuple[str, str] | None = None
     load_exception: BaseException | None = None
     energy: EnergyCounter | None = None
@@ -166,13 +166,13 @@ def open_session(config: RunConfig, timeout_s: float = 1800.0) -> Session:
     try:
         with timer.phase("load"):
             session.components = _load(config, ctx, dims, session.notes)
-        session.notes.extend(session.components.notes)
         if config.compile:
             with timer.phase("compile"):
                 warm_compile(config, session)
     except Exception as exc:
         session.load_failure = classify_failure(exc, "load")
         session.load_exception = exc
+    session.env["engine"] = {"name": config.engine, "version": engine_version(config)}
     session.load_s = timer.seconds.get("load", 0.0)
     session.compile_s = timer.seconds.get("compile", 0.0)
     session.load_peak_gb = timer.peak_allocated_gb.get("load")
@@ -225,7 +225,10 @@ def run_once(
     return generation
 
 
-def _load(config: RunConfig, ctx: DistContext, dims: ParallelDims, notes: list[str]) -> WanComponents:
+def _load(config: RunConfig, ctx: DistContext, dims: ParallelDims, notes: list[str]) -> Any:
+    """The engine's loaded pipeline: wanbench's components, or another engine's (wanbench/engines)."""
+    if config.engine != "wanbench":
+        return engine_module(config.engine).load(config, ctx, dims, notes)
     dtype, vae_dtype = torch_dtype(config.dtype), torch_dtype(config.vae_dtype)
     p = config.parallel
     if p.max_gpu_memory_gb:  # before loading: the card it emulates has to hold the load too
@@ -235,6 +238,7 @@ def _load(config: RunConfig, ctx: DistContext, dims: ParallelDims, notes: list[s
         config.preset, config.weights, ctx.device, dtype, vae_dtype, config.shift, config.seed,
         defer=sharded_modules(dims, ctx.world_size), offloaded=p.offload != "none",
     )
+    notes.extend(components.notes)
     prepare(config, components, ctx, dims, dtype, attention_shape(config), notes)
     return components
 
@@ -251,10 +255,39 @@ def warm_compile(config: RunConfig, session: Session) -> None:
             expert(hidden_states=latents, timestep=timestep, encoder_hidden_states=text, return_dict=False)
 
 
+def engine_version(config: RunConfig) -> str:
+    """Which version of the engine ran: wanbench's, the official code's (package or checkout), or diffusers'."""
+    if config.engine == "official":
+        from wanbench.engines.official_import import official_version
+
+        return official_version(config.official_code)
+    if config.engine == "diffusers":
+        import diffusers
+
+        return f"diffusers {diffusers.__version__}"
+    from wanbench import __version__
+
+    return f"wanbench {__version__}"
+
+
+def engine_module(name: str) -> Any:
+    """The module of an engine other than wanbench's: its load() and run_phases()."""
+    if name == "official":
+        from wanbench.engines import official
+
+        return official
+    from wanbench.engines import stock
+
+    return stock
+
+
 def _run_phases(
     config: RunConfig, session: Session, timer: PhaseTimer, generation: Generation, progress: bool,
     on_step: Callable[[int], None] | None,
 ) -> None:
+    if config.engine != "wanbench":
+        engine_module(config.engine).run_phases(config, session, timer, generation, progress, on_step)
+        return
     preset, result, ctx, dims = config.preset, generation.result, session.ctx, session.dims
     device, components = ctx.device, session.components
     dtype = torch_dtype(config.dtype)

@@ -69,6 +69,8 @@ def resolve_dims(config: RunConfig, world: int) -> ParallelDims:
         cfg, ulysses, ring = (2 if p.cfg_parallel else 1), p.ulysses, p.ring
         if cfg * ulysses * ring == 1 and group > 1:
             raise UserError(f"{group} ranks per video but no strategy uses them: set --strategy or degrees")
+    elif config.engine != "wanbench" and p.strategy == "auto":
+        cfg, ulysses, ring = 1, group, 1  # the official and diffusers engines split a video by sequence only
     else:
         cfg, ulysses, ring = _strategy_degrees(p.strategy, group, uses_cfg, spec.num_attention_heads)
     dims = ParallelDims(world, cfg, ring, ulysses, "dit" in p.fsdp, "t5" in p.fsdp, p.dp)

@@ -25,19 +25,29 @@ class PhaseTimer:
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        synchronize(self.device)
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        start = time.perf_counter()
-        self.current = name
+        start = self.begin(name)
         try:
             yield
             self.current = None
         finally:
-            synchronize(self.device)
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-            if self.device.type == "cuda":
-                self.peak_allocated_gb[name] = torch.cuda.max_memory_allocated(self.device) / 1e9
+            self.end(name, start)
+
+    def begin(self, name: str) -> float:
+        """Start `name` (for phases bounded by callbacks rather than a block); returns its start for end()."""
+        synchronize(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.current = name
+        return time.perf_counter()
+
+    def end(self, name: str, start: float, until: float | None = None) -> None:
+        """End `name` now (or at the host time `until`, already synchronised), adding to earlier parts of it."""
+        synchronize(self.device)
+        stop = until if until is not None else time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + stop - start
+        if self.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(self.device) / 1e9
+            self.peak_allocated_gb[name] = max(peak, self.peak_allocated_gb.get(name, 0.0))
 
 
 class StepTimer:

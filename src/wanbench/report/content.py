@@ -43,6 +43,14 @@ def scaling_cell(row: ConfigRow, digits: int = 2) -> tuple[str, str]:
     return f"{row.speedup:.{digits}f}x{doubt}", f"{row.efficiency:.{max(0, digits - 2)}%} ({row.efficiency_words})"
 
 
+def official_cell(row: ConfigRow) -> str:
+    """The speedup over the official engine, with its baseline's problems beside it."""
+    if row.official_speedup is None:
+        return "—"
+    doubt = f" ({'; '.join(row.official_problems)})" if row.official_problems else ""
+    return f"{row.official_speedup:.2f}x{doubt}"
+
+
 def units(rows: list[ConfigRow]) -> dict[str, str]:
     """What the results ran on, in the words a column or sentence needs: GPUs, or CPU processes and host memory."""
     if any(r.on_gpu for r in rows):
@@ -65,13 +73,19 @@ def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plot
     ))
     u = units(rows)
     doc.add(Heading("Executive summary"))
+    versus = any(r.official_speedup is not None for r in rows)
     doc.add(Table(
-        ["Configuration", "Generation time", "Model loading", "Total", u["peak"], "Speedup",
-         "Parallel efficiency", "MFU", "Runs ok", "Flags"],
-        [[r.label, generation_cell(r), fmt_stat(r.load), fmt_stat(r.total), memory_cell(r), *scaling_cell(r),
+        ["Configuration", "Engine", "Generation time", "Model loading", "Total", u["peak"], "Speedup",
+         "Parallel efficiency", *(["Speedup over official"] if versus else []), "MFU", "Runs ok", "Flags"],
+        [[r.label, r.engine, generation_cell(r), fmt_stat(r.load), fmt_stat(r.total), memory_cell(r),
+          *scaling_cell(r), *([official_cell(r)] if versus else []),
           fmt(r.mfu, ".0%") if r.mfu is not None else r.verdict, f"{r.runs_ok}/{r.runs_total}",
           "; ".join(r.short_flags) or "none"] for r in rows],
     ))
+    if versus:
+        doc.add(Paragraph(
+            "Speedup over official = generation time of the fastest official-engine configuration that makes the "
+            "same video on as many GPUs, measured in these results, / this configuration's."))
     doc.add(Heading("Recommendations"))
     doc.add(Bullets(analysis["recommendations"]))
     if mlperf:
@@ -240,9 +254,9 @@ def _flags(doc: Document, rows: list[ConfigRow], retried: list[dict[str, Any]]) 
 def _configuration(doc: Document, rows: list[ConfigRow]) -> None:
     doc.add(Heading("Configuration"))
     doc.add(Table(
-        ["Configuration", "Model", "Weights", "Size", "Frames", "Steps", units(rows)["units"].capitalize(), "Parallel",
-         "Compile", "Prompt"],
-        [[r.label, r.config.get("model") or "—", r.config.get("weights") or "—",
+        ["Configuration", "Engine", "Model", "Weights", "Size", "Frames", "Steps", units(rows)["units"].capitalize(),
+         "Parallel", "Compile", "Prompt"],
+        [[r.label, r.engine, r.config.get("model") or "—", r.config.get("weights") or "—",
           f"{r.config.get('width')}*{r.config.get('height')}", str(r.config.get("frames")),
           str(r.config.get("steps")), str(r.gpus), _parallel_text(r.config),
           "yes" if r.config.get("compile") else "no", str(r.config.get("prompt") or "—")[:80]] for r in rows],
@@ -279,6 +293,13 @@ def _environment(doc: Document, records: list[dict[str, Any]]) -> None:
                      ", ".join(f"{k}={v}" for k, v in sorted((env.get("tuning_env") or {}).items())) or "none"])
     doc.add(Table(["Host", "GPUs", "Count", "Driver", "CUDA", "torch", "diffusers", "NCCL", "wanbench revision",
                    "Tuning variables"], rows))
+    engines = sorted({(record.get("env") or {}).get("engine", {}).get("version", "") for record in records} - {""})
+    if engines:
+        doc.add(Paragraph("Engines that ran: " + "; ".join(engines) + "."))
+    notes = sorted({note for record in records for note in record.get("notes") or []
+                    if note.startswith(("official engine:", "diffusers:"))})
+    if notes:
+        doc.add(Bullets(notes))
 
 
 def _methodology(doc: Document, u: dict[str, str]) -> None:
