@@ -5,7 +5,7 @@ The one place that bridges what the official code assumes and a machine may lack
   uses, so `wan` is registered as a bare package and only `wan.text2video` is imported.
 - On a torch without CUDA, `wan.modules.t5` evaluates `torch.cuda.current_device()` as a default argument when
   it loads: that call answers 0 during the import only.
-- Without `flash_attn`, the model's `flash_attention` asserts; the official SDPA fallback
+- Without FlashAttention 2 or 3 (`flash_attn`; FlashAttention 4's package of that name is not it), the model's `flash_attention` asserts; the official SDPA fallback
   (`wan.modules.attention.attention`, no padding mask) stands in for it (`bridge_attention`).
 """
 
@@ -78,6 +78,9 @@ def bridge_attention(dtype: torch.dtype) -> str | None:
     CPU) keeps float32, which that path cannot do.
     """
     attention = importlib.import_module("wan.modules.attention")
+    if attention.FLASH_ATTN_2_AVAILABLE and not hasattr(attention.flash_attn, "flash_attn_varlen_func"):
+        # FlashAttention 4 (flash-attn-4) installs a `flash_attn` package too, without FlashAttention 2's API
+        attention.FLASH_ATTN_2_AVAILABLE = False
     if attention.FLASH_ATTN_2_AVAILABLE or attention.FLASH_ATTN_3_AVAILABLE:
         return None
     fallback = attention.attention
