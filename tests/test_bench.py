@@ -145,9 +145,16 @@ def test_suite_file_axes_expand_to_their_product(tmp_path):
 
 
 def test_seed_preset_is_the_seed_reports_matrix():
+    """Each of the seed's runs twice: through the official code with the seed's own flags, and wanbench's defaults."""
     configs = expand(preset_suite("seed", gpus_available=8))
-    assert [(c.steps, c.parallel.gpus, c.size, c.frames) for c in configs] == [
-        (10, 1, "480*832", 81), (10, 8, "480*832", 81), (20, 1, "480*832", 81), (20, 8, "480*832", 81)]
+    assert [(c.steps, c.parallel.gpus, c.engine, c.size, c.frames) for c in configs] == [
+        (s, g, e, "480*832", 81) for s in (10, 20) for g in (1, 8) for e in ("official", "wanbench")]
+    official = [c for c in configs if c.engine == "official"]
+    one, eight = official[0], official[1]
+    # generate.py --offload_model True --convert_model_dtype on one GPU; --dit_fsdp --t5_fsdp --ulysses_size 8
+    assert (one.parallel.offload, one.convert_model_dtype, one.init_on_cpu) == ("model", True, True)
+    assert (eight.parallel.fsdp, eight.parallel.ulysses, eight.parallel.offload) == (("dit", "t5"), 8, "none")
+    assert all(not c.compile for c in official)
 
 
 def test_nvml_ids_follow_cuda_visible_devices() -> None:

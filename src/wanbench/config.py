@@ -475,6 +475,9 @@ def check_engine(config: RunConfig) -> None:
             flag = "--t5-cpu" if p.t5_cpu else "--fsdp"
             raise UserError(f"{flag} is not an option of stock diffusers' WanPipeline: drop it with --engine diffusers")
         return
+    if not config.official_code and importlib.util.find_spec("wan") is None:
+        raise UserError("--engine official needs the Wan team's code: pip install --no-deps wan22==2.2.11 && "
+                        "pip install 'wanbench[official]' (or --official-code CHECKOUT)")
     if config.model not in ("a14b", "tiny"):
         raise UserError(f"--engine official runs the official WanT2V (T2V-A14B), not {config.model}: use --model a14b "
                         "(or tiny in tests)")

@@ -25,6 +25,19 @@ def cap_device_memory(device: torch.device, max_gb: float) -> None:
     torch.cuda.set_per_process_memory_fraction(fraction, index)
 
 
+def pin_in_place(module: torch.nn.Module) -> None:
+    """Move every parameter and buffer into page-locked host memory, one tensor at a time.
+
+    Group offloading on streams keeps a pinned copy of each tensor (`pin_memory()`, which returns a tensor that is
+    already pinned as it is); pinning first makes that copy the only one, instead of a second copy of the whole
+    model in host memory beside the pageable original.
+    """
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.device.type == "cpu" and not tensor.is_pinned():
+                tensor.data = tensor.data.pin_memory()
+
+
 def apply_offload(components, mode: str, device: torch.device) -> None:
     """Move the components to the CPU and attach the hooks that bring each to `device` when used."""
     if mode == "none":
@@ -44,6 +57,9 @@ def apply_offload(components, mode: str, device: torch.device) -> None:
     from diffusers.hooks import apply_group_offloading
 
     use_stream = device.type == "cuda"
+    if use_stream:
+        for module in modules:
+            pin_in_place(module)
     streams = {"use_stream": use_stream}  # no streams on the CPU
     for expert in components.experts:
         expert.enable_group_offload(

@@ -5,8 +5,9 @@ The one place that bridges what the official code assumes and a machine may lack
   uses, so `wan` is registered as a bare package and only `wan.text2video` is imported.
 - On a torch without CUDA, `wan.modules.t5` evaluates `torch.cuda.current_device()` as a default argument when
   it loads: that call answers 0 during the import only.
-- Without FlashAttention 2 or 3 (`flash_attn`; FlashAttention 4's package of that name is not it), the model's `flash_attention` asserts; the official SDPA fallback
-  (`wan.modules.attention.attention`, no padding mask) stands in for it (`bridge_attention`).
+- Without FlashAttention 2 or 3 (`flash_attn`; FlashAttention 4's package of that name is not it), the model's
+  `flash_attention` asserts; the official SDPA fallback (`wan.modules.attention.attention`, no padding mask)
+  stands in for it (`bridge_attention`).
 """
 
 from __future__ import annotations

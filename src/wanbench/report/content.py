@@ -306,7 +306,8 @@ def _methodology(doc: Document, u: dict[str, str]) -> None:
     doc.add(Heading("Methodology"))
     gpu = u["memory"] == "GPU"
     timing = ("Phase times are wall-clock times bracketed by device synchronisation; per-step times come from CUDA "
-              "events read after the loop." if gpu else
+              "events read after the loop (wanbench's engine) or from the host clock, synchronised at hooks on each "
+              "step of the official and diffusers engines' own loops." if gpu else
               "No GPU was used: phase and step times are host wall-clock times, and the N-process rows are N "
               "CPU processes (gloo) with the threads per rank each run recorded.")
     memory = ("Peak memory per GPU: NVML used memory sampled by the runner (outside the worker), else the torch "
