@@ -157,6 +157,16 @@ def test_seed_preset_is_the_seed_reports_matrix():
     assert all(not c.compile for c in official)
 
 
+def test_seed_preset_without_the_official_code_runs_wanbench_and_says_how_to_add_it(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wan" else find_spec(name, *a))
+    suite = preset_suite("seed", gpus_available=1)
+    assert {c.engine for c in expand(suite)} == {"wanbench"}
+    assert any("pip install --no-deps wan22" in note for note in suite.notes)
+
+
 def test_nvml_ids_follow_cuda_visible_devices() -> None:
     """A run limited to GPUs 2,3 must sample NVML's GPUs 2,3, not 0,1."""
     from wanbench.measure.sampler import nvml_ids

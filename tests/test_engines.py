@@ -163,7 +163,11 @@ def test_a_suite_with_an_engine_axis_reports_the_engine_and_the_speedup_over_off
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--engine", "official", "--compile"], "--compile is a wanbench engine option"),
-    (["--engine", "official", "--fp8", "linear"], "--fp8 is a wanbench engine option"),
+    (["--engine", "official", "--fp8", "linear", "--device", "cpu"], "--fp8 is a wanbench engine option"),
+    (["--engine", "official", "--vae-dtype", "bfloat16"], "VAE in float32"),
+    (["--engine", "diffusers", "--gpus", "2", "--ring", "2"], "use --ulysses N with --engine diffusers"),
+    (["--engine", "diffusers", "--gpus", "2", "--ulysses", "2", "--offload", "model"], "drop it (--ulysses N"),
+    (["--no-init-on-cpu"], "--no-init-on-cpu is an option of the official engine"),
     (["--engine", "official", "--offload", "group"], "use --offload model"),
     (["--engine", "official", "--gpus", "2", "--ring", "2"], "no ring attention"),
     (["--engine", "official", "--gpus", "2", "--device", "cpu"], "need CUDA"),

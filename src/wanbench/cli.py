@@ -27,7 +27,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default="wanbench", choices=["wanbench", "official", "diffusers"],
                    help="wanbench (default); official: the Wan team's WanT2V.generate, unmodified "
                    "(pip install --no-deps wan22==2.2.11 && pip install 'wanbench[official]'); "
-                   "diffusers: stock WanPipeline")
+                   "diffusers: stock WanPipeline (with --offload model|group or --ulysses N)")
     p.add_argument("--weights", default="random", help="random, or a diffusers / official Wan2.2 folder")
     p.add_argument("--size", default=None, help="WIDTH*HEIGHT, e.g. 832*480 (default: the preset's)")
     p.add_argument("--frames", type=int, default=None, help="4n+1 frames (default: the model preset's; a14b: 81)")
@@ -58,7 +58,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     off = p.add_argument_group("official engine (--engine official; offload_model is --offload model, t5_cpu "
                                "--t5-cpu, dit_fsdp/t5_fsdp --fsdp, ulysses_size --ulysses)")
     off.add_argument("--convert-model-dtype", action="store_true", default=None,
-                     help="convert the experts to bfloat16 (generate.py's --convert_model_dtype)")
+                     help="convert the experts to the run's dtype, bfloat16 for a14b (generate.py's "
+                     "--convert_model_dtype)")
     off.add_argument("--init-on-cpu", action=argparse.BooleanOptionalAction, default=None,
                      help="WanT2V's init_on_cpu: experts start in host memory and swap in per step (default on, "
                      "as generate.py; the official code turns it off under FSDP or Ulysses)")
@@ -332,6 +333,8 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
                         "to continue")
     writable_folder(out, "results", "--out")
     print(f"suite {suite.name}: results in {out}", file=sys.stderr)
+    for note in suite.notes:
+        print(f"wanbench: note: {note}", file=sys.stderr)
     try:
         # A SIGTERM (a scheduler ending the job, `kill`) is handled as Ctrl-C: what finished is kept and reported.
         signal.signal(signal.SIGTERM, _interrupt)

@@ -376,6 +376,7 @@ def validate(config: RunConfig) -> list[str]:
     """Refuse what cannot run (UserError); return warnings for what runs but is unofficial."""
     preset = get_preset(config.model)
     notes: list[str] = []
+    check_engine(config)  # first: an option of the wrong engine is named as such, not by its own later rule
     multiple = preset.size_multiple
     if config.width <= 0 or config.height <= 0 or config.width % multiple or config.height % multiple:
         raise UserError(
@@ -429,7 +430,6 @@ def validate(config: RunConfig) -> list[str]:
                         "this run is on the CPU: drop --fp8")
     if config.fp8 != "none" and "dit" in config.parallel.fsdp:
         raise UserError("--fp8 with --fsdp dit is not supported: FP8 already halves the expert's memory")
-    check_engine(config)
     out = config.output
     if out != "none" and not out.endswith((".mp4", ".gif", ".npy")):
         raise UserError(f"bad --output {out!r}: use none, or a path ending in .mp4, .gif or .npy")
@@ -454,6 +454,7 @@ def check_engine(config: RunConfig) -> None:
     if config.engine not in ENGINES:
         raise UserError(f"bad --engine {config.engine!r}: choose one of {', '.join(ENGINES)}")
     official_only = [flag for flag, on in (("--convert-model-dtype", config.convert_model_dtype),
+                                           ("--no-init-on-cpu", not config.init_on_cpu),
                                            ("--official-code", bool(config.official_code))) if on]
     if config.engine != "official":
         if official_only:
@@ -474,6 +475,12 @@ def check_engine(config: RunConfig) -> None:
         if config.parallel.t5_cpu or p.fsdp:
             flag = "--t5-cpu" if p.t5_cpu else "--fsdp"
             raise UserError(f"{flag} is not an option of stock diffusers' WanPipeline: drop it with --engine diffusers")
+        if p.ring > 1 or p.strategy == "ring":
+            raise UserError("stock diffusers' ring attention needs an attention backend that returns the log-sum-exp, "
+                            "which its default (native SDPA) does not: use --ulysses N with --engine diffusers")
+        if p.offload != "none" and p.gpus > 1:
+            raise UserError("--offload is for one GPU: with --engine diffusers on several, drop it (--ulysses N "
+                            "splits the work)")
         return
     if not config.official_code and importlib.util.find_spec("wan") is None:
         raise UserError("--engine official needs the Wan team's code: pip install --no-deps wan22==2.2.11 && "
@@ -483,6 +490,8 @@ def check_engine(config: RunConfig) -> None:
                         "(or tiny in tests)")
     if config.model == "a14b" and config.dtype != "bfloat16":
         raise UserError("--engine official computes in bfloat16 (its param_dtype): drop --dtype")
+    if config.vae_dtype != "float32":
+        raise UserError("--engine official decodes with its VAE in float32 (Wan2_1_VAE's default): drop --vae-dtype")
     if p.offload == "group":
         raise UserError("--offload group is not an option of the official code: use --offload model (offload_model)")
     if p.ring > 1 or p.strategy == "ring":

@@ -171,6 +171,7 @@ class ConfigRow:
         out["cost_per_video"] = self.cost_per_video
         out["cost_per_1000_videos"] = self.cost_per_1000_videos
         out["short_flags"] = self.short_flags
+        out["engine"] = self.engine
         out["settings"] = settings_of(self.config)
         return out
 

@@ -57,7 +57,7 @@ def apply_offload(components, mode: str, device: torch.device) -> None:
     from diffusers.hooks import apply_group_offloading
 
     use_stream = device.type == "cuda"
-    if use_stream:
+    if use_stream and torch.cuda.is_available():
         for module in modules:
             pin_in_place(module)
     streams = {"use_stream": use_stream}  # no streams on the CPU

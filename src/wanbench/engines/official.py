@@ -79,7 +79,8 @@ def load(config: RunConfig, ctx: DistContext, dims: Any, notes: list[str]) -> Of
 
         byte_tokenizer().save_pretrained(str(checkpoint_dir / cfg.t5_tokenizer))
         notes.append("random weights: built by the official modules' own constructors and initialisation, experts "
-                     "in float32 as the published checkpoint; timings are those of trained weights")
+                     "in float32 as from_pretrained returns the published checkpoint (--convert-model-dtype casts "
+                     "them to the run's dtype); timings are those of trained weights")
     else:
         from wanbench.models.components import detect_layout
 
@@ -88,6 +89,9 @@ def load(config: RunConfig, ctx: DistContext, dims: Any, notes: list[str]) -> Of
             raise UserError(f"--engine official reads official Wan2.2 folders (high_noise_model/, low_noise_model/, "
                             f"{cfg.t5_checkpoint}); {config.weights} is a diffusers folder: use --engine wanbench "
                             "or diffusers for it")
+    if 1.0 in (config.guidance_high, config.guidance_low):
+        notes.append("official engine: the official code runs the unconditional branch at every step, also at a "
+                     "guidance scale of 1, where wanbench and diffusers skip it")
     p = config.parallel
     kwargs: dict[str, Any] = dict(
         config=cfg, checkpoint_dir=str(checkpoint_dir), device_id=ctx.local_rank if ctx.device.type == "cuda" else 0,

@@ -3,7 +3,8 @@
 The modules are the diffusers classes from the same loaders as wanbench's engine (random weights, a diffusers
 or an official folder), without any of wanbench's transforms. Options: `--offload model`
 (`enable_model_cpu_offload`), `--offload group` (`enable_group_offload`, block level, one block per group,
-on a side stream), and `--ulysses` / `--ring` (diffusers' own context parallelism, `enable_parallelism`).
+on a side stream), and `--ulysses` (diffusers' own context parallelism, `enable_parallelism`; its ring needs an
+attention backend that returns the log-sum-exp, which the default does not, so `--ring` is refused).
 Phases are taken from outside: `encode_prompt` wrapped, a forward pre-hook on the experts for the start of
 denoising, `callback_on_step_end` for each step, and the VAE's `decode` wrapped.
 """

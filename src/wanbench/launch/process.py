@@ -145,7 +145,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # torchao, which diffusers imports where it is installed, registers types torch now calls deprecated
-    for name in ("torch.utils._pytree", "torchao"):
+    # diffusers and transformers read their variables when first imported; where they already are, their loggers
+    for name in ("torch.utils._pytree", "torchao", "diffusers", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

@@ -60,16 +60,19 @@ def write_report(source: str | Path, out: str | Path | None = None, peak_tflops:
                "step_fits": analysis["step_fits"], "rows": rows, "mlperf": mlperf}
     (target / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
     with open(target / "summary.csv", "w", newline="", encoding="utf-8") as f:
-        fields = ["label", "gpus", "gpu_name", "runs_ok", "runs_total", "generation_median_s", "generation_min_s",
-                  "generation_max_s", "generation_cv", "step_median_s", "load_median_s", "total_median_s",
-                  "peak_gb", "peak_pct", "speedup", "efficiency", "mfu", "verdict", "flags", "gpu_seconds",
-                  "videos_per_hour_per_gpu", "energy_median_j", "avg_watts_per_gpu", "cost_per_video"]
+        fields = ["label", "engine", "gpus", "gpu_name", "runs_ok", "runs_total", "generation_median_s",
+                  "generation_min_s", "generation_max_s", "generation_cv", "step_median_s", "load_median_s",
+                  "total_median_s", "peak_gb", "peak_pct", "speedup", "efficiency", "mfu", "verdict", "flags",
+                  "gpu_seconds",
+                  "videos_per_hour_per_gpu", "energy_median_j", "avg_watts_per_gpu", "cost_per_video",
+                  "official_speedup"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for row in analysis["rows"]:
             g = row.generation
             writer.writerow({
-                "label": row.label, "gpus": row.gpus, "gpu_name": row.gpu_name, "runs_ok": row.runs_ok,
+                "label": row.label, "engine": row.engine, "official_speedup": row.official_speedup,
+                "gpus": row.gpus, "gpu_name": row.gpu_name, "runs_ok": row.runs_ok,
                 "runs_total": row.runs_total, "generation_median_s": g.median if g else None,
                 "generation_min_s": g.min if g else None, "generation_max_s": g.max if g else None,
                 "generation_cv": g.cv if g else None, "step_median_s": row.step.median if row.step else None,
