@@ -15,9 +15,9 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from wanbench.config import get_preset
 from wanbench.engine.fusion import fuse_projections
 from wanbench.models.random_init import build_transformer
+from wanbench.presets import get_preset
 
 
 def kernel_class(name: str) -> str:

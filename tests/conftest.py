@@ -11,8 +11,8 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture(scope="session")
 def tiny_components():
-    from wanbench.config import get_preset
     from wanbench.models import build_components
+    from wanbench.presets import get_preset
 
     return build_components(
         get_preset("tiny"), "random", torch.device("cpu"), torch.float32, torch.float32, shift=12.0, seed=0

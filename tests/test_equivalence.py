@@ -13,7 +13,7 @@ from wanbench.models.components import stock_pipeline
 
 def test_latents_and_frames_match_stock_wan_pipeline(monkeypatch):
     config = config_for_preset("tiny", steps=5, device="cpu", seed=7, prompt="a cat <b>boxing</b>")
-    from wanbench.config import get_preset
+    from wanbench.presets import get_preset
 
     preset = get_preset("tiny")
     components = build_components(preset, "random", torch.device("cpu"), torch.float32, torch.float32, 12.0, 0)
@@ -48,7 +48,7 @@ def test_different_seed_gives_different_latents(tiny_components, monkeypatch):
 
 def test_single_expert_per_token_timestep_path_matches_stock(monkeypatch):
     """TI2V-5B's path (one expert, expand_timesteps, Wan2.2 VAE) on its tiny twin."""
-    from wanbench.config import get_preset
+    from wanbench.presets import get_preset
 
     config = config_for_preset("tiny-ti2v", steps=3, device="cpu", seed=3)
     preset = get_preset("tiny-ti2v")

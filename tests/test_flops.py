@@ -7,7 +7,7 @@ import pytest
 from wanbench.analysis.flops import dit_forward_flops, run_flops, video_tokens
 from wanbench.analysis.peaks import peak_tflops
 from wanbench.analysis.plausibility import judge
-from wanbench.config import get_preset
+from wanbench.presets import get_preset
 
 A14B = get_preset("a14b")
 

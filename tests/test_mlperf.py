@@ -43,6 +43,9 @@ def test_single_stream_runs_loadgen_and_agrees_with_our_timers(tmp_path, capsys)
     md = (out / "report" / "report.md").read_text()
     assert "MLPerf (LoadGen)" in md and f"{figures['p90_latency_s']:.2f} s" in md
     assert f"n={len(runs)})" in md and "of 1 configuration," in md
+    # the mode is in the record and the report: exact here; an approximate mode (--fp8) is named
+    settings = json.loads((out / "mlperf_result.json").read_text())["settings"]
+    assert (settings["mode"], settings["engine"]) == ("exact", "wanbench") and "| exact |" in md
 
 
 def test_offline_with_two_data_parallel_replicas(tmp_path):
@@ -54,6 +57,20 @@ def test_offline_with_two_data_parallel_replicas(tmp_path):
     assert figures["scenario"] == "Offline" and figures["samples_per_second"] > 0
     result = json.loads((out / "mlperf_result.json").read_text())
     assert result["settings"]["dp"] == 2 and "2 replicas" in result["settings"]["parallel"]
+
+
+def test_an_approximate_mode_is_named_and_fp8_is_refused_where_it_cannot_run(capsys):
+    import dataclasses
+
+    from wanbench.config import config_for_preset
+    from wanbench.mlperf.run import mode_of
+
+    config = config_for_preset("a14b")
+    assert mode_of(config) == "exact"
+    assert mode_of(dataclasses.replace(config, fp8="linear")) == "APPROXIMATE: fp8 linear"
+    assert main(["mlperf", "--model", "tiny", "--device", "cpu", "--fp8", "linear"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "FP8 tensor cores" in err
 
 
 def test_accuracy_mode_is_refused_with_the_reason(capsys):

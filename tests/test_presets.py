@@ -7,8 +7,9 @@ from accelerate import init_empty_weights
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from transformers import UMT5EncoderModel
 
-from wanbench.config import PRESETS, config_for_preset, get_preset
+from wanbench.config import config_for_preset
 from wanbench.models.random_init import umt5_config
+from wanbench.presets import PRESETS, get_preset
 
 
 def billions(model) -> float:

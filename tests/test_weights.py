@@ -16,10 +16,10 @@ from checkpoints import (
     write_diffusers_folder,
     write_official_folder,
 )
-from wanbench.config import get_preset
 from wanbench.errors import UserError
 from wanbench.models import build_components
 from wanbench.models.official import convert_t5_state_dict
+from wanbench.presets import get_preset
 
 TINY = get_preset("tiny")
 CPU = torch.device("cpu")

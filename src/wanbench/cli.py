@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from wanbench import __version__
-from wanbench.config import PRESETS
 from wanbench.errors import UserError
+from wanbench.presets import PRESETS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -443,7 +443,7 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
         store_result(store, f"mlperf-{args.scenario}", name, result, started)
     (out / "mlperf_result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "records"}, indent=2))
     f = result["loadgen"]
-    print(f"mlperf {args.scenario}: {f['valid']}; p90 latency {f['p90_latency_s']} s, "
+    print(f"mlperf {args.scenario} ({result['settings']['mode']}): {f['valid']}; p90 latency {f['p90_latency_s']} s, "
           f"{f['samples_per_second']} samples/s, {f.get('gpu_seconds_per_video')} GPU-seconds per video; logs in {out}")
     return 0
 

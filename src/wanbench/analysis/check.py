@@ -13,8 +13,8 @@ from typing import Any
 from wanbench.analysis.flops import run_flops
 from wanbench.analysis.peaks import known_gpus, peak_tflops
 from wanbench.analysis.plausibility import judge
-from wanbench.config import get_preset
 from wanbench.errors import UserError
+from wanbench.presets import get_preset
 
 REQUIRED = ("model", "gpu", "num_gpus", "width", "height", "frames", "steps", "seconds")
 

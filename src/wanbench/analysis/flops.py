@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wanbench.config import ModelPreset
+from wanbench.presets import ModelPreset
 
 
 def video_tokens(preset: ModelPreset, width: int, height: int, frames: int) -> int:

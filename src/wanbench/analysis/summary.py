@@ -21,7 +21,8 @@ from wanbench.analysis.peaks import peak_tflops
 from wanbench.analysis.plausibility import judge
 from wanbench.analysis.scaling import StepFit, describe_efficiency, efficiency, fit_steps, speedup
 from wanbench.analysis.stats import Stat, summarize
-from wanbench.config import RunConfig, get_preset
+from wanbench.config import RunConfig
+from wanbench.presets import get_preset
 
 OTHER_LIMIT_FRACTION = 0.05
 OTHER_LIMIT_S = 0.5

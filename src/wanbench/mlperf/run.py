@@ -136,6 +136,14 @@ def _gather_done(finished: list[tuple]) -> list[tuple]:
     return [item for part in everyone for item in part]
 
 
+def mode_of(config: RunConfig) -> str:
+    """'exact', or 'APPROXIMATE: fp8 linear' (what a result in this mode is, said in its record and report)."""
+    from wanbench.config import approximations
+
+    modes = approximations(config)
+    return "APPROXIMATE: " + ", ".join(modes) if modes else "exact"
+
+
 def _drive_loadgen(session, config, scenario, prompts, out, min_duration_s, min_query_count, expected_latency_s,
                    records) -> dict[str, Any]:
     import mlperf_loadgen as lg
@@ -201,5 +209,6 @@ def _drive_loadgen(session, config, scenario, prompts, out, min_duration_s, min_
     return {"loadgen": figures, "loadgen_summary": parsed, "wanbench_latencies_s": latencies,
             "records": records, "load_s": session.load_s, "compile_s": session.compile_s,
             "settings": {"scenario": scenario, "prompts": len(prompts), "gpus": gpus, "dp": session.dims.dp,
+                         "engine": config.engine, "mode": mode_of(config),
                          "parallel": session.dims.describe(), "min_duration_s": min_duration_s,
                          "min_query_count": min_query_count}}

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
 
-from wanbench.config import ModelPreset
 from wanbench.errors import UserError
+from wanbench.presets import ModelPreset
 
 
 @dataclass

@@ -9,10 +9,10 @@ import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from transformers import AutoTokenizer, UMT5EncoderModel
 
-from wanbench.config import ModelPreset
 from wanbench.errors import UserError
 from wanbench.models.checkpoint_files import require_file, shard_files
 from wanbench.models.components import WanComponents, make_scheduler
+from wanbench.presets import ModelPreset
 
 
 def _check_folder(path: Path, subfolder: str) -> Path:

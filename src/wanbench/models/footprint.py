@@ -10,9 +10,10 @@ import functools
 
 import torch
 
-from wanbench.config import ModelPreset, RunConfig
+from wanbench.config import RunConfig
 from wanbench.errors import UserError
 from wanbench.models.dtypes import torch_dtype
+from wanbench.presets import ModelPreset
 
 
 @functools.cache

@@ -20,12 +20,12 @@ from diffusers.loaders.single_file_utils import (
 )
 from transformers import AutoTokenizer, UMT5EncoderModel
 
-from wanbench.config import ModelPreset, TextEncoderSpec, TransformerSpec
 from wanbench.errors import UserError
 from wanbench.models.checkpoint_files import load_pth, load_sharded_safetensors, require_file
 from wanbench.models.components import WanComponents, make_scheduler
 from wanbench.models.dtypes import cast_keeping_fp32_modules
 from wanbench.models.random_init import umt5_config
+from wanbench.presets import ModelPreset, TextEncoderSpec, TransformerSpec
 
 T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 VAE_FILE = "Wan2.1_VAE.pth"

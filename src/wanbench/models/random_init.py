@@ -13,11 +13,11 @@ from accelerate import init_empty_weights
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from transformers import UMT5Config, UMT5EncoderModel
 
-from wanbench.config import ModelPreset, TextEncoderSpec
 from wanbench.models.components import WanComponents, make_scheduler
 from wanbench.models.dtypes import cast_keeping_fp32_modules
 from wanbench.models.seeded_init import fill_
 from wanbench.models.tokenizer import byte_tokenizer
+from wanbench.presets import ModelPreset, TextEncoderSpec
 
 
 def build_transformer(preset: ModelPreset, device: torch.device, dtype: torch.dtype, seed: int = 0,
