@@ -220,3 +220,23 @@ def test_a_checkout_given_with_official_code_is_used_and_recorded(tmp_path):
     record = json.loads(out.read_text())
     assert record["env"]["engine"]["version"] == f"checkout {checkout}"
     assert record["config"]["official_code"] == str(checkout)
+
+
+def test_the_diffusers_engine_runs_diffusers_context_parallelism_over_two_processes(tmp_path):
+    """`--engine diffusers --gpus 2 --ulysses 2`: stock WanPipeline under diffusers' own Ulysses on two gloo
+    processes gives the single-process latents, and the record holds both ranks."""
+    from safetensors.torch import load_file
+
+    from wanbench.engine.generate import generate
+
+    base = generate(tiny(steps=3)).latents
+    latents, record = tmp_path / "l.safetensors", tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "wanbench.cli", "generate", "--model", "tiny", "--steps", "3",
+                           "--device", "cpu", "--engine", "diffusers", "--gpus", "2", "--ulysses", "2",
+                           "--save-latents", str(latents), "--json", str(record)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _relative(load_file(latents)["latents"], base) < 1e-5
+    result = json.loads(record.read_text())
+    assert len(result["memory"]["ranks"]) == 2 and result["config"]["engine"] == "diffusers"
+    assert "diffusers: context parallelism (ulysses 2, ring 1)" in result["notes"]
