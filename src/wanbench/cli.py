@@ -306,7 +306,7 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     from pathlib import Path
 
     from wanbench.bench.runner import check_suite, run_suite
-    from wanbench.bench.suite import default_preset, expand, load_suite_file, preset_suite
+    from wanbench.bench.suite import check_bounds, default_preset, expand, load_suite_file, preset_suite
     from wanbench.outputs import writable_folder
 
     if args.suite and args.preset:
@@ -317,15 +317,8 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
                                    ("timeout_s", args.timeout), ("sample_interval_s", args.sample_interval))
                  if v is not None}
     suite = dataclasses.replace(suite, **overrides)
-    for flag, value, least in (("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0),
-                               ("--warmup-steps", args.warmup_steps, 0), ("--cooldown", args.cooldown, 0)):
-        if value is not None and value < least:
-            raise UserError(f"bad {flag} {value:g}: give {least} or more")
-    if args.sample_interval is not None and not args.sample_interval >= 0:
-        raise UserError(f"bad --sample-interval {args.sample_interval:g}: give 0 (off) or a number of seconds")
+    check_bounds(suite, as_flags=True)  # the file's own values were checked as it was read
     _price(args.gpu_hour_price)
-    if suite.timeout_s <= 0:
-        raise UserError(f"bad timeout {suite.timeout_s:g} s: give a positive number of seconds per configuration")
     check_suite(suite)  # a suite none of whose configurations can run ends here, before any worker starts
     out = Path(args.out) if args.out else Path("wanbench-results") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (args.resume or args.retry_failed) and not ((out / "results.db").is_file() or (out / "runs.jsonl").is_file()):

@@ -149,6 +149,7 @@ def load_suite_file(path: str | Path) -> SuiteConfig:
     data["configs"] = tuple(data.get("configs", ()))
     suite = SuiteConfig(**data)
     try:
+        check_bounds(suite)
         expand(suite)  # every setting of every row parsed now, so that a mistake names this file
     except UserError as exc:
         raise UserError(f"bad suite file {path}: {exc}") from None
@@ -173,14 +174,28 @@ def check_suite_types(data: dict[str, Any], path: Path) -> None:
             raise UserError("configs must be [[configs]] tables of settings")
     except UserError as exc:
         raise UserError(f"bad suite file {path}: {exc}") from None
-    for f, least in (("warmup", 0), ("warmup_steps", 0), ("repeats", 1), ("cooldown_s", 0)):
-        if data.get(f, least) < least:
-            raise UserError(f"bad suite file {path}: {f} = {data[f]}: give {least} or more")
-    if data.get("timeout_s", 1) <= 0:
-        raise UserError(f"bad suite file {path}: timeout_s = {data['timeout_s']}: give a positive number of seconds")
-    if data.get("sample_interval_s", 0) < 0:
-        raise UserError(f"bad suite file {path}: sample_interval_s = {data['sample_interval_s']}: give 0 (off) or a "
-                        "number of seconds")
+
+
+# The suite's own numbers: (field, the bench flag that overrides it, the least it takes, what to give).
+BOUNDS = (
+    ("warmup", "--warmup", 0, "0 or more"), ("warmup_steps", "--warmup-steps", 0, "0 or more"),
+    ("repeats", "--repeats", 1, "1 or more"), ("cooldown_s", "--cooldown", 0, "0 or more"),
+    ("sample_interval_s", "--sample-interval", 0, "0 (off) or a number of seconds"),
+)
+
+
+def check_bounds(suite: SuiteConfig, as_flags: bool = False) -> None:
+    """Refuse a suite's out-of-range numbers, named as its file spells them (`repeats = 0`) or, after bench's
+    flags override them, as the flags do (`--repeats 0`): the one check for both."""
+    def bad(name: str, flag: str, value: float, wanted: str) -> UserError:
+        return UserError(f"bad {flag} {value:g}: give {wanted}" if as_flags else f"{name} = {value:g}: give {wanted}")
+
+    for name, flag, least, wanted in BOUNDS:
+        value = getattr(suite, name)
+        if not value >= least:  # NaN included
+            raise bad(name, flag, value, wanted)
+    if not suite.timeout_s > 0:
+        raise bad("timeout_s", "--timeout", suite.timeout_s, "a positive number of seconds per configuration")
 
 
 def gpu_count() -> int:
