@@ -61,8 +61,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                      help="convert the experts to the run's dtype, bfloat16 for a14b (generate.py's "
                      "--convert_model_dtype)")
     off.add_argument("--init-on-cpu", action=argparse.BooleanOptionalAction, default=None,
-                     help="WanT2V's init_on_cpu: experts start in host memory and swap in per step (default on, "
-                     "as generate.py; the official code turns it off under FSDP or Ulysses)")
+                     help="WanT2V's init_on_cpu: experts start in host memory and swap in at each expert switch "
+                     "(default on, as generate.py; the official code turns it off under FSDP or Ulysses)")
     off.add_argument("--official-code", default=None,
                      help="a Wan2.2 checkout (the folder holding wan/) instead of the installed wan22 package")
     p.add_argument("--json", default=None, help="write the RunResult JSON here")
