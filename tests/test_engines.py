@@ -155,6 +155,7 @@ def test_a_suite_with_an_engine_axis_reports_the_engine_and_the_speedup_over_off
     official = next(r for r in summary_rows if r["settings"]["engine"] == "official")
     wanbench = next(r for r in summary_rows if r["settings"]["engine"] == "wanbench")
     assert speedups["wanbench"] == pytest.approx(official["generation"]["median"] / wanbench["generation"]["median"])
+    assert official["official_label"] == official["label"] == wanbench["official_label"]  # the baseline names itself
     # the verbs after bench work on what it wrote: compare the folder with itself
     same = subprocess.run([sys.executable, "-m", "wanbench.cli", "compare", str(out), str(out)],
                           capture_output=True, text=True, timeout=300)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from wanbench import __version__
+from wanbench.config import OFFICIAL_INSTALL
 from wanbench.errors import UserError
 from wanbench.presets import PRESETS
 
@@ -25,9 +26,8 @@ class _Parser(argparse.ArgumentParser):
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="a14b", help=f"model preset: {', '.join(PRESETS)} (default a14b)")
     p.add_argument("--engine", default="wanbench", choices=["wanbench", "official", "diffusers"],
-                   help="wanbench (default); official: the Wan team's WanT2V.generate, unmodified "
-                   "(pip install --no-deps wan22==2.2.11 && pip install 'wanbench[official]'); "
-                   "diffusers: stock WanPipeline (with --offload model|group or --ulysses N)")
+                   help=f"wanbench (default); official: the Wan team's WanT2V.generate, unmodified "
+                   f"({OFFICIAL_INSTALL}); diffusers: stock WanPipeline (with --offload model|group or --ulysses N)")
     p.add_argument("--weights", default="random", help="random, or a diffusers / official Wan2.2 folder")
     p.add_argument("--size", default=None, help="WIDTH*HEIGHT, e.g. 832*480 (default: the preset's)")
     p.add_argument("--frames", type=int, default=None, help="4n+1 frames (default: the model preset's; a14b: 81)")

@@ -265,6 +265,9 @@ def validate(config: RunConfig) -> list[str]:
 
 
 ENGINES = ("wanbench", "official", "diffusers")
+# What the official engine needs installed: the Wan team's package without its declared requirements (flash_attn is
+# source-only; the rest serve its other pipelines), and what its text-to-video path imports.
+OFFICIAL_INSTALL = "pip install --no-deps wan22==2.2.11 && pip install 'wanbench[official]'"
 
 
 def check_engine(config: RunConfig) -> None:
@@ -290,7 +293,7 @@ def check_engine(config: RunConfig) -> None:
     if wanbench_only:
         raise UserError(f"{wanbench_only[0]} is a wanbench engine option; --engine {name} runs as it ships: drop it")
     if name == "diffusers":
-        if config.parallel.t5_cpu or p.fsdp:
+        if p.t5_cpu or p.fsdp:
             flag = "--t5-cpu" if p.t5_cpu else "--fsdp"
             raise UserError(f"{flag} is not an option of stock diffusers' WanPipeline: drop it with --engine diffusers")
         if p.ring > 1 or p.strategy == "ring":
@@ -301,8 +304,8 @@ def check_engine(config: RunConfig) -> None:
                             "splits the work)")
         return
     if not config.official_code and importlib.util.find_spec("wan") is None:
-        raise UserError("--engine official needs the Wan team's code: pip install --no-deps wan22==2.2.11 && "
-                        "pip install 'wanbench[official]' (or --official-code CHECKOUT)")
+        raise UserError(f"--engine official needs the Wan team's code: {OFFICIAL_INSTALL} (or --official-code "
+                        "CHECKOUT)")
     if config.model not in ("a14b", "tiny"):
         raise UserError(f"--engine official runs the official WanT2V (T2V-A14B), not {config.model}: use --model a14b "
                         "(or tiny in tests)")

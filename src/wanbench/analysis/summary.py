@@ -82,7 +82,8 @@ class ConfigRow:
     gpu_hour_price: float | None = None  # currency per GPU-hour, where the user gave one
     # what is wrong with the speedup and efficiency figures, shown beside them
     scaling_problems: list[str] = field(default_factory=list)
-    # generation-time speedup over the fastest official-engine row that makes the same video on as many GPUs
+    # generation-time speedup over the fastest official-engine row that makes the same video on as many GPUs, and
+    # that row's label (a baseline row carries its own label and no speedup)
     official_speedup: float | None = None
     official_label: str | None = None
     official_problems: list[str] = field(default_factory=list)
@@ -372,6 +373,7 @@ def add_official_speedups(rows: list[ConfigRow]) -> None:
             continue
         row.official_speedup = speedup(base.generation.median, row.generation.median)
         row.official_label = base.label
+        base.official_label = base.label  # the baseline names itself: the report marks it so
         row.official_problems = [p for p in scaling_problems(base, row) if p != "superlinear"]
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wanbench.config import RunConfig
+from wanbench.config import OFFICIAL_INSTALL, RunConfig
 from wanbench.errors import UserError
 from wanbench.settings import config_from_settings, typed
 
@@ -231,8 +231,8 @@ def preset_suite(name: str, gpus_available: int | None = None) -> SuiteConfig:
             name="seed", fixed={"model": "a14b", "weights": "random", "size": "480*832", "frames": 81},
             configs=tuple(rows), warmup=1, warmup_steps=2, repeats=2, cooldown_s=10.0, timeout_s=1800.0,
             notes=() if with_official else (
-                "the official code is not installed, so the seed's own generate.py runs are left out: "
-                "pip install --no-deps wan22==2.2.11 && pip install 'wanbench[official]' adds them",),
+                f"the official code is not installed, so the seed's own generate.py runs are left out: "
+                f"{OFFICIAL_INSTALL} adds them",),
         )
     if name == "scaling":
         rows: list[dict[str, Any]] = [{"gpus": 1}]

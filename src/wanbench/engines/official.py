@@ -27,7 +27,7 @@ import torch
 from wanbench.config import RunConfig
 from wanbench.errors import UserError
 from wanbench.launch.distributed import DistContext
-from wanbench.measure.timers import PhaseTimer, synchronize
+from wanbench.measure.timers import HostSteps, PhaseTimer, synchronize
 from wanbench.models.dtypes import torch_dtype
 
 CPU = torch.device("cpu")
@@ -263,27 +263,17 @@ class _OfficialClock:
     def __init__(self, timer: PhaseTimer, device: torch.device, config: RunConfig,
                  on_step: Callable[[int], None] | None) -> None:
         self.timer, self.device, self.config, self.on_step = timer, device, config, on_step
-        self.starts: list[float] = []
+        self.clock = HostSteps(timer)  # marked at each step's start; the last forward's end closes the last step
         self.last_forward_end: float | None = None
-        self.denoise_start: float | None = None
         self.steps: list[dict[str, Any]] = []
         self.latents: torch.Tensor | None = None
 
-    def _now(self) -> float:
-        synchronize(self.device)
-        return time.perf_counter()
-
     def step_seconds(self) -> list[float]:
-        ends = [*self.starts[1:], self.last_forward_end] if self.last_forward_end is not None else self.starts[1:]
-        return [b - a for a, b in zip(self.starts, ends, strict=False)]
+        return self.clock.step_seconds()
 
     def _end_denoise(self) -> None:
-        if self.denoise_start is not None:
-            self.timer.end("denoise", self.denoise_start, until=self.last_forward_end)
-            self.timer.current = None
-            self.denoise_start = None
-            if self.on_step is not None and self.starts:
-                self.on_step(len(self.starts) - 1)
+        if self.clock.finish(until=self.last_forward_end) and self.on_step is not None:
+            self.on_step(len(self.steps) - 1)
 
     @contextlib.contextmanager
     def attached(self, t2v: Any) -> Iterator[None]:
@@ -291,13 +281,9 @@ class _OfficialClock:
         boundary = t2v.boundary * t2v.num_train_timesteps
 
         def timed_prepare(t: torch.Tensor, boundary_t: float, offload_model: bool) -> Any:
-            if self.denoise_start is None and not self.starts:
-                self.denoise_start = self.timer.begin("denoise")
-                self.starts.append(self.denoise_start)
-            else:
-                self.starts.append(self._now())
-                if self.on_step is not None:
-                    self.on_step(len(self.starts) - 2)
+            self.clock.mark()
+            if self.on_step is not None and self.steps:
+                self.on_step(len(self.steps) - 1)
             value = float(t.item())
             high = value >= boundary
             self.steps.append({"index": len(self.steps), "timestep": int(value), "expert": 0 if high else 1,
@@ -312,7 +298,8 @@ class _OfficialClock:
                 return decode(zs)
 
         def forward_end(*_: Any) -> None:
-            self.last_forward_end = self._now()
+            synchronize(self.device)
+            self.last_forward_end = time.perf_counter()
 
         hooks = [m.register_forward_hook(forward_end) for m in (t2v.high_noise_model, t2v.low_noise_model)]
         t2v._prepare_model_for_timestep = timed_prepare

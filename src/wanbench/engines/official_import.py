@@ -12,6 +12,7 @@ The one place that bridges what the official code assumes and a machine may lack
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -23,9 +24,8 @@ from typing import Any
 
 import torch
 
+from wanbench.config import OFFICIAL_INSTALL
 from wanbench.errors import UserError
-
-INSTALL = "pip install --no-deps wan22==2.2.11 && pip install 'wanbench[official]'"
 
 
 def import_official(checkout: str = "") -> ModuleType:
@@ -41,7 +41,8 @@ def import_official(checkout: str = "") -> ModuleType:
     if "wan" not in sys.modules:
         spec = importlib.util.find_spec("wan")
         if spec is None or not spec.submodule_search_locations:
-            raise UserError(f"--engine official needs the Wan team's code: {INSTALL} (or --official-code CHECKOUT)")
+            raise UserError(f"--engine official needs the Wan team's code: {OFFICIAL_INSTALL} (or --official-code "
+                            "CHECKOUT)")
         package = importlib.util.module_from_spec(spec)  # not executed: its __init__ imports every pipeline
         sys.modules["wan"] = package
     missing_cuda = not torch.cuda.is_available()
@@ -57,6 +58,7 @@ def import_official(checkout: str = "") -> ModuleType:
         torch.cuda.current_device = original  # type: ignore[assignment]
 
 
+@functools.cache
 def official_version(checkout: str = "") -> str:
     """'wan22 2.2.11', or 'checkout PATH at REVISION' for a checkout."""
     if checkout:

@@ -11,8 +11,6 @@ denoising, `callback_on_step_end` for each step, and the VAE's `decode` wrapped.
 
 from __future__ import annotations
 
-import itertools
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +19,7 @@ import torch
 
 from wanbench.config import RunConfig
 from wanbench.launch.distributed import DistContext
-from wanbench.measure.timers import PhaseTimer, synchronize
+from wanbench.measure.timers import HostSteps, PhaseTimer
 from wanbench.models.dtypes import torch_dtype
 
 
@@ -66,34 +64,27 @@ def run_phases(config: RunConfig, session: Any, timer: PhaseTimer, generation: A
 
     pipe, ctx, result = session.components, session.ctx, generation.result
     device = ctx.device
-    marks: list[float] = []
+    clock = HostSteps(timer)  # marked when denoising starts and at each step's end
     state: dict[str, Any] = {}
     encode, decode = pipe.encode_prompt, pipe.vae.decode
-
-    def now() -> float:
-        synchronize(device)
-        return time.perf_counter()
 
     def timed_encode(*args: Any, **kwargs: Any) -> Any:
         with timer.phase("text_encode"):
             return encode(*args, **kwargs)
 
     def denoise_starts(*_: Any) -> None:
-        if "denoise" not in state:
-            state["denoise"] = timer.begin("denoise")
-            marks.append(state["denoise"])
+        if not clock.started:
+            clock.mark()
 
     def step_ends(_pipe: Any, index: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        marks.append(now())
+        clock.mark()
         state["latents"] = kwargs["latents"]
         if on_step is not None:
             on_step(index)
         return {}
 
     def timed_decode(*args: Any, **kwargs: Any) -> Any:
-        if "denoise" in state:
-            timer.end("denoise", state.pop("denoise"), until=marks[-1])
-            timer.current = None
+        clock.finish()
         with timer.phase("vae_decode"):
             return decode(*args, **kwargs)
 
@@ -118,7 +109,7 @@ def run_phases(config: RunConfig, session: Any, timer: PhaseTimer, generation: A
                       config.guidance_high, config.guidance_low)
     result.steps = [{"index": s.index, "timestep": s.timestep, "expert": s.expert, "guidance": s.guidance,
                      "guided": guided} for s in plan]
-    result.phases["step_s"] = [b - a for a, b in itertools.pairwise(marks)]
+    result.phases["step_s"] = clock.step_seconds()
     generation.latents = state.get("latents")
     if generation.latents is not None:
         require_finite(generation.latents, "final latents")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,43 @@ class PhaseTimer:
         if self.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(self.device) / 1e9
             self.peak_allocated_gb[name] = max(peak, self.peak_allocated_gb.get(name, 0.0))
+
+
+class HostSteps:
+    """Step boundaries of a loop wanbench does not own (the official and diffusers engines), marked from hooks on
+    the host clock after a device synchronisation: the first mark begins the denoise phase, the last ends it."""
+
+    def __init__(self, timer: PhaseTimer, phase: str = "denoise") -> None:
+        self.timer, self.phase = timer, phase
+        self.marks: list[float] = []
+        self._open = False
+
+    @property
+    def started(self) -> bool:
+        return bool(self.marks)
+
+    def mark(self) -> None:
+        if not self.marks:
+            self.marks.append(self.timer.begin(self.phase))
+            self._open = True
+            return
+        synchronize(self.timer.device)
+        self.marks.append(time.perf_counter())
+
+    def finish(self, until: float | None = None) -> bool:
+        """End the phase at the last mark, or at `until` (a synchronised host time) taken as one more; once.
+        Returns whether this call ended it."""
+        if not self._open:
+            return False
+        if until is not None:
+            self.marks.append(until)
+        self.timer.end(self.phase, self.marks[0], until=self.marks[-1])
+        self.timer.current = None
+        self._open = False
+        return True
+
+    def step_seconds(self) -> list[float]:
+        return [b - a for a, b in itertools.pairwise(self.marks)]
 
 
 class StepTimer:

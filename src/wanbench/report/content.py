@@ -46,7 +46,7 @@ def scaling_cell(row: ConfigRow, digits: int = 2) -> tuple[str, str]:
 def official_cell(row: ConfigRow) -> str:
     """The speedup over the official engine, with its baseline's problems beside it."""
     if row.official_speedup is None:
-        return "baseline" if row.engine == "official" else "—"
+        return "baseline" if row.official_label == row.label else "—"
     doubt = f" ({'; '.join(row.official_problems)})" if row.official_problems else ""
     return f"{row.official_speedup:.2f}x{doubt}"
 
