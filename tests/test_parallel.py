@@ -125,6 +125,25 @@ def test_group_offload_on_cuda_asks_diffusers_for_streams(monkeypatch, tiny_comp
     assert not any(kw["use_stream"] for _, kw in calls)
 
 
+def test_offload_packs_host_tensors_into_slabs_keeping_values_keys_and_ties(monkeypatch, tiny_components):
+    """--offload group on CUDA page-locks each module in a few slabs (registered in place: not callable here);
+    the packing itself is checked on pageable slabs: same parameter objects, keys, values and tied embedding."""
+    from wanbench.engine import offload
+
+    encoder = tiny_components.text_encoder
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    params = list(encoder.parameters())
+    monkeypatch.setattr(offload, "SLAB_BYTES", 64 << 10)
+    slabs = offload.pack_into_slabs(encoder)
+    after = encoder.state_dict()
+    assert len(slabs) > 1 and after.keys() == before.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(a is b for a, b in zip(params, encoder.parameters(), strict=True))
+    assert encoder.encoder.embed_tokens.weight is encoder.shared.weight
+    starts = {s.data_ptr() for s in slabs}
+    assert all(t.untyped_storage().data_ptr() in starts for t in encoder.parameters())
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
