@@ -104,7 +104,7 @@ class RunConfig:
     compile: bool = False  # config_for_preset turns it on where measured faster (compile_by_default)
     vae_pipeline: bool = True  # several ranks: VAE decode as a layer pipeline over up to 3 of them (same math)
     cache: str = "none"  # none | fbc:THRESHOLD (diffusers First Block Cache; approximate, opt-in)
-    fp8: str = "none"  # none | linear (FP8 block linear layers through torchao, per-row scales; approximate)
+    fp8: str = "none"  # none | linear | attention | all (FP8_MODES; approximate)
     output: str = "none"  # none | *.mp4 | *.gif | *.npy
     # The official engine's own options (generate.py / WanT2V); its offload_model, t5_cpu, dit_fsdp, t5_fsdp and
     # ulysses_size are --offload model, --t5-cpu, --fsdp and --ulysses.
@@ -127,6 +127,14 @@ class RunConfig:
         """The guidance scale of each expert that runs: high-noise first, then low-noise where there is one."""
         two = self.preset.two_experts and self.boundary is not None
         return (self.guidance_high, self.guidance_low) if two else (self.guidance_high,)
+
+    @property
+    def fp8_linear(self) -> bool:
+        return self.fp8 in ("linear", "all")
+
+    @property
+    def fp8_attention(self) -> bool:
+        return self.fp8 in ("attention", "all")
 
     @property
     def uses_guidance(self) -> bool:
@@ -241,13 +249,13 @@ def validate(config: RunConfig) -> list[str]:
             raise UserError(f"bad --cache {config.cache!r}: use none or fbc:THRESHOLD, e.g. fbc:0.05")
         if config.compile:
             raise UserError("--cache and --compile together are not supported yet: drop one")
-    if config.fp8 not in ("none", "linear"):
-        raise UserError(f"bad --fp8 {config.fp8!r}: use none or linear")
+    if config.fp8 not in FP8_MODES:
+        raise UserError(f"bad --fp8 {config.fp8!r}: use one of {', '.join(FP8_MODES)}")
     if config.fp8 != "none" and config.device == "cpu":
         raise UserError("--fp8 needs an NVIDIA GPU with FP8 tensor cores (compute capability 8.9 or newer); "
                         "this run is on the CPU: drop --fp8")
-    if config.fp8 != "none" and "dit" in config.parallel.fsdp:
-        raise UserError("--fp8 with --fsdp dit is not supported: FP8 already halves the expert's memory")
+    if config.fp8_linear and "dit" in config.parallel.fsdp:
+        raise UserError("--fp8 linear with --fsdp dit is not supported: FP8 already halves the expert's memory")
     out = config.output
     if out != "none" and not out.endswith((".mp4", ".gif", ".npy")):
         raise UserError(f"bad --output {out!r}: use none, or a path ending in .mp4, .gif or .npy")
@@ -325,6 +333,7 @@ def check_engine(config: RunConfig) -> None:
 
 
 DTYPES = ("bfloat16", "float16", "float32")
+FP8_MODES = ("none", "linear", "attention", "all")  # linear layers (torchao), self-attention (cuDNN), both
 # Results recorded before a field existed ran without what it turns on; its default changed since.
 LEGACY_DEFAULTS: dict[str, Any] = {"vae_pipeline": False}
 ATTENTION_CHOICES = ("auto", "cudnn", "flash", "sdpa", "efficient", "math", "fa4")

@@ -24,13 +24,14 @@ BACKENDS = {
     "math": "_native_math",
 }
 AUTO_CANDIDATES = ("sdpa", "cudnn", "flash", "efficient")
-KERNELS = ("fa4",)  # self-attention kernels outside diffusers' dispatcher
+KERNELS = ("fa4",)  # self-attention kernels outside diffusers' dispatcher that --attention can choose
+FP8_KERNEL = "cudnn-fp8"  # --fp8 attention|all: engine/fp8_attention.py (approximate, never chosen by auto)
 
 
 @dataclass(frozen=True)
 class AttentionChoice:
     backend: str  # diffusers dispatcher backend: cross-attention, and self-attention unless `kernel`
-    kernel: str | None = None  # "fa4": self-attention through FlashAttention 4's CuTe kernel
+    kernel: str | None = None  # "fa4" or FP8_KERNEL: self-attention through a kernel outside the dispatcher
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -70,6 +71,10 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, backend:
     """Attention of [B, S, H, D] tensors through `kernel` if given, else diffusers' dispatcher."""
     if kernel == "fa4":
         return flash_cute.flash_attn_cute(query, key, value)
+    if kernel == FP8_KERNEL:
+        from wanbench.engine import fp8_attention
+
+        return fp8_attention.attend(query, key, value)
     from diffusers.models.attention_dispatch import dispatch_attention_fn
 
     return dispatch_attention_fn(query, key, value, backend=backend)

@@ -1,4 +1,4 @@
-"""FP8 linear layers (APPROXIMATE, opt-in with --fp8): torchao's float8 inference, applied to the experts' blocks.
+"""FP8 linear layers (APPROXIMATE, --fp8 linear|all): torchao's float8 inference, applied to the experts' blocks.
 
 Every nn.Linear inside the transformer blocks (the fused QKV projections included) gets float8 e4m3 weights and
 dynamically quantised float8 activations, multiplied on the FP8 tensor cores (compute capability 8.9 or newer);
@@ -19,8 +19,9 @@ from wanbench.errors import UserError
 MIN_CAPABILITY = (8, 9)
 
 
-def require_fp8(device: torch.device) -> None:
-    """Refuse, before anything is loaded, a run whose device or packages cannot do FP8 (one line, the fix)."""
+def require_fp8(device: torch.device, mode: str = "linear", dtype: str = "bfloat16") -> None:
+    """Refuse, before anything is loaded, a run whose device, dtype or packages cannot do --fp8 `mode` (one
+    line, the fix)."""
     if device.type != "cuda":
         raise UserError("--fp8 needs an NVIDIA GPU with FP8 tensor cores (compute capability 8.9 or newer: L4, "
                         "L40S, H100, H200, B200); this run is on the CPU: drop --fp8")
@@ -29,10 +30,18 @@ def require_fp8(device: torch.device) -> None:
         name = torch.cuda.get_device_name(device)
         raise UserError(f"--fp8 needs compute capability 8.9 or newer (FP8 tensor cores); {name} has "
                         f"{capability[0]}.{capability[1]}: drop --fp8")
-    try:
-        import torchao.quantization  # noqa: F401
-    except ImportError:
-        raise UserError("--fp8 needs torchao: pip install 'wanbench[fp8]' (or pip install torchao)") from None
+    if mode in ("attention", "all"):
+        from wanbench.engine import fp8_attention
+
+        if dtype == "float32":
+            raise UserError(f"--fp8 {mode} attends in FP8 from bfloat16 or float16: drop --dtype float32")
+        fp8_attention.require(device)
+    if mode in ("linear", "all"):
+        try:
+            import torchao.quantization  # noqa: F401
+        except ImportError:
+            raise UserError(f"--fp8 {mode} needs torchao: pip install 'wanbench[fp8]' (or pip install torchao)"
+                            ) from None
 
 
 def _block_linear(module: nn.Module, fqn: str) -> bool:

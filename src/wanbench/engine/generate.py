@@ -150,7 +150,7 @@ def open_session(config: RunConfig, timeout_s: float = 1800.0) -> Session:
     if config.fp8 != "none":
         from wanbench.engine.fp8 import require_fp8
 
-        require_fp8(device)
+        require_fp8(device, config.fp8, config.dtype)
     if device.type == "cpu" and config.threads:
         torch.set_num_threads(config.threads)
     if under_torchrun():

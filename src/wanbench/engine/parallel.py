@@ -123,9 +123,10 @@ def check_dims(dims: ParallelDims, config: RunConfig) -> None:
             "pick another degree or size"
         )
     check_ulysses_exchange(config.parallel, dims)
-    if config.attention == "fa4" and not kernel_applies(config.parallel, dims):
-        raise UserError(f"--attention fa4 runs self-attention in wanbench's processors, but this run is "
-                        f"{dims.describe()}: add --ulysses-exchange head-blocks to Ulysses, or drop --ring")
+    for flag, on in (("--attention fa4", config.attention == "fa4"), (f"--fp8 {config.fp8}", config.fp8_attention)):
+        if on and not kernel_applies(config.parallel, dims):
+            raise UserError(f"{flag} runs self-attention in wanbench's processors, but this run is "
+                            f"{dims.describe()}: add --ulysses-exchange head-blocks to Ulysses, or drop --ring")
     if (dims.fsdp_dit or dims.fsdp_t5) and dims.group == 1:
         raise UserError("--fsdp shards across GPUs: use it with --gpus 2 or more (or --offload on one GPU)")
 

@@ -1,7 +1,8 @@
 """Everything done to the freshly built components before generating, in one place and one order.
 
   1. attention backend (measured choice on CUDA; ring attention needs one that returns the LSE); when
-     FlashAttention 4 is chosen, self-attention processors that call it (engine/wan_attention.py)
+     FlashAttention 4 is chosen, or FP8 attention asked for (--fp8 attention|all, approximate and opt-in:
+     engine/fp8_attention.py, cuDNN), self-attention processors that call it (engine/wan_attention.py)
   2. fused QKV / KV projections (--compile): one matmul instead of three, same function, the parts
      left as views of the fused weights (engine/fusion.py);
      FP8 linear layers (--fp8, approximate and opt-in: engine/fp8.py, torchao);
@@ -24,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from wanbench.config import RunConfig
-from wanbench.engine.attention import apply_backend, resolve_backend
+from wanbench.engine.attention import FP8_KERNEL, apply_backend, resolve_backend
 from wanbench.engine.fusion import fuse_projections
 from wanbench.engine.offload import apply_offload
 from wanbench.engine.parallel import ParallelDims, build_mesh, context_parallelize, fsdp_shard, kernel_applies
@@ -43,13 +44,15 @@ def choose_attention(
                              allow_cpu_flash=dims.ring > 1, allow_kernel=kernel_applies(config.parallel, dims))
     apply_backend(components.experts, chosen.backend)
     notes.append(f"attention backend: {chosen.backend}")
-    if chosen.kernel is not None:
+    kernel = FP8_KERNEL if config.fp8_attention else chosen.kernel
+    if kernel is not None:
         from wanbench.engine.wan_attention import KernelAttentionProcessor, install
 
         for expert in components.experts:
-            install(expert, lambda: KernelAttentionProcessor(chosen.kernel))
-        notes.append(f"self-attention kernel: {chosen.kernel} (FlashAttention 4 CuTe); cross-attention: "
-                     f"{chosen.backend}")
+            install(expert, lambda: KernelAttentionProcessor(kernel))
+        what = ("APPROXIMATE: FP8 e4m3 (cuDNN FP8 SDPA, per-tensor scales)" if kernel == FP8_KERNEL
+                else "FlashAttention 4 CuTe")
+        notes.append(f"self-attention kernel: {kernel} ({what}); cross-attention: {chosen.backend}")
     if chosen.timings_ms:
         notes.append("attention backends timed (ms per call): " + ", ".join(f"{k} {v:.2f}" for k, v in
                                                                          chosen.timings_ms.items()))
@@ -118,7 +121,7 @@ def prepare(
     if config.compile:
         for expert in components.experts:
             fuse_projections(expert)
-    if config.fp8 != "none":
+    if config.fp8_linear:
         from wanbench.engine.fp8 import quantize_blocks
 
         count = sum(quantize_blocks(expert) for expert in components.experts)
