@@ -19,9 +19,9 @@ from pathlib import Path
 
 from wanbench.analysis.fidelity import psnr, relative_error
 from wanbench.analysis.stats import summarize
-from wanbench.config import config_for_preset, parse_size
 from wanbench.engine.generate import open_session, run_once
 from wanbench.measure.env import capture_environment
+from wanbench.settings import config_from_settings
 
 
 def measure(config, repeats: int):
@@ -64,11 +64,10 @@ def main() -> int:
                         help="fp8:MODE (an --fp8 value) or fbc:THRESHOLD")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    width, height = parse_size(args.size)
 
-    def config(**change):
-        return config_for_preset(args.model, width=width, height=height, frames=args.frames, steps=args.steps,
-                                 device=args.device, **change)
+    def config(**change):  # the CLI's own path: the engine's defaults (compile on CUDA) where not set
+        return config_from_settings({"model": args.model, "size": args.size, "frames": args.frames,
+                                     "steps": args.steps, "device": args.device, **change})
 
     exact, exact_gen, exact_step, exact_info = measure(config(), args.repeats)
     table = [{"mode": "exact", "generation_s": exact_gen, "step_s": exact_step, "speedup": 1.0,

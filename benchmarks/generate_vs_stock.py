@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from wanbench.analysis.stats import summarize
-from wanbench.config import config_for_preset, parse_size
 from wanbench.engine.generate import generate
 from wanbench.measure.env import capture_environment
 from wanbench.models import build_components
 from wanbench.models.components import stock_pipeline
 from wanbench.models.dtypes import torch_dtype
+from wanbench.settings import config_from_settings
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -108,10 +108,8 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    width, height = parse_size(args.size)
-    config = config_for_preset(
-        args.model, width=width, height=height, frames=args.frames, steps=args.steps, device="cuda"
-    )
+    config = config_from_settings({"model": args.model, "size": args.size, "frames": args.frames,
+                                   "steps": args.steps, "device": "cuda"})
     ours = run_wanbench(config, args.repeats, out)
     stock = run_stock(config, args.repeats)
     gen_s = [r["phases"]["text_encode_s"] + r["phases"]["denoise_s"] + r["phases"]["vae_decode_s"] for r in ours]

@@ -101,7 +101,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads per rank; 0: torch's own choice (all cores alone, 1 per torchrun worker)
     attention: str = "auto"  # auto | cudnn | flash | sdpa | efficient | math | fa4 (FlashAttention 4, CuTe)
-    compile: bool = False  # config_for_preset turns it on where measured faster (compile_by_default)
+    compile: bool = False  # settings.config_from_settings turns it on where measured faster (engine/defaults.py)
     vae_pipeline: bool = True  # several ranks: VAE decode as a layer pipeline over up to 3 of them (same math)
     cache: str = "none"  # none | fbc:THRESHOLD (diffusers First Block Cache; approximate, opt-in)
     fp8: str = "none"  # none | linear | attention | all (FP8_MODES; approximate)
@@ -175,27 +175,7 @@ def config_for_preset(model: str, **overrides: Any) -> RunConfig:
     if model.startswith("tiny"):
         base["dtype"] = "float32"
     base.update({k: v for k, v in overrides.items() if v is not None})
-    config = RunConfig(**base)
-    if overrides.get("compile") is None:
-        config = dataclasses.replace(config, compile=compile_by_default(config))
-    return config
-
-
-def compile_by_default(config: RunConfig) -> bool:
-    """Regional torch.compile where it is faster (benchmarks/RESULTS.md, "Compile, head chunks and the cost-balanced
-    VAE pipeline"): CUDA, without offload, FSDP of the experts, ring attention or First Block Cache (those run
-    eager unless --compile asks); FP8 is compiled too, since torchao's casts fuse only then; CFG parallel runs the
-    one-GPU forward on each rank."""
-    p = config.parallel
-    if config.engine != "wanbench":
-        return False  # the other engines run as they ship
-    if config.device == "auto":
-        import torch
-
-        cuda = torch.cuda.is_available()
-    else:
-        cuda = config.device.startswith("cuda")
-    return cuda and p.offload == "none" and "dit" not in p.fsdp and p.ring == 1 and config.cache == "none"
+    return RunConfig(**base)
 
 
 def validate(config: RunConfig) -> list[str]:

@@ -1,5 +1,8 @@
 """Flat settings (CLI flags, suite-file keys) -> RunConfig: the one way a configuration is made.
 
+The preset's official defaults, then the settings given, then the engine's defaults for what was not given
+(engine/defaults.py: compile where measured faster on the hardware found).
+
 Keys are RunConfig and ParallelConfig field names, plus `size` ("W*H"), `guidance` ("HIGH,LOW" or one number)
 and `fsdp` ("dit,t5" or a list). Every value is checked against its field's type, so a suite's `steps = "two"`,
 `frames = true` or `compile = "false"` is refused in one line instead of running something else.
@@ -13,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from wanbench.config import ParallelConfig, RunConfig, config_for_preset, parse_guidance, parse_size
+from wanbench.engine.defaults import with_defaults
 from wanbench.errors import UserError
 
 _PARALLEL_FIELDS = {f.name: f for f in dataclasses.fields(ParallelConfig)}
@@ -89,4 +93,5 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         else:
             raise UserError(f"unknown setting {key!r}: use RunConfig or parallel field names "
                             "(model, size, frames, steps, guidance, gpus, ulysses, fsdp, ...)")
-    return config_for_preset(model, parallel=ParallelConfig(**parallel), **overrides)
+    config = config_for_preset(model, parallel=ParallelConfig(**parallel), **overrides)
+    return with_defaults(config, set(settings))
