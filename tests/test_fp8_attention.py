@@ -107,3 +107,15 @@ def test_unknown_fp8_mode_names_the_choices(capsys):
     assert main(["generate", "--model", "tiny", "--fp8", "attn", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert "bad --fp8 'attn': use one of none, linear, attention, all" in err
+
+
+def test_a_multi_gpu_run_is_refused_before_any_worker_starts(monkeypatch, capsys):
+    """The device's FP8 support is checked by the launcher (engine/parallel.py check_runnable), not by each worker."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100")
+    monkeypatch.setattr("wanbench.cli.launch_generate", lambda *a: pytest.fail("workers were started"))
+    flags = "--device cuda --gpus 2 --ulysses 2 --ulysses-exchange head-blocks --dtype bfloat16 --fp8 all"
+    assert main(["generate", "--model", "tiny", *flags.split()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compute capability 8.9 or newer" in err[0] and "NVIDIA A100 has 8.0" in err[0]

@@ -116,7 +116,7 @@ def test_mlperf_reference_settings_apply_to_a14b_only(monkeypatch, tmp_path, mod
         seen["config"] = config
 
     monkeypatch.setattr("wanbench.mlperf.run.run_mlperf", capture)
-    monkeypatch.setattr("wanbench.engine.parallel.check_runnable", lambda config: None)
+    monkeypatch.setattr("wanbench.cli.check_and_note", lambda config: None)
     assert main(["mlperf", "--model", model, "--device", "cpu", "--out", str(tmp_path)]) == 0
     config = seen["config"]
     assert (config.size, config.steps) == (size, steps)

@@ -123,14 +123,14 @@ def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
     if args.timeout <= 0:
         raise UserError(f"bad --timeout {args.timeout:g}: give a positive number of seconds")
     config = config_from_args(args)
-    _check_settings(config)
+    from wanbench.launch.process import under_torchrun
 
-    from wanbench.engine.parallel import check_runnable
-    from wanbench.launch.distributed import shutdown_distributed, under_torchrun
-    if (config.parallel.gpus > 1 or config.parallel.nnodes > 1) and not under_torchrun():
-        check_runnable(config)  # impossible settings fail here, before any worker starts
-        return launch_generate(args, argv, config)
+    if not under_torchrun():  # in a worker, its session checks (and records the notes)
+        check_and_note(config)
+        if config.parallel.gpus > 1 or config.parallel.nnodes > 1:
+            return launch_generate(args, argv, config)
     from wanbench.engine.generate import generate
+    from wanbench.launch.distributed import shutdown_distributed
 
     rank = int(os.environ.get("RANK", "0"))
     generation = None
@@ -148,19 +148,13 @@ def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def _check_settings(config) -> None:
-    """The settings' own rules (size, frames, guidance...), before torch and diffusers are imported: a typo is
-    refused in a fraction of a second; what runs but is unofficial is said here once (the record keeps it too)."""
-    import warnings
+def check_and_note(config) -> None:
+    """Every rule the run must pass (engine/parallel.py check_runnable), before any worker starts or anything
+    loads; what runs but is unofficial is said here once (the record keeps it too)."""
+    from wanbench.engine.parallel import check_runnable
 
-    from wanbench.config import validate
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        validate(config)
-    if int(os.environ.get("RANK", "0")) == 0:
-        for warning in caught:
-            print(f"wanbench: note: {warning.message}", file=sys.stderr)
+    for note in check_runnable(config).notes:
+        print(f"wanbench: note: {note}", file=sys.stderr)
 
 
 def write_outputs(generation, args: argparse.Namespace) -> None:
@@ -386,7 +380,6 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
     import time
     from pathlib import Path
 
-    from wanbench.engine.parallel import check_runnable
     from wanbench.launch.distributed import shutdown_distributed, under_torchrun
     from wanbench.mlperf.run import load_prompts, require_loadgen, run_mlperf, store_result
 
@@ -399,7 +392,8 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
             if getattr(args, name) is None:
                 setattr(args, name, value)
     config = config_from_args(args)
-    check_runnable(config)
+    if not under_torchrun():
+        check_and_note(config)
     if args.scenario == "SingleStream" and config.parallel.dp > 1:
         raise UserError("SingleStream runs one sample at a time across all GPUs: --dp is for Offline")
     prompts = load_prompts(args.prompts)

@@ -13,7 +13,6 @@ import signal
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,22 +25,18 @@ from diffusers.utils.torch_utils import randn_tensor
 from wanbench.analysis.flops import run_flops, video_tokens
 from wanbench.analysis.peaks import peak_tflops
 from wanbench.analysis.plausibility import judge
-from wanbench.config import RunConfig, validate
+from wanbench.config import RunConfig
 from wanbench.engine.decode import decode_latents, video_to_frames
 from wanbench.engine.denoise import denoise, plan_steps
 from wanbench.engine.guidance import ParallelCFG, SequentialCFG
 from wanbench.engine.offload import cap_device_memory
 from wanbench.engine.output import save_frames
-from wanbench.engine.parallel import (
-    ParallelDims,
-    replica_coordinates,
-    resolve_dims,
-)
+from wanbench.engine.parallel import ParallelDims, check_runnable, replica_coordinates
 from wanbench.engine.prepare import prepare, sharded_modules
 from wanbench.engine.text import encode_prompts
 from wanbench.engine.vae_pipeline import decode_pipelined, pipeline_stages
 from wanbench.errors import UserError, first_line
-from wanbench.launch.distributed import DistContext, init_distributed, under_torchrun
+from wanbench.launch.distributed import DistContext, init_distributed, resolve_device, under_torchrun
 from wanbench.measure.energy import EnergyCounter
 from wanbench.measure.energy import combine as combine_energy
 from wanbench.measure.energy import window as energy_window
@@ -50,27 +45,9 @@ from wanbench.measure.host import peak_rss_gb, rss_gb
 from wanbench.measure.timers import PhaseTimer, StepTimer, synchronize
 from wanbench.models import build_components
 from wanbench.models.dtypes import torch_dtype
-from wanbench.models.footprint import check_host_fits
 from wanbench.result import RunResult, phase_summary
 
 OOM_FIX = "use --offload group, --fsdp dit,t5, more --gpus or a smaller --size"
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(choice)
-    except RuntimeError:
-        raise UserError(f"bad --device {choice!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda, but this machine has no CUDA GPU: use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {choice}: only {torch.cuda.device_count()} GPU(s) here")
-    elif device.type != "cpu":
-        raise UserError(f"bad --device {choice!r}: use auto, cpu, cuda or cuda:N")
-    return device
 
 
 def latent_shape(config: RunConfig) -> tuple[int, int, int, int, int]:
@@ -141,16 +118,10 @@ class Session:
 
 
 def open_session(config: RunConfig, timeout_s: float = 1800.0) -> Session:
-    """Validate, join the process group if under torchrun, and load the components (the load phase)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        validate(config)
+    """Check (engine/parallel.py check_runnable), join the process group if under torchrun, and load the
+    components (the load phase)."""
+    checked = check_runnable(config, int(os.environ["WORLD_SIZE"]) if under_torchrun() else None)
     device = resolve_device(config.device)
-    check_host_fits(config)
-    if config.fp8 != "none":
-        from wanbench.engine.fp8 import require_fp8
-
-        require_fp8(device, config.fp8, config.dtype)
     if device.type == "cpu" and config.threads:
         torch.set_num_threads(config.threads)
     if under_torchrun():
@@ -159,8 +130,8 @@ def open_session(config: RunConfig, timeout_s: float = 1800.0) -> Session:
         if config.parallel.gpus > 1:
             raise UserError("--gpus N > 1 runs through torchrun: use the wanbench CLI, which starts it")
         ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
-    dims = resolve_dims(config, ctx.world_size)
-    notes = [str(w.message) for w in caught] + [f"parallel: {dims.describe()} on {ctx.world_size} rank(s)"]
+    dims = checked.dims
+    notes = [*checked.notes, f"parallel: {dims.describe()} on {ctx.world_size} rank(s)"]
     session = Session(config, ctx, dims, capture_environment(), notes, energy=EnergyCounter(ctx.device))
     timer = PhaseTimer(ctx.device)
     try:

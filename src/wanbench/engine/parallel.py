@@ -218,22 +218,48 @@ def fsdp_shard(components, dims: ParallelDims, mesh: DeviceMesh) -> None:
         fully_shard(encoder, mesh=flat)
 
 
-def check_runnable(config: RunConfig) -> ParallelDims:
-    """Everything that can be refused before a worker starts (settings, flags, degrees for --gpus).
+@dataclass(frozen=True)
+class Checked:
+    """What check_runnable decided: the parallel degrees, and notes on what runs but is unofficial."""
 
-    Warnings for unofficial settings are left to the run itself, which records them in its notes.
-    """
+    dims: ParallelDims
+    notes: tuple[str, ...]
+
+
+def check_runnable(config: RunConfig, world: int | None = None) -> Checked:
+    """Every rule a run must pass, decided in one place before anything loads: the settings (config.validate), the
+    parallel degrees for `world` ranks (default --gpus) and their combinations, host memory, and what the device
+    must have for the kernels asked for (FP8, FlashAttention 4). The CLI and the suite runner call it before any
+    worker starts; the engine calls it again in each process that opens a session (processes share no state)."""
     import warnings
 
     from wanbench.config import validate
     from wanbench.models.footprint import check_host_fits
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         validate(config)
-    dims = resolve_dims(config, config.parallel.gpus)
+    dims = resolve_dims(config, world or config.parallel.gpus)
     check_host_fits(config)
-    return dims
+    check_device_needs(config)
+    return Checked(dims, tuple(str(w.message) for w in caught))
+
+
+def check_device_needs(config: RunConfig) -> None:
+    """Refuse --fp8 or --attention fa4 where this machine's device cannot run them (one line, the fix)."""
+    if config.fp8 == "none" and config.attention != "fa4":
+        return
+    from wanbench.launch.distributed import resolve_device
+
+    device = resolve_device(config.device)
+    if config.fp8 != "none":
+        from wanbench.engine.fp8 import require_fp8
+
+        require_fp8(device, config.fp8, config.dtype)
+    if config.attention == "fa4":
+        from wanbench.engine import flash_cute
+
+        flash_cute.require(device)
 
 
 def validate_parallel_flags(p: ParallelConfig) -> None:

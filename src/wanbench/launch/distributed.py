@@ -27,6 +27,23 @@ class DistContext:
         return self.rank == 0
 
 
+def resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise UserError(f"bad --device {choice!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda, but this machine has no CUDA GPU: use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {choice}: only {torch.cuda.device_count()} GPU(s) here")
+    elif device.type != "cpu":
+        raise UserError(f"bad --device {choice!r}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
 def init_distributed(device: torch.device, timeout_s: float) -> DistContext:
     """Join the process group (NCCL on GPUs, gloo on CPU) and pick this rank's device."""
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
