@@ -142,6 +142,9 @@ def test_suite_file_axes_expand_to_their_product(tmp_path):
     path.write_text('[fixed]\nmodel = "tiny"\nbogus = 1\n')
     with pytest.raises(UserError, match="unknown setting 'bogus'"):
         expand(load_suite_file(path))
+    path.write_text('[fixed]\nmodel = "tiny"\nrepeats = 2\n')  # a suite key in a run's table: says where it goes
+    with pytest.raises(UserError, match=r"repeats in \[fixed\] is a setting of the suite.*top of the file"):
+        load_suite_file(path)
 
 
 def test_seed_preset_is_the_seed_reports_matrix():

@@ -73,7 +73,7 @@ def test_fp8_processor_computes_wans_self_attention_within_fp8_error(
 def test_fp8_attention_is_refused_on_a_cpu_in_one_line(capsys, mode):
     assert main(["generate", "--model", "tiny", "--fp8", mode, "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--fp8 needs an NVIDIA GPU" in err[0] and "drop --fp8" in err[0]
+    assert len(err) == 1 and "needs an NVIDIA GPU (Hopper or newer" in err[0] and "drop --fp8" in err[0]
 
 
 def test_fp8_attention_is_refused_before_hopper_without_cudnn_and_in_float32(monkeypatch):
@@ -86,7 +86,7 @@ def test_fp8_attention_is_refused_before_hopper_without_cudnn_and_in_float32(mon
     monkeypatch.setitem(sys.modules, "cudnn", None)
     with pytest.raises(UserError, match=r"pip install 'wanbench\[fp8-attention\]'"):
         require_fp8(cuda, "all")
-    with pytest.raises(UserError, match="drop --dtype float32"):
+    with pytest.raises(UserError, match="add --dtype bfloat16"):
         require_fp8(cuda, "attention", "float32")
 
 

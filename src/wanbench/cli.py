@@ -53,7 +53,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default="none", help="APPROXIMATE step caching: none or fbc:THRESHOLD")
     p.add_argument("--fp8", default="none",
                    help="APPROXIMATE: none, linear (block linear layers through torchao, per-row scales; compute "
-                   "capability 8.9+), attention (self-attention through cuDNN's FP8 SDPA; Hopper+) or all")
+                   "capability 8.9+; pip install 'wanbench[fp8]'), attention (self-attention through cuDNN's FP8 SDPA; "
+                   "Hopper+; 'wanbench[fp8-attention]') or all; compiled by default (a few minutes, once per process)")
     p.add_argument("--output", default="none", help="none, or a path ending in .mp4, .gif or .npy")
     off = p.add_argument_group("official engine (--engine official; offload_model is --offload model, t5_cpu "
                                "--t5-cpu, dit_fsdp/t5_fsdp --fsdp, ulysses_size --ulysses)")

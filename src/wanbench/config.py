@@ -232,8 +232,8 @@ def validate(config: RunConfig) -> list[str]:
     if config.fp8 not in FP8_MODES:
         raise UserError(f"bad --fp8 {config.fp8!r}: use one of {', '.join(FP8_MODES)}")
     if config.fp8 != "none" and config.device == "cpu":
-        raise UserError("--fp8 needs an NVIDIA GPU with FP8 tensor cores (compute capability 8.9 or newer); "
-                        "this run is on the CPU: drop --fp8")
+        raise UserError(f"--fp8 {config.fp8} needs an NVIDIA GPU ({FP8_GPUS[config.fp8]}); this run is on the "
+                        "CPU: drop --fp8")
     if config.fp8_linear and "dit" in config.parallel.fsdp:
         raise UserError("--fp8 linear with --fsdp dit is not supported: FP8 already halves the expert's memory")
     out = config.output
@@ -314,6 +314,9 @@ def check_engine(config: RunConfig) -> None:
 
 DTYPES = ("bfloat16", "float16", "float32")
 FP8_MODES = ("none", "linear", "attention", "all")  # linear layers (torchao), self-attention (cuDNN), both
+FP8_GPUS = {"linear": "FP8 tensor cores, compute capability 8.9 or newer: L4, L40S, H100, H200, B200",
+            "attention": "Hopper or newer, for cuDNN's FP8 attention: H100, H200, B200",
+            "all": "Hopper or newer, for cuDNN's FP8 attention: H100, H200, B200"}
 # Results recorded before a field existed ran without what it turns on; its default changed since.
 LEGACY_DEFAULTS: dict[str, Any] = {"vae_pipeline": False}
 ATTENTION_CHOICES = ("auto", "cudnn", "flash", "sdpa", "efficient", "math", "fa4")

@@ -172,6 +172,14 @@ def check_suite_types(data: dict[str, Any], path: Path) -> None:
         configs = data.get("configs", [])
         if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
             raise UserError("configs must be [[configs]] tables of settings")
+        suite_keys = {f.name for f in dataclasses.fields(SuiteConfig)} - {"fixed", "axes", "configs", "mlperf"}
+        for table, rows in (("[fixed]", [data.get("fixed", {})]), ("[axes]", [data.get("axes", {})]),
+                            ("[[configs]]", configs)):
+            misplaced = sorted(suite_keys & {key for row in rows for key in row})
+            if misplaced:
+                key = misplaced[0]
+                raise UserError(f"{key} in {table} is a setting of the suite, not of a run: put `{key} = ...` at "
+                                "the top of the file, before the first [table]")
     except UserError as exc:
         raise UserError(f"bad suite file {path}: {exc}") from None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from wanbench.config import FP8_GPUS
 from wanbench.errors import UserError
 
 MIN_CAPABILITY = (8, 9)
@@ -23,8 +24,7 @@ def require_fp8(device: torch.device, mode: str = "linear", dtype: str = "bfloat
     """Refuse, before anything is loaded, a run whose device, dtype or packages cannot do --fp8 `mode` (one
     line, the fix)."""
     if device.type != "cuda":
-        raise UserError("--fp8 needs an NVIDIA GPU with FP8 tensor cores (compute capability 8.9 or newer: L4, "
-                        "L40S, H100, H200, B200); this run is on the CPU: drop --fp8")
+        raise UserError(f"--fp8 {mode} needs an NVIDIA GPU ({FP8_GPUS[mode]}); this run is on the CPU: drop --fp8")
     capability = torch.cuda.get_device_capability(device)
     if capability < MIN_CAPABILITY:
         name = torch.cuda.get_device_name(device)
@@ -34,7 +34,8 @@ def require_fp8(device: torch.device, mode: str = "linear", dtype: str = "bfloat
         from wanbench.engine import fp8_attention
 
         if dtype == "float32":
-            raise UserError(f"--fp8 {mode} attends in FP8 from bfloat16 or float16: drop --dtype float32")
+            raise UserError(f"--fp8 {mode} attends in FP8 from bfloat16 or float16, not float32 (the tiny presets' "
+                            "default): add --dtype bfloat16")
         fp8_attention.require(device)
     if mode in ("linear", "all"):
         try:
