@@ -12,7 +12,3 @@ class UserError(Exception):
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message ("" if it has none), so that a refusal built on it stays one line."""
     return (str(exc).strip().splitlines() or [""])[0]
-
-
-class WorkerError(UserError):
-    """A worker process failed, hung or died; the message says which and why."""
