@@ -88,21 +88,13 @@ def cudnn_fp8(casts_timed: bool, compiled: bool = False) -> Staged:
     from wanbench.engine import fp8_attention
 
     fp8_attention.require(torch.device("cuda"))
-
-    def quantised(q, k, v) -> tuple[torch.Tensor, ...]:
-        (q8, _, descale_q), (k8, _, descale_k), (v8, scale_v, descale_v) = (
-            fp8_attention.quantise(x) for x in (q, k, v))
-        return q8, k8, v8, descale_q, descale_k, descale_v, scale_v
-
-    def dequantised(o8: torch.Tensor, descale_v: torch.Tensor) -> torch.Tensor:
-        return (o8.float() * descale_v).to(torch.bfloat16)
-
     if casts_timed:
         attend = torch.compile(fp8_attention.attend) if compiled else fp8_attention.attend
         return Staged(lambda q, k, v: (q, k, v), attend, lambda out: out)
-    return Staged(lambda q, k, v: (inputs := quantised(q, k, v), inputs[5]),
-                  lambda inputs, descale_v: (fp8_attention.cudnn_fp8_sdpa(*inputs), descale_v),
-                  lambda out: dequantised(*out))
+    # run returns O with V's descale (inputs[5]) for finish
+    return Staged(fp8_attention.quantise_inputs,
+                  lambda *inputs: (fp8_attention.cudnn_fp8_sdpa(*inputs), inputs[5]),
+                  lambda out: fp8_attention.dequantise_output(*out, torch.bfloat16))
 
 
 KERNELS = {"cudnn": lambda: sdpa(SDPBackend.CUDNN_ATTENTION), "torch_flash": lambda: sdpa(SDPBackend.FLASH_ATTENTION),

@@ -314,9 +314,9 @@ def check_engine(config: RunConfig) -> None:
 
 DTYPES = ("bfloat16", "float16", "float32")
 FP8_MODES = ("none", "linear", "attention", "all")  # linear layers (torchao), self-attention (cuDNN), both
+_FP8_ATTENTION_GPUS = "Hopper or newer, for cuDNN's FP8 attention: H100, H200, B200"
 FP8_GPUS = {"linear": "FP8 tensor cores, compute capability 8.9 or newer: L4, L40S, H100, H200, B200",
-            "attention": "Hopper or newer, for cuDNN's FP8 attention: H100, H200, B200",
-            "all": "Hopper or newer, for cuDNN's FP8 attention: H100, H200, B200"}
+            "attention": _FP8_ATTENTION_GPUS, "all": _FP8_ATTENTION_GPUS}
 # Results recorded before a field existed ran without what it turns on; its default changed since.
 LEGACY_DEFAULTS: dict[str, Any] = {"vae_pipeline": False}
 ATTENTION_CHOICES = ("auto", "cudnn", "flash", "sdpa", "efficient", "math", "fa4")

@@ -36,7 +36,7 @@ def require_fp8(device: torch.device, mode: str = "linear", dtype: str = "bfloat
         if dtype == "float32":
             raise UserError(f"--fp8 {mode} attends in FP8 from bfloat16 or float16, not float32 (the tiny presets' "
                             "default): add --dtype bfloat16")
-        fp8_attention.require(device)
+        fp8_attention.require(device, mode)
     if mode in ("linear", "all"):
         try:
             import torchao.quantization  # noqa: F401

@@ -38,10 +38,10 @@ def unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
-def require(device: torch.device) -> None:
+def require(device: torch.device, mode: str = "attention") -> None:
     reason = unavailable_reason(device)
     if reason is not None:
-        raise UserError(f"--fp8 attention: {reason}")
+        raise UserError(f"--fp8 {mode}: {reason}")
 
 
 def quantise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -52,11 +52,20 @@ def quantise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return (x.float() * scale).to(torch.float8_e4m3fn), scale, amax / FP8_MAX
 
 
+def quantise_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """cudnn_fp8_sdpa's arguments for bf16 [B, S, H, D] q, k, v; O's scale is V's, so its descale is too."""
+    (q8, _, descale_q), (k8, _, descale_k), (v8, scale_v, descale_v) = (quantise(x) for x in (query, key, value))
+    return q8, k8, v8, descale_q, descale_k, descale_v, scale_v
+
+
+def dequantise_output(o8: torch.Tensor, descale_v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (o8.float() * descale_v).to(dtype)
+
+
 def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """Softmax attention of [B, S, H, D] tensors in FP8, [B, S, H, D] out in query's dtype."""
-    (q8, _, descale_q), (k8, _, descale_k), (v8, scale_v, descale_v) = (quantise(x) for x in (query, key, value))
-    o8 = cudnn_fp8_sdpa(q8, k8, v8, descale_q, descale_k, descale_v, scale_v)
-    return (o8.float() * descale_v).to(query.dtype)
+    inputs = quantise_inputs(query, key, value)
+    return dequantise_output(cudnn_fp8_sdpa(*inputs), inputs[5], query.dtype)
 
 
 @torch.library.custom_op("wanbench::cudnn_fp8_sdpa", mutates_args=())
@@ -121,7 +130,7 @@ def _cudnn_kernel(q8, k8, v8, descale_q, descale_k, descale_v, scale_o) -> torch
 
     device = q8.device
     b, s, h, d = q8.shape
-    key = (device.index or 0, b, s, k8.shape[1], h, d)
+    key = (device.index, b, s, k8.shape[1], h, d)
     if device.index not in _handles:
         _handles[device.index] = cudnn.create_handle()
     handle = _handles[device.index]
