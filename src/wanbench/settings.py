@@ -22,7 +22,6 @@ from wanbench.errors import UserError
 _PARALLEL_FIELDS = {f.name: f for f in dataclasses.fields(ParallelConfig)}
 _RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig) if f.name not in ("parallel", "model")}
 SPECIAL_KEYS = ("model", "size", "guidance", "fsdp")
-KNOWN_KEYS = frozenset(SPECIAL_KEYS) | set(_PARALLEL_FIELDS) | set(_RUN_FIELDS)
 
 
 def shown(value: Any) -> str:

@@ -172,10 +172,8 @@ def replica_coordinates(mesh: DeviceMesh | None) -> tuple[int, bool]:
 
 def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh,
                         ulysses_exchange: str = "all-to-all") -> list[str]:
-    """Ulysses / ring sequence parallelism of both experts through diffusers' context parallelism;
-    ring alone attends the local key/value block while the others are exchanged (engine/ring_overlap.py);
-    with ulysses_exchange "head-blocks" Ulysses' exchanges move head blocks straight into
-    place (engine/ulysses_heads.py)."""
+    """Ulysses / ring sequence parallelism of both experts through diffusers' context parallelism; with
+    ulysses_exchange "head-blocks" Ulysses' exchanges move head blocks straight into place (engine/ulysses_heads.py)."""
     if dims.sp == 1:
         return []
     from diffusers import ContextParallelConfig
@@ -186,11 +184,6 @@ def context_parallelize(components, dims: ParallelDims, mesh: DeviceMesh,
         expert.enable_parallelism(config=ContextParallelConfig(
             ring_degree=dims.ring, ulysses_degree=dims.ulysses, mesh=mesh["ring", "ulysses"]
         ))
-    if dims.ring > 1 and dims.ulysses == 1:
-        from wanbench.engine.ring_overlap import overlap_ring
-
-        if sum(overlap_ring(expert) for expert in components.experts):
-            notes.append("ring: each rank attends its own key/value block while the others are exchanged")
     if ulysses_exchange == "head-blocks":
         from wanbench.engine.ulysses_heads import exchange_head_blocks
 

@@ -7,8 +7,8 @@
      left as views of the fused weights (engine/fusion.py);
      FP8 linear layers (--fp8, approximate and opt-in: engine/fp8.py, torchao);
      step caching (--cache fbc:T, approximate and opt-in: diffusers' First Block Cache hooks)
-  3. context parallelism (Ulysses / ring; ring alone overlaps its key/value exchange with the local
-     block's attention; --ulysses-exchange chooses how Ulysses exchanges), then
+  3. context parallelism (Ulysses / ring through diffusers; --ulysses-exchange chooses how Ulysses
+     exchanges), then
   4. regional torch.compile of the repeated transformer blocks (--compile), then
   5. FSDP2 of DiT blocks and T5 blocks (--fsdp)            [3-5: engine/parallel.py's order];
      random weights of sharded modules are filled only now, shard by shard (models/seeded_init.py)

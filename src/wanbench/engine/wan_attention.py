@@ -5,12 +5,10 @@ dispatcher and projects out. `SelfAttentionProcessor` keeps that body (mirroring
 text-to-video self-attention; the pin `diffusers<0.43` keeps them in step, tests compare the results)
 and hands the attention itself to `attend`; cross-attention and image-to-video layers keep the stock
 path. Subclasses: KernelAttentionProcessor (below: self-attention through a kernel outside diffusers'
-dispatcher, e.g. FlashAttention 4, where no context parallelism is active), OverlappedRingProcessor
-(engine/ring_overlap.py) and HeadBlockUlyssesProcessor (engine/ulysses_heads.py, which lays q/k/v out
-heads-first).
+dispatcher, e.g. FlashAttention 4, where no context parallelism is active) and HeadBlockUlyssesProcessor
+(engine/ulysses_heads.py, which lays q/k/v out heads-first).
 `install` puts one on every block's self-attention, keeping the backend, the kernel and the parallel config.
-The Ulysses subclasses attend through `attention`, so a kernel chosen by --attention applies there too;
-ring attention merges partial results by their LSE through diffusers' forward ops and keeps the backend.
+HeadBlockUlyssesProcessor attends through `attention`, so a kernel chosen by --attention applies there too.
 """
 
 from __future__ import annotations

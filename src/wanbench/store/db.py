@@ -253,20 +253,8 @@ class ResultsStore:
                 result_id, scenario, started_at, label, json.dumps(figures), json.dumps(settings)))
         return result_id
 
-    def update_mlperf_figures(self, result_id: str, figures: dict) -> None:
-        """Replace one MLPerf result's figures (after re-reading LoadGen's logs with a fixed parser)."""
-        with self.conn:
-            self.conn.execute("UPDATE mlperf SET figures = ? WHERE result_id = ?", (json.dumps(figures), result_id))
-
     def mlperf_results(self) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT result_id, scenario, started_at, label, figures, settings FROM mlperf "
                                  "ORDER BY started_at")
         return [{"result_id": r[0], "scenario": r[1], "started_at": r[2], "label": r[3],
                  "figures": json.loads(r[4]), "settings": json.loads(r[5])} for r in rows]
-
-    def suites(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT suite_id, name, started_at, finished_at, summary FROM suites")
-        return [
-            {"suite_id": r[0], "name": r[1], "started_at": r[2], "finished_at": r[3], "summary": json.loads(r[4])}
-            for r in rows
-        ]
