@@ -81,7 +81,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     par.add_argument("--fsdp", default="", help="shard with FSDP2: dit, t5 or dit,t5")
     par.add_argument("--t5-cpu", action="store_true", help="keep the text encoder on the CPU")
     par.add_argument("--offload", default="none", help="single GPU: none, model or group")
-    par.add_argument("--max-gpu-memory", type=float, default=None, help="cap device memory (GB)")
+    par.add_argument("--max-gpu-memory", dest="max_gpu_memory_gb", type=float, default=None,
+                     help="cap device memory (GB)")
     par.add_argument("--nnodes", type=int, default=1)
     par.add_argument("--node-rank", type=int, default=0)
     par.add_argument("--master-addr", default="127.0.0.1")
@@ -89,24 +90,19 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     par.add_argument("--timeout", type=float, default=3600.0, help="seconds before a run is killed")
 
 
+# generate's flags that are settings, named as a suite file names them (--json, --timeout, ... are not)
+SETTING_FLAGS = (
+    "model", "engine", "weights", "size", "frames", "steps", "seed", "prompt", "negative_prompt", "guidance", "shift",
+    "boundary", "dtype", "vae_dtype", "device", "threads", "attention", "output", "compile", "vae_pipeline", "cache",
+    "fp8", "tag", "convert_model_dtype", "init_on_cpu", "official_code", "gpus", "dp", "strategy", "cfg_parallel",
+    "ulysses", "ulysses_exchange", "ring", "fsdp", "t5_cpu", "offload", "max_gpu_memory_gb", "nnodes", "node_rank",
+    "master_addr", "master_port",
+)
+
+
 def settings_from_args(args: argparse.Namespace) -> dict:
-    """The generate flags as flat settings (the keys a suite file uses); None where a flag was not given."""
-    return {
-        "model": args.model, "engine": args.engine, "weights": args.weights, "size": args.size, "frames": args.frames,
-        "steps": args.steps,
-        "seed": args.seed, "prompt": args.prompt, "negative_prompt": args.negative_prompt, "guidance": args.guidance,
-        "shift": args.shift, "boundary": args.boundary, "dtype": args.dtype, "vae_dtype": args.vae_dtype,
-        "device": args.device, "threads": args.threads, "attention": args.attention, "output": args.output,
-        "compile": args.compile, "vae_pipeline": args.vae_pipeline,
-        "cache": args.cache, "fp8": args.fp8, "tag": args.tag,
-        "convert_model_dtype": args.convert_model_dtype, "init_on_cpu": args.init_on_cpu,
-        "official_code": args.official_code,
-        "gpus": args.gpus, "dp": getattr(args, "dp", 1), "strategy": args.strategy,
-        "cfg_parallel": args.cfg_parallel, "ulysses": args.ulysses, "ulysses_exchange": args.ulysses_exchange,
-        "ring": args.ring, "fsdp": args.fsdp, "t5_cpu": args.t5_cpu, "offload": args.offload,
-        "max_gpu_memory_gb": args.max_gpu_memory, "nnodes": args.nnodes, "node_rank": args.node_rank,
-        "master_addr": args.master_addr, "master_port": args.master_port,
-    }
+    """The generate flags as flat settings; None where a flag was not given (mlperf alone has --dp)."""
+    return {key: getattr(args, key, None) for key in SETTING_FLAGS}
 
 
 def config_from_args(args: argparse.Namespace):

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import statistics
 import sys
 import uuid
 from pathlib import Path
@@ -86,11 +87,7 @@ def config_key(config: dict[str, Any]) -> str:
 
 
 def _median(values: list[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return statistics.median(values) if values else None
 
 
 def _peak_gb(record: dict[str, Any]) -> float | None:
