@@ -23,6 +23,7 @@ def test_generate_writes_a_playable_video_and_phases_that_add_up(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok (wanbench engine: wanbench ")  # which engine ran, said where the user looks
     frames = iio.imread(video)
     assert frames.shape == (9, 64, 96, 3)
     result = json.loads(record.read_text())

@@ -356,3 +356,34 @@ def test_a_suite_that_cannot_run_whole_is_refused_before_any_worker(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_slower_parallel_row_says_so_and_only_real_baselines_read_baseline(smoke_results, tmp_path):
+    out, _ = smoke_results
+    base_label, two_label = label_of(out, 1, most_steps=False), label_of(out, 2, most_steps=False)
+
+    def slowed(record: dict) -> dict:
+        if record["label"] == two_label:
+            record["phases"]["total_s"] *= 3  # two processes three times slower than one
+        return record
+
+    folder = rewritten(out, tmp_path / "slowed", slowed)
+    proc = wanbench("report", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    summary = executive_summary(folder)
+    two = next(ln for ln in summary if ln.startswith(f"| {two_label.replace('|', chr(92) + '|')} |"))
+    assert "slower than on 1 process" in two and "near-linear" not in two
+    base = next(ln for ln in summary if ln.startswith(f"| {base_label.replace('|', chr(92) + '|')} |"))
+    assert "| baseline |" in base
+
+
+def test_a_cpu_report_gives_cpu_time_per_video_and_no_gpu_cost(smoke_results, tmp_path):
+    out, _ = smoke_results
+    folder = rewritten(out, tmp_path / "priced", lambda r: r)
+    proc = wanbench("report", str(folder), "--gpu-hour-price", "3")
+    assert proc.returncode == 0, proc.stderr
+    section = (folder / "report" / "report.md").read_text().split("## Energy and cost")[1].split("\n## ")[0]
+    assert "energy is not measured on CPU-only runs" in section and "no cost is given" in section
+    assert "CPU core-seconds" in section  # the smoke suite fixes one thread per rank
+    for row in summary_rows(folder).values():
+        assert row["gpu_seconds"] is None and row["videos_per_hour_per_gpu"] is None and row["cost_per_video"] is None

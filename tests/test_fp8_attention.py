@@ -1,15 +1,21 @@
 """--fp8 attention|all: the quantisation, custom op and processors around cuDNN's FP8 SDPA, with a reference
-FP8 attention standing in for the GPU kernel on CPU, and the refusals a user can meet."""
+FP8 attention standing in for the GPU kernel on CPU; every FP8 mode under CFG parallel and Ulysses on two
+processes; and the refusals a user can meet."""
 
 from __future__ import annotations
 
 import copy
+import functools
+import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
+from safetensors.torch import load_file
 
+from fp8_stand_in import reference_fp8_sdpa, subprocess_env
 from wanbench.cli import main
 from wanbench.config import ParallelConfig, config_for_preset
 from wanbench.engine import fp8_attention
@@ -22,18 +28,9 @@ from wanbench.errors import UserError
 
 @pytest.fixture
 def stand_in_kernel(monkeypatch):
-    """fp8_attention.kernel replaced by what cuDNN computes: attention of the dequantised FP8 inputs, O scaled
-    by scale_o and rounded to FP8. Returns the call log."""
+    """fp8_attention.kernel replaced by what cuDNN computes (tests/fp8_stand_in.py). Returns the call log."""
     calls = []
-
-    def reference(q8, k8, v8, descale_q, descale_k, descale_v, scale_o):
-        calls.append((tuple(q8.shape), q8.dtype, q8.is_contiguous(), v8.is_contiguous()))
-        q, k, v = ((x.float() * d.flatten()).transpose(1, 2) for x, d in ((q8, descale_q), (k8, descale_k),
-                                                                         (v8, descale_v)))
-        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
-        return (out * scale_o.flatten()).to(torch.float8_e4m3fn).contiguous()
-
-    monkeypatch.setattr(fp8_attention, "kernel", reference)
+    monkeypatch.setattr(fp8_attention, "kernel", functools.partial(reference_fp8_sdpa, calls=calls))
     return calls
 
 
@@ -119,3 +116,39 @@ def test_a_multi_gpu_run_is_refused_before_any_worker_starts(monkeypatch, capsys
     assert main(["generate", "--model", "tiny", *flags.split()]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "compute capability 8.9 or newer" in err[0] and "NVIDIA A100 has 8.0" in err[0]
+
+
+def fp8_run(tmp_path: Path, name: str, flags: str, stand_in: bool = True) -> tuple[torch.Tensor, dict]:
+    """One tiny generation through the CLI, every process of it running --fp8 on the CPU through the stand-ins."""
+    latents, record = tmp_path / f"{name}.safetensors", tmp_path / f"{name}.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "wanbench.cli", "generate", "--model", "tiny", "--steps", "3", "--dtype", "bfloat16",
+         *flags.split(), "--save-latents", str(latents), "--json", str(record)],
+        capture_output=True, text=True, timeout=300, env=subprocess_env() if stand_in else None)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return load_file(latents)["latents"], json.loads(record.read_text())
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """Exact, --fp8 linear and --fp8 all latents of one process."""
+    tmp = tmp_path_factory.mktemp("fp8-one-process")
+    return {mode: fp8_run(tmp, mode, f"--fp8 {mode}", stand_in=mode != "none")[0]
+            for mode in ("none", "linear", "all")}
+
+
+@pytest.mark.parametrize(("mode", "flags", "same_as_one_process"), [
+    ("all", "--gpus 2 --cfg-parallel", True),  # each rank one guidance branch: the same tensors, the same scales
+    ("linear", "--gpus 2 --ulysses 2", False),
+    ("all", "--gpus 2 --ulysses 2 --ulysses-exchange head-blocks", False),  # a rank's heads get their own scale
+])
+def test_fp8_modes_run_under_cfg_parallel_and_ulysses(one_process, tmp_path, mode, flags, same_as_one_process):
+    latents, record = fp8_run(tmp_path, "run", f"--fp8 {mode} {flags}")
+    exact, alone = one_process["none"], one_process[mode]
+    assert record["config"]["fp8"] == mode and len(record["memory"]["ranks"]) == 2
+    assert any(n.startswith("APPROXIMATE: ") and "linear layers in FP8" in n for n in record["notes"])
+    assert any("cudnn-fp8" in n for n in record["notes"]) == (mode == "all")
+    error = relative_error(latents, exact)
+    assert 1e-4 < error < 0.05, error  # approximate, and about as far from exact as one process is
+    assert error < 2 * relative_error(alone, exact) + 1e-3
+    assert relative_error(latents, alone) < (1e-5 if same_as_one_process else 0.05)

@@ -121,3 +121,23 @@ def test_mlperf_reference_settings_apply_to_a14b_only(monkeypatch, tmp_path, mod
     config = seen["config"]
     assert (config.size, config.steps) == (size, steps)
     assert config.vae_dtype == "float32" or model != "a14b"
+
+
+def test_single_stream_in_an_fp8_mode_says_so_in_its_record_and_report(tmp_path):
+    """`--fp8 all` through the real LoadGen, its GPU kernels stood in for on the CPU (tests/fp8_stand_in.py)."""
+    from fp8_stand_in import subprocess_env
+
+    out = tmp_path / "fp8"
+    tiny = [a for a in TINY if a not in ("--device", "cpu")]  # an explicit --device cpu is refused with --fp8
+    run = [sys.executable, "-m", "wanbench.cli"]
+    proc = subprocess.run([*run, "mlperf", *tiny, "--dtype", "bfloat16", "--fp8", "all", "--min-query-count", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mlperf SingleStream (APPROXIMATE: fp8 all)" in proc.stdout
+    settings = json.loads((out / "mlperf_result.json").read_text())["settings"]
+    assert settings["mode"] == "APPROXIMATE: fp8 all"
+    with ResultsStore(out) as store:
+        assert all(r["config"]["fp8"] == "all" for r in store.runs())
+    proc = subprocess.run([*run, "report", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| APPROXIMATE: fp8 all |" in (out / "report" / "report.md").read_text()

@@ -33,18 +33,22 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=None, help="4n+1 frames (default: the model preset's; a14b: 81)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model preset's; a14b: 40)")
     p.add_argument("--seed", type=int, default=None, help="noise seed (default 42)")
-    p.add_argument("--prompt", default=None)
+    p.add_argument("--prompt", default=None, help="text prompt (default: a fixed example prompt)")
     p.add_argument("--negative-prompt", default=None, help="default: the official one; '' for none")
-    p.add_argument("--guidance", default=None, help="HIGH,LOW guidance scales, or one for both")
+    p.add_argument("--guidance", default=None,
+                   help="HIGH,LOW guidance scales, or one for both (default: the preset's; a14b: 4.0,3.0)")
     p.add_argument("--shift", type=float, default=None, help="flow shift (default: the model preset's; a14b: 12.0)")
-    p.add_argument("--boundary", type=float, default=None, help="expert switch at t >= boundary*1000")
-    p.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"])
-    p.add_argument("--vae-dtype", default=None, choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--boundary", type=float, default=None,
+                   help="the high-noise expert runs while t >= boundary*1000 (default: the preset's; a14b: 0.875)")
+    p.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"],
+                   help="experts and text encoder (default bfloat16; the tiny presets float32)")
+    p.add_argument("--vae-dtype", default=None, choices=["bfloat16", "float16", "float32"],
+                   help="VAE decode (default float32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads per rank (default: torch's choice; the same for every run you compare)")
     p.add_argument("--attention", default="auto",
-                   help="auto (the fastest, timed on this GPU), cudnn, flash, sdpa, efficient, math, "
+                   help="auto (on a GPU the fastest, timed there; sdpa on a CPU), cudnn, flash, sdpa, efficient, math, "
                    "or fa4 (FlashAttention 4's CuTe kernel, pip install flash-attn-4)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="fused projections + regional torch.compile (default: on for CUDA where measured faster)")
@@ -70,8 +74,9 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-latents", default=None, help="write the final latents (.safetensors)")
     p.add_argument("--tag", default="", help="free-form label stored with the result")
     par = p.add_argument_group("parallelism and memory")
-    par.add_argument("--gpus", type=int, default=1, help="GPUs (or CPU processes) for one generation")
-    par.add_argument("--strategy", default="auto", help="auto, none, cfg, ulysses, ring or hybrid")
+    par.add_argument("--gpus", type=int, default=1, help="GPUs (or CPU processes) for one generation (default 1)")
+    par.add_argument("--strategy", default="auto",
+                     help="auto (default: CFG parallel, then Ulysses), none, cfg, ulysses, ring or hybrid")
     par.add_argument("--cfg-parallel", action="store_true", help="guidance branches on two ranks")
     par.add_argument("--ulysses", type=int, default=1, help="Ulysses sequence-parallel degree")
     par.add_argument("--ring", type=int, default=1, help="ring-attention sequence-parallel degree")
@@ -83,9 +88,9 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     par.add_argument("--offload", default="none", help="single GPU: none, model or group")
     par.add_argument("--max-gpu-memory", dest="max_gpu_memory_gb", type=float, default=None,
                      help="cap device memory (GB)")
-    par.add_argument("--nnodes", type=int, default=1)
-    par.add_argument("--node-rank", type=int, default=0)
-    par.add_argument("--master-addr", default="127.0.0.1")
+    par.add_argument("--nnodes", type=int, default=1, help="nodes; run the same command on each (default 1)")
+    par.add_argument("--node-rank", type=int, default=0, help="this node's number, 0 to nnodes-1")
+    par.add_argument("--master-addr", default="127.0.0.1", help="node 0's address (default 127.0.0.1)")
     par.add_argument("--master-port", type=int, default=None, help="default: a free port (one node)")
     par.add_argument("--timeout", type=float, default=3600.0, help="seconds before a run is killed")
 
@@ -211,12 +216,17 @@ def print_summary(result) -> None:
         if note.startswith("APPROXIMATE"):
             print(f"note: {note}")
     print(
-        f"ok: total {p['total_s']:.2f} s = load {p['load_s']:.2f}"
+        f"ok ({_engine_named(result)}): total {p['total_s']:.2f} s = load {p['load_s']:.2f}"
         + (f" + compile {p['compile_s']:.2f}" if p.get("compile_s") else "")
         + f" + text {p['text_encode_s']:.2f} + denoise "
         f"{p['denoise_s']:.2f} ({len(p['step_s'])} steps) + vae {p['vae_decode_s']:.2f} + save {p['save_s']:.2f}"
         f" + other {p['other_s']:.2f}" + (f"; wrote {result.output}" if result.output else "")
     )
+
+
+def _engine_named(result) -> str:
+    engine = result.env.get("engine") or {}
+    return f"{engine.get('name', 'wanbench')} engine: {engine.get('version', 'version unknown')}"
 
 
 def cmd_env(args: argparse.Namespace, argv: list[str]) -> int:

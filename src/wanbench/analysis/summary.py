@@ -128,7 +128,7 @@ class ConfigRow:
 
     @property
     def gpu_seconds(self) -> float | None:
-        return self.generation.median * self.gpus if self.generation else None
+        return self.generation.median * self.gpus if self.generation and self.on_gpu else None
 
     @property
     def videos_per_hour_per_gpu(self) -> float | None:
@@ -149,9 +149,9 @@ class ConfigRow:
     def cost_seconds(self) -> float | None:
         """What one video costs in device time: GPU-seconds, or on CPU core-seconds (processes x threads x
         seconds) where the threads per rank are known, else process-seconds."""
-        if self.gpu_seconds is None or self.on_gpu:
+        if self.on_gpu or not self.generation:
             return self.gpu_seconds
-        return self.gpu_seconds * (self.threads or 1)
+        return self.generation.median * self.gpus * (self.threads or 1)
 
     @property
     def cost_unit(self) -> str:
@@ -349,8 +349,9 @@ def add_scaling(rows: list[ConfigRow]) -> None:
         if base.step and row.step:
             row.step_speedup = speedup(base.step.median, row.step.median)
         row.efficiency = efficiency(row.speedup, row.gpus)
-        row.efficiency_words = describe_efficiency(row.efficiency)
-        row.baseline_label = base.label
+        row.efficiency_words = (describe_efficiency(row.efficiency) if row.speedup >= 1 else
+                                f"slower than on 1 {'GPU' if row.on_gpu else 'process'}")
+        row.baseline_label = base.baseline_label = base.label  # the baseline names itself: the report marks it so
         row.scaling_problems = scaling_problems(base, row)
         if row.efficiency > 1.0:
             row.flags.append(f"suspicious: parallel efficiency {row.efficiency:.0%} on {row.gpus} is above 100% "

@@ -37,7 +37,7 @@ def memory_cell(row: ConfigRow) -> str:
 def scaling_cell(row: ConfigRow, digits: int = 2) -> tuple[str, str]:
     """(speedup, efficiency) with whatever makes them doubtful beside them."""
     if row.speedup is None:
-        return ("baseline" if row.gpus == 1 else "—"), "—"
+        return ("baseline" if row.baseline_label == row.label else "—"), "—"
     doubt = f" — {'SUSPICIOUS: ' if 'superlinear' in row.scaling_problems else 'doubtful: '}" + (
         "; ".join(row.scaling_problems)) if row.scaling_problems else ""
     return f"{row.speedup:.{digits}f}x{doubt}", f"{row.efficiency:.{max(0, digits - 2)}%} ({row.efficiency_words})"
@@ -47,7 +47,7 @@ def official_cell(row: ConfigRow) -> str:
     """The speedup over the official engine, with its baseline's problems beside it."""
     if row.official_speedup is None:
         return "baseline" if row.official_label == row.label else "—"
-    doubt = f" ({'; '.join(row.official_problems)})" if row.official_problems else ""
+    doubt = f" — doubtful: {'; '.join(row.official_problems)}" if row.official_problems else ""
     return f"{row.official_speedup:.2f}x{doubt}"
 
 
@@ -197,8 +197,12 @@ def _memory(doc: Document, rows: list[ConfigRow], plots: dict[str, Any], u: dict
 def _energy(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:
     doc.add(Heading("Energy and cost"))
     if not any(r.on_gpu for r in rows):
-        doc.add(Paragraph("No GPU was used: energy is not measured on CPU-only runs (NVML counts GPU energy only), "
-                          "and cost is given in CPU core-seconds in the recommendations."))
+        priced = any(r.gpu_hour_price is not None for r in rows)
+        doc.add(Paragraph("No GPU was used: energy is not measured on CPU-only runs (NVML counts GPU energy only)"
+                          + (", and --gpu-hour-price prices GPU time, so no cost is given" if priced else "")
+                          + ". What one video costs in CPU time:"))
+        doc.add(Table(["Configuration", "CPU time per video"],
+                      [[r.label, f"{fmt(r.cost_seconds, '.1f')} {r.cost_unit}"] for r in rows]))
         return
     priced = any(r.gpu_hour_price is not None for r in rows)
     doc.add(Table(
