@@ -202,7 +202,7 @@ def _energy(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None
                           + (", and --gpu-hour-price prices GPU time, so no cost is given" if priced else "")
                           + ". What one video costs in CPU time:"))
         doc.add(Table(["Configuration", "CPU time per video"],
-                      [[r.label, f"{fmt(r.cost_seconds, '.1f')} {r.cost_unit}"] for r in rows]))
+                      [[r.label, f"{fmt(r.cost_seconds, '.2f')} {r.cost_unit}"] for r in rows]))
         return
     priced = any(r.gpu_hour_price is not None for r in rows)
     doc.add(Table(
