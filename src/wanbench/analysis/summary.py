@@ -128,7 +128,7 @@ class ConfigRow:
 
     @property
     def gpu_seconds(self) -> float | None:
-        return self.generation.median * self.gpus if self.generation and self.on_gpu else None
+        return self.cost_seconds if self.on_gpu else None
 
     @property
     def videos_per_hour_per_gpu(self) -> float | None:
@@ -149,9 +149,10 @@ class ConfigRow:
     def cost_seconds(self) -> float | None:
         """What one video costs in device time: GPU-seconds, or on CPU core-seconds (processes x threads x
         seconds) where the threads per rank are known, else process-seconds."""
-        if self.on_gpu or not self.generation:
-            return self.gpu_seconds
-        return self.generation.median * self.gpus * (self.threads or 1)
+        if not self.generation:
+            return None
+        seconds = self.generation.median * self.gpus
+        return seconds if self.on_gpu else seconds * (self.threads or 1)
 
     @property
     def cost_unit(self) -> str:

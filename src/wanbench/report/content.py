@@ -196,15 +196,14 @@ def _memory(doc: Document, rows: list[ConfigRow], plots: dict[str, Any], u: dict
 
 def _energy(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:
     doc.add(Heading("Energy and cost"))
+    priced = any(r.gpu_hour_price is not None for r in rows)
     if not any(r.on_gpu for r in rows):
-        priced = any(r.gpu_hour_price is not None for r in rows)
         doc.add(Paragraph("No GPU was used: energy is not measured on CPU-only runs (NVML counts GPU energy only)"
                           + (", and --gpu-hour-price prices GPU time, so no cost is given" if priced else "")
                           + ". What one video costs in CPU time:"))
         doc.add(Table(["Configuration", "CPU time per video"],
                       [[r.label, f"{fmt(r.cost_seconds, '.2f')} {r.cost_unit}"] for r in rows]))
         return
-    priced = any(r.gpu_hour_price is not None for r in rows)
     doc.add(Table(
         ["Configuration", "GPU-seconds per video", "Videos per hour per GPU", "Energy per video",
          "Average power per GPU", *(["Cost per video", "Cost per 1,000 videos"] if priced else [])],
