@@ -20,10 +20,11 @@ TINY = ["--model", "tiny", "--size", "96*64", "--frames", "9", "--steps", "2", "
 def test_single_stream_runs_loadgen_and_agrees_with_our_timers(tmp_path, capsys):
     out = tmp_path / "ss"
     assert main(["mlperf", "--scenario", "SingleStream", *TINY, "--out", str(out)]) == 0
-    assert (out / "mlperf_log_summary.txt").exists() and (out / "mlperf_log_detail.txt").exists()
-    figures = headline(parse_summary(out / "mlperf_log_summary.txt"))
+    logs = out / "loadgen-1"
+    assert (logs / "mlperf_log_summary.txt").exists() and (logs / "mlperf_log_detail.txt").exists()
+    figures = headline(parse_summary(logs / "mlperf_log_summary.txt"))
     assert figures["scenario"] == "SingleStream" and figures["mode"] == "PerformanceOnly"
-    ours = json.loads((out / "mlperf_result.json").read_text())["wanbench_latencies_s"]
+    ours = json.loads((logs / "mlperf_result.json").read_text())["wanbench_latencies_s"]
     assert len(ours) >= 3
     # LoadGen measures issue -> complete; our timer brackets the same generation: within 5% or 20 ms.
     assert figures["max_latency_s"] == pytest.approx(max(ours), rel=0.05, abs=0.02)
@@ -38,25 +39,52 @@ def test_single_stream_runs_loadgen_and_agrees_with_our_timers(tmp_path, capsys)
     # Each engine record's generation time is inside LoadGen's latency of that sample.
     gen = sorted(r["phases"]["total_s"] - r["phases"]["load_s"] for r in runs)
     assert all(g <= lat + 0.02 for g, lat in zip(gen, sorted(ours), strict=True))
-    assert "p90 latency" in capsys.readouterr().out
+    line = capsys.readouterr().out
+    # LoadGen's reason for INVALID is said; a CPU run has no GPU-seconds
+    assert "p90 latency" in line and "INVALID (early stopping not satisfied: " in line and "GPU-seconds" not in line
     write_report(out)
     md = (out / "report" / "report.md").read_text()
     assert "MLPerf (LoadGen)" in md and f"{figures['p90_latency_s']:.2f} s" in md
+    assert "INVALID: early stopping not satisfied" in md
     assert f"n={len(runs)})" in md and "of 1 configuration," in md
     # the mode is in the record and the report: exact here; an approximate mode (--fp8) is named
-    settings = json.loads((out / "mlperf_result.json").read_text())["settings"]
+    settings = json.loads((logs / "mlperf_result.json").read_text())["settings"]
     assert (settings["mode"], settings["engine"]) == ("exact", "wanbench") and "| exact |" in md
+    # a second run into the same folder keeps the first one's LoadGen logs
+    assert main(["mlperf", "--scenario", "SingleStream", *TINY, "--min-query-count", "1", "--out", str(out)]) == 0
+    assert (out / "loadgen-2" / "mlperf_log_summary.txt").exists() and (logs / "mlperf_log_summary.txt").exists()
+    with ResultsStore(out) as store:
+        assert [r["figures"]["logs"] for r in store.mlperf_results()] == [str(logs), str(out / "loadgen-2")]
 
 
 def test_offline_with_two_data_parallel_replicas(tmp_path):
     out = tmp_path / "off"
-    proc = subprocess.run([sys.executable, "-m", "wanbench.cli", "mlperf", "--scenario", "Offline", *TINY,
-                           "--gpus", "2", "--dp", "2", "--out", str(out)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    figures = headline(parse_summary(out / "mlperf_log_summary.txt"))
+    run = [sys.executable, "-m", "wanbench.cli", "mlperf", "--scenario", "Offline", *TINY, "--threads", "1",
+           "--out", str(out)]
+    for extra in (["--gpus", "2", "--dp", "2"], []):
+        proc = subprocess.run([*run, *extra], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = out / "loadgen-1"
+    figures = headline(parse_summary(logs / "mlperf_log_summary.txt"))
     assert figures["scenario"] == "Offline" and figures["samples_per_second"] > 0
-    result = json.loads((out / "mlperf_result.json").read_text())
+    result = json.loads((logs / "mlperf_result.json").read_text())
     assert result["settings"]["dp"] == 2 and "2 replicas" in result["settings"]["parallel"]
+    with ResultsStore(out) as store:
+        runs = [r for r in store.runs() if r["config"]["parallel"]["dp"] == 2]
+    # every sample of both replicas is recorded, not only rank 0's
+    assert len(runs) == len(result["wanbench_latencies_s"]) >= 3
+    proc = subprocess.run([sys.executable, "-m", "wanbench.cli", "report", str(out)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    (replicated,) = [r for r in summary["rows"] if r["replicas"] == 2]
+    # replicas make more videos, not one faster: no speedup or efficiency over the 1-process run
+    assert replicated["speedup"] is None and replicated["efficiency"] is None
+    assert replicated["gpus_per_video"] == 1
+    # Offline's figure is samples per second: no p90 or mean latency of a whole query
+    rows = [line.split(" | ") for line in (out / "report" / "report.md").read_text().splitlines()
+            if line.startswith("| Offline |")]
+    assert len(rows) == 2 and all(row[4:6] == ["—", "—"] for row in rows)
 
 
 def test_an_approximate_mode_is_named_and_fp8_is_refused_where_it_cannot_run(capsys):
@@ -134,7 +162,7 @@ def test_single_stream_in_an_fp8_mode_says_so_in_its_record_and_report(tmp_path)
                            "--out", str(out)], capture_output=True, text=True, timeout=300, env=subprocess_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mlperf SingleStream (APPROXIMATE: fp8 all)" in proc.stdout
-    settings = json.loads((out / "mlperf_result.json").read_text())["settings"]
+    settings = json.loads((out / "loadgen-1" / "mlperf_result.json").read_text())["settings"]
     assert settings["mode"] == "APPROXIMATE: fp8 all"
     with ResultsStore(out) as store:
         assert all(r["config"]["fp8"] == "all" for r in store.runs())

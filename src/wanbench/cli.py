@@ -9,6 +9,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from wanbench import __version__
 from wanbench.config import OFFICIAL_INSTALL
@@ -23,15 +24,19 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see '{self.prog} --help')")
 
 
-def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+def add_generate_arguments(p: argparse.ArgumentParser, mlperf: bool = False) -> None:
+    """generate's flags; `mlperf` leaves out those that write files per video and names MLPerf's defaults."""
+    default = "MLPerf's reference for a14b, {a14b}; else the preset's" if mlperf else "the preset's; a14b: {a14b}"
     p.add_argument("--model", default="a14b", help=f"model preset: {', '.join(PRESETS)} (default a14b)")
     p.add_argument("--engine", default="wanbench", choices=["wanbench", "official", "diffusers"],
                    help=f"wanbench (default); official: the Wan team's WanT2V.generate, unmodified "
                    f"({OFFICIAL_INSTALL}); diffusers: stock WanPipeline (with --offload model|group or --ulysses N)")
     p.add_argument("--weights", default="random", help="random, or a diffusers / official Wan2.2 folder")
-    p.add_argument("--size", default=None, help="WIDTH*HEIGHT, e.g. 832*480 (default: the preset's)")
+    p.add_argument("--size", default=None,
+                   help=f"WIDTH*HEIGHT, e.g. 832*480 (default: {default.format(a14b='1280*720')})")
     p.add_argument("--frames", type=int, default=None, help="4n+1 frames (default: the model preset's; a14b: 81)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model preset's; a14b: 40)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"denoising steps (default: {default.format(a14b=20 if mlperf else 40)})")
     p.add_argument("--seed", type=int, default=None, help="noise seed (default 42)")
     p.add_argument("--prompt", default=None, help="text prompt (default: a fixed example prompt)")
     p.add_argument("--negative-prompt", default=None, help="default: the official one; '' for none")
@@ -59,7 +64,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                    help="APPROXIMATE: none, linear (block linear layers through torchao, per-row scales; compute "
                    "capability 8.9+; pip install 'wanbench[fp8]'), attention (self-attention through cuDNN's FP8 SDPA; "
                    "Hopper+; 'wanbench[fp8-attention]') or all; compiled by default (a few minutes, once per process)")
-    p.add_argument("--output", default="none", help="none, or a path ending in .mp4, .gif or .npy")
+    if not mlperf:
+        p.add_argument("--output", default="none", help="none, or a path ending in .mp4, .gif or .npy")
     off = p.add_argument_group("official engine (--engine official; offload_model is --offload model, t5_cpu "
                                "--t5-cpu, dit_fsdp/t5_fsdp --fsdp, ulysses_size --ulysses)")
     off.add_argument("--convert-model-dtype", action="store_true", default=None,
@@ -70,8 +76,9 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                      "(default on, as generate.py; the official code turns it off under FSDP or Ulysses)")
     off.add_argument("--official-code", default=None,
                      help="a Wan2.2 checkout (the folder holding wan/) instead of the installed wan22 package")
-    p.add_argument("--json", default=None, help="write the RunResult JSON here")
-    p.add_argument("--save-latents", default=None, help="write the final latents (.safetensors)")
+    if not mlperf:
+        p.add_argument("--json", default=None, help="write the RunResult JSON here")
+        p.add_argument("--save-latents", default=None, help="write the final latents (.safetensors)")
     p.add_argument("--tag", default="", help="free-form label stored with the result")
     par = p.add_argument_group("parallelism and memory")
     par.add_argument("--gpus", type=int, default=1, help="GPUs (or CPU processes) for one generation (default 1)")
@@ -173,7 +180,6 @@ def launch_generate(args: argparse.Namespace, argv: list[str], config) -> int:
     """Parent of a multi-process generation: torchrun, bounded by --timeout, a record kept either way."""
     import shutil
     import tempfile
-    from pathlib import Path
 
     from wanbench.launch.process import describe_exit
     from wanbench.launch.stacks import timeout_error
@@ -295,8 +301,6 @@ def cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
               f"{r['num_gpus']}x {r['gpu']} in {r['seconds']} s -> {r['flops']:.3e} FLOP, "
               f"{r['implied_tflops_per_gpu']:.0f} TFLOP/s per GPU, MFU {mfu}: {r['verdict'].upper()}")
     if args.json:
-        from pathlib import Path
-
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
 
@@ -304,7 +308,6 @@ def cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
 def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     import dataclasses
     import time
-    from pathlib import Path
 
     from wanbench.bench.runner import check_suite, run_suite
     from wanbench.bench.suite import check_bounds, default_preset, expand, load_suite_file, preset_suite
@@ -385,15 +388,22 @@ def _report_what_finished(out, preface: str) -> None:
 
 def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
     import time
-    from pathlib import Path
 
     from wanbench.launch.distributed import shutdown_distributed, under_torchrun
     from wanbench.mlperf.run import load_prompts, require_loadgen, run_mlperf, store_result
+    from wanbench.mlperf.settings import FLAGS, loadgen_settings
+    from wanbench.outputs import writable_folder
 
     require_loadgen()
     if args.accuracy:
         raise UserError("accuracy mode needs the trained Wan2.2 weights and VBench, which wanbench does not carry: "
                         "run --performance-only (the default)")
+    loadgen = loadgen_settings({key: getattr(args, flag[2:].replace("-", "_")) for key, flag in FLAGS.items()},
+                               as_flags=True)
+    for flag, value, least in (("--warmup-steps", args.warmup_steps, 0), ("--dp", args.dp, 1),
+                               ("--timeout", args.timeout, 1e-9)):
+        if not value >= least:
+            raise UserError(f"bad {flag} {value:g}: give {'a positive number' if least < 1 else f'{least} or more'}")
     if args.model == "a14b":  # MLPerf's reference settings, where a flag does not say otherwise
         for name, value in MLPERF_REFERENCE.items():
             if getattr(args, name) is None:
@@ -401,10 +411,12 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
     config = config_from_args(args)
     if not under_torchrun():
         check_and_note(config)
-    if args.scenario == "SingleStream" and config.parallel.dp > 1:
+    if loadgen.scenario == "SingleStream" and config.parallel.dp > 1:
         raise UserError("SingleStream runs one sample at a time across all GPUs: --dp is for Offline")
-    prompts = load_prompts(args.prompts)
-    out = Path(args.out or f"wanbench-results/mlperf-{args.scenario.lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
+    prompts = load_prompts(loadgen.prompts)
+    out = Path(args.out or f"wanbench-results/mlperf-{loadgen.scenario.lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if not under_torchrun():  # the parent checked it for its workers
+        writable_folder(out, "MLPerf results", "--out")
     if (config.parallel.gpus > 1 or config.parallel.nnodes > 1) and not under_torchrun():
         from wanbench.launch.process import describe_exit
         from wanbench.launch.stacks import timeout_error
@@ -419,12 +431,12 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
         if done.returncode != 0:
             raise UserError(f"an mlperf worker failed: {describe_exit(done.returncode, out / 'workers.log')}")
         return 0
-    out.mkdir(parents=True, exist_ok=True)
+    # each run keeps its own LoadGen logs (rank 0 runs LoadGen); the store and report gather them all
+    logs = loadgen_folder(out) if int(os.environ.get("RANK", "0")) == 0 else out
     started = time.time()
     result = None
     try:
-        result = run_mlperf(config, args.scenario, prompts, out, args.min_duration, args.min_query_count,
-                            args.expected_latency, args.timeout, args.warmup_steps)
+        result = run_mlperf(config, loadgen, prompts, logs, args.timeout, args.warmup_steps)
     finally:
         shutdown_distributed(clean=result is not None)
     if not result:
@@ -432,14 +444,36 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
     from wanbench.bench.suite import label
     from wanbench.store import ResultsStore
 
-    name = f"mlperf {args.scenario} | {label(config)}"
+    name = f"mlperf {loadgen.scenario} | {label(config)}"
     with ResultsStore(out) as store:
-        store_result(store, f"mlperf-{args.scenario}", name, result, started)
-    (out / "mlperf_result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "records"}, indent=2))
-    f = result["loadgen"]
-    print(f"mlperf {args.scenario} ({result['settings']['mode']}): {f['valid']}; p90 latency {f['p90_latency_s']} s, "
-          f"{f['samples_per_second']} samples/s, {f.get('gpu_seconds_per_video')} GPU-seconds per video; logs in {out}")
+        store_result(store, f"mlperf-{loadgen.scenario}", name, result, started, str(logs))
+    (logs / "mlperf_result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "records"},
+                                                        indent=2))
+    print(f"mlperf {loadgen.scenario} ({result['settings']['mode']}): {headline_text(result['loadgen'])}; "
+          f"LoadGen logs in {logs}; report: wanbench report {shlex.quote(str(out))}")
     return 0
+
+
+def loadgen_folder(out: Path) -> Path:
+    """out/loadgen-N, the first N not taken: where one run's LoadGen logs and mlperf_result.json go."""
+    n = 1
+    while (out / f"loadgen-{n}").exists():
+        n += 1
+    (out / f"loadgen-{n}").mkdir()
+    return out / f"loadgen-{n}"
+
+
+def headline_text(f: dict) -> str:
+    """LoadGen's verdict and the figures of its scenario, rounded as the report rounds them."""
+    verdict = f["valid"] if f["valid"] == "VALID" else f"{f['valid']} ({f.get('invalid_because') or 'see its log'})"
+    parts = [verdict]
+    if f.get("scenario") == "SingleStream" and f.get("p90_latency_s") is not None:
+        parts.append(f"p90 latency {f['p90_latency_s']:.2f} s")
+    if f.get("samples_per_second"):
+        parts.append(f"{f['samples_per_second']:.4g} samples/s")
+    if f.get("gpu_seconds_per_video") is not None:
+        parts.append(f"{f['gpu_seconds_per_video']:.1f} GPU-seconds per video")
+    return ", ".join(parts)
 
 
 # MLPerf Inference text-to-video's reference settings for Wan2.2-T2V-A14B (the others are the preset's own).
@@ -447,6 +481,8 @@ MLPERF_REFERENCE = {"size": "1280*720", "steps": 20, "vae_dtype": "float32"}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from wanbench.mlperf.settings import LoadGenSettings
+
     parser = _Parser(prog="wanbench", description="Run and benchmark Wan 2.2 text-to-video generation: "
                      "fast, measured, trustworthy numbers.")
     parser.add_argument("--version", action="version", version=f"wanbench {__version__}")
@@ -477,19 +513,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--gpu-hour-price", type=float, default=None,
                        help="price of one GPU-hour (any currency) for the report's cost per video")
     bench.set_defaults(func=cmd_bench)
-    ml = sub.add_parser("mlperf", help="the MLPerf text-to-video scenario through the real LoadGen")
-    add_generate_arguments(ml)
+    ml = sub.add_parser("mlperf", help="the MLPerf text-to-video scenario through the real LoadGen",
+                        description="LoadGen issues the queries, wanbench's engine answers them. A result is VALID "
+                        "only after LoadGen's early stopping is met (64 queries or more, hours at 720p); shorter "
+                        "runs measure the same latency but are INVALID for a submission.")
+    add_generate_arguments(ml, mlperf=True)
     ml.set_defaults(func=cmd_mlperf, model="a14b", seed=42)
-    ml.add_argument("--scenario", choices=["SingleStream", "Offline"], default="SingleStream")
+    lg = LoadGenSettings()
+    ml.add_argument("--scenario", choices=["SingleStream", "Offline"], default=lg.scenario,
+                    help="SingleStream (default): one video at a time, p90 latency; Offline: all at once, "
+                    "samples per second")
     ml.add_argument("--dp", type=int, default=1, help="Offline: data-parallel replicas (gpus/dp GPUs each)")
     ml.add_argument("--prompts", default=None, help="prompt file, one a line (default: a built-in list)")
-    ml.add_argument("--min-duration", type=float, default=60.0, help="LoadGen minimum duration (s)")
-    ml.add_argument("--min-query-count", type=int, default=3, help="LoadGen minimum query count")
-    ml.add_argument("--warmup-steps", type=int, default=2, help="steps of one untimed warm-up generation (0 = none)")
+    ml.add_argument("--min-duration", type=float, default=lg.min_duration_s,
+                    help=f"LoadGen's minimum duration in seconds (default {lg.min_duration_s:g})")
+    ml.add_argument("--min-query-count", type=int, default=lg.min_query_count,
+                    help=f"LoadGen's minimum number of queries (default {lg.min_query_count})")
+    ml.add_argument("--warmup-steps", type=int, default=2,
+                    help="steps of one untimed warm-up generation before LoadGen starts (default 2; 0 = none)")
     ml.add_argument("--expected-latency", type=float, default=None, help="seconds per sample, a hint to LoadGen")
     ml.add_argument("--performance-only", action="store_true", default=True, help="the only mode (default)")
     ml.add_argument("--accuracy", action="store_true", help="refused: needs trained weights and VBench")
-    ml.add_argument("--out", default=None, help="folder for LoadGen logs and results.db")
+    ml.add_argument("--out", default=None,
+                    help="results folder: results.db, and each run's LoadGen logs in loadgen-N/ "
+                    "(default: wanbench-results/mlperf-<scenario>-<time>)")
     env = sub.add_parser("env", help="print the environment capture")
     env.add_argument("--measure-peak", action="store_true", help="time a large bf16 matmul on this GPU")
     env.set_defaults(func=cmd_env)

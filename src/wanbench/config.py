@@ -235,7 +235,8 @@ def validate(config: RunConfig) -> list[str]:
         raise UserError(f"--fp8 {config.fp8} needs an NVIDIA GPU ({FP8_GPUS[config.fp8]}); this run is on the "
                         "CPU: drop --fp8")
     if config.fp8_linear and "dit" in config.parallel.fsdp:
-        raise UserError("--fp8 linear with --fsdp dit is not supported: FP8 already halves the expert's memory")
+        raise UserError(f"--fp8 {config.fp8} with --fsdp dit is not supported (FP8 linear layers already halve the "
+                        "experts' memory): drop --fsdp dit, or shard only the text encoder with --fsdp t5")
     out = config.output
     if out != "none" and not out.endswith((".mp4", ".gif", ".npy")):
         raise UserError(f"bad --output {out!r}: use none, or a path ending in .mp4, .gif or .npy")

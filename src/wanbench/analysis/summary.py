@@ -127,6 +127,15 @@ class ConfigRow:
         return 100 * self.peak_gb / self.capacity_gb
 
     @property
+    def replicas(self) -> int:
+        """Data-parallel replicas (MLPerf Offline --dp): each makes its own videos on gpus/replicas GPUs."""
+        return max(1, int(self.config.get("parallel", {}).get("dp", 1)))
+
+    @property
+    def gpus_per_video(self) -> int:
+        return max(1, self.gpus // self.replicas)
+
+    @property
     def gpu_seconds(self) -> float | None:
         return self.cost_seconds if self.on_gpu else None
 
@@ -151,7 +160,7 @@ class ConfigRow:
         seconds) where the threads per rank are known, else process-seconds."""
         if not self.generation:
             return None
-        seconds = self.generation.median * self.gpus
+        seconds = self.generation.median * self.gpus_per_video
         return seconds if self.on_gpu else seconds * (self.threads or 1)
 
     @property
@@ -169,6 +178,7 @@ class ConfigRow:
             stat = getattr(self, name)
             out[name] = stat.to_dict() if stat else None
         out["peak_pct"] = self.peak_pct
+        out["replicas"], out["gpus_per_video"] = self.replicas, self.gpus_per_video
         out["gpu_seconds"] = self.gpu_seconds
         out["videos_per_hour_per_gpu"] = self.videos_per_hour_per_gpu
         out["cost_per_video"] = self.cost_per_video
@@ -298,7 +308,7 @@ def _judge(row: ConfigRow, config: dict[str, Any], guided: int | None, peak_over
     flops = run_flops(preset, config["width"], config["height"], config["frames"], config["steps"],
                       config.get("guidance_high", 4.0) != 1.0, guided)
     peak = peak_override or peak_tflops(row.gpu_name or "")
-    verdict = judge(flops.denoise, row.denoise.median, row.gpus, peak)
+    verdict = judge(flops.denoise, row.denoise.median, row.gpus_per_video, peak)
     row.mfu, row.implied_tflops_per_gpu, row.verdict = verdict.mfu, verdict.implied_tflops_per_gpu, verdict.verdict
     if row.gpu_name is None:
         row.verdict = "no GPU"
@@ -344,8 +354,8 @@ def add_scaling(rows: list[ConfigRow]) -> None:
             singles.setdefault(comparable_key(row.config), row)
     for row in rows:
         base = singles.get(comparable_key(row.config))
-        if base is None or row.generation is None or base is row:
-            continue
+        if base is None or row.generation is None or base is row or row.replicas > 1:
+            continue  # data-parallel replicas make more videos, not one faster: their gain is throughput
         row.speedup = speedup(base.generation.median, row.generation.median)
         if base.step and row.step:
             row.step_speedup = speedup(base.step.median, row.step.median)

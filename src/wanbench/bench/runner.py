@@ -8,6 +8,7 @@ then cool down. A failure ends that configuration only; the suite goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -118,9 +119,10 @@ def check_suite(suite: SuiteConfig) -> None:
 
     configs = expand(suite)
     if suite.mlperf:
-        from wanbench.mlperf.run import require_loadgen
+        from wanbench.mlperf.run import load_prompts, require_loadgen
 
         require_loadgen()
+        load_prompts(suite.mlperf.prompts)
     problems = [(c, p) for c in configs if (p := check_config(c))]
     if problems:
         config, problem = problems[0]
@@ -195,7 +197,7 @@ def run_configuration(
     pending, progress_file, log = work / f"{stem}.jsonl", work / f"{stem}.progress", work / f"{stem}.log"
     spec = {"config": config.to_dict(), "warmup": suite.warmup, "warmup_steps": suite.warmup_steps,
             "repeats": todo, "pending": str(pending), "progress": str(progress_file),
-            "timeout_s": suite.timeout_s, "mlperf": suite.mlperf}
+            "timeout_s": suite.timeout_s, "mlperf": dataclasses.asdict(suite.mlperf) if suite.mlperf else None}
     spec_path = work / f"{stem}.spec.json"
     spec_path.write_text(json.dumps(spec, ensure_ascii=False))
     cmd = worker_command(config, spec_path)
@@ -276,7 +278,7 @@ def store_mlperf(finished: list[dict], suite: SuiteConfig, config: RunConfig, na
         marker["phases"] = {"total_s": item["wall_end"] - item["wall_start"], "load_s": item["result"]["load_s"],
                             "step_s": []}
         marker["kind"] = "mlperf"  # a resume marker, not a timed generation: the analysis skips it
-        marker["notes"] = [f"MLPerf {suite.mlperf['scenario']} run; LoadGen logs in {item['logs']}"]
+        marker["notes"] = [f"MLPerf {suite.mlperf.scenario} run; LoadGen logs in {item['logs']}"]
         out.append({"repeat": 0, "wall_start": item["wall_start"], "wall_end": item["wall_end"], "record": marker})
     return out
 

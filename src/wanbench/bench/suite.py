@@ -34,6 +34,7 @@ from typing import Any
 
 from wanbench.config import OFFICIAL_INSTALL, RunConfig
 from wanbench.errors import UserError
+from wanbench.mlperf.settings import LoadGenSettings, loadgen_settings
 from wanbench.settings import config_from_settings, typed
 
 if sys.version_info >= (3, 11):
@@ -55,9 +56,8 @@ class SuiteConfig:
     cooldown_s: float = 0.0
     timeout_s: float = 1800.0
     sample_interval_s: float = 0.5
-    # When set, each configuration runs the MLPerf scenario through LoadGen instead of plain repeats:
-    # {"scenario": "SingleStream" | "Offline", "min_duration_s": ..., "min_query_count": ...}
-    mlperf: dict[str, Any] = field(default_factory=dict)
+    # When set ([mlperf] in a file), each configuration is one MLPerf run through LoadGen instead of repeats.
+    mlperf: LoadGenSettings | None = None
     notes: tuple[str, ...] = ()  # said once when the suite starts (what a preset left out, and why)
 
 
@@ -147,8 +147,14 @@ def load_suite_file(path: str | Path) -> SuiteConfig:
     data.setdefault("name", path.stem)
     check_suite_types(data, path)
     data["configs"] = tuple(data.get("configs", ()))
-    suite = SuiteConfig(**data)
     try:
+        if "mlperf" in data:
+            if data.get("repeats", 1) != 1:
+                raise UserError(f"repeats = {data['repeats']} with [mlperf]: a configuration is one LoadGen run; "
+                                "ask for more queries with min_query_count in [mlperf]")
+            data["mlperf"] = loadgen_settings(data["mlperf"])
+            data["repeats"] = 1
+        suite = SuiteConfig(**data)
         check_bounds(suite)
         expand(suite)  # every setting of every row parsed now, so that a mistake names this file
     except UserError as exc:
@@ -265,7 +271,7 @@ def preset_suite(name: str, gpus_available: int | None = None) -> SuiteConfig:
             name="mlperf", fixed={"model": "a14b", "weights": "random", "size": "1280*720", "frames": 81,
                                   "steps": 20, "seed": 42, "vae_dtype": "float32", "gpus": max(1, n)},
             warmup=1, warmup_steps=2, repeats=1, timeout_s=3600.0,
-            mlperf={"scenario": "SingleStream", "min_duration_s": 600.0, "min_query_count": 3},
+            mlperf=LoadGenSettings(min_duration_s=600.0),
         )
     raise UserError(f"unknown suite preset {name!r}: choose smoke, seed, scaling or mlperf, or a TOML file")
 

@@ -72,15 +72,15 @@ def run_mlperf_worker(spec: dict, config: RunConfig, pending: Path, is_main: boo
     """The configuration as an MLPerf run: LoadGen drives the engine; one pending line holds it all."""
     from wanbench.launch.distributed import shutdown_distributed
     from wanbench.mlperf.run import load_prompts, run_mlperf
+    from wanbench.mlperf.settings import LoadGenSettings
 
-    m = spec["mlperf"]
+    loadgen = LoadGenSettings(**spec["mlperf"])
     out = pending.with_suffix(".mlperf")
     out.mkdir(parents=True, exist_ok=True)
     wall_start = time.time()
     result = None
     try:
-        result = run_mlperf(config, m["scenario"], load_prompts(m.get("prompts")), out, m["min_duration_s"],
-                            m["min_query_count"], m.get("expected_latency_s"), spec["timeout_s"],
+        result = run_mlperf(config, loadgen, load_prompts(loadgen.prompts), out, spec["timeout_s"],
                             warmup_steps(spec, config) if spec["warmup"] else 0)
     finally:
         shutdown_distributed(clean=result is not None)

@@ -125,8 +125,10 @@ def check_dims(dims: ParallelDims, config: RunConfig) -> None:
     check_ulysses_exchange(config.parallel, dims)
     for flag, on in (("--attention fa4", config.attention == "fa4"), (f"--fp8 {config.fp8}", config.fp8_attention)):
         if on and not kernel_applies(config.parallel, dims):
+            fix = ("ring attention runs diffusers' own kernel: use Ulysses alone (--strategy ulysses) with "
+                   "--ulysses-exchange head-blocks" if dims.ring > 1 else "add --ulysses-exchange head-blocks")
             raise UserError(f"{flag} runs self-attention in wanbench's processors, but this run is "
-                            f"{dims.describe()}: add --ulysses-exchange head-blocks to Ulysses, or drop --ring")
+                            f"{dims.describe()}: {fix}")
     if (dims.fsdp_dit or dims.fsdp_t5) and dims.group == 1:
         raise UserError("--fsdp shards across GPUs: use it with --gpus 2 or more (or --offload on one GPU)")
 
@@ -232,9 +234,9 @@ def check_runnable(config: RunConfig, world: int | None = None) -> Checked:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         validate(config)
+    check_device_needs(config)  # first: no other fix helps a device that cannot run the kernels asked for
     dims = resolve_dims(config, world or config.parallel.gpus)
     check_host_fits(config)
-    check_device_needs(config)
     return Checked(dims, tuple(str(w.message) for w in caught))
 
 

@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from wanbench.config import RunConfig
 from wanbench.errors import UserError
+from wanbench.mlperf.settings import LoadGenSettings
 
 SYNTHETIC_PROMPTS = tuple(
     f"{subject} {action}, {style}, cinematic lighting"
@@ -63,10 +64,15 @@ def store_result(store, suite: str, label: str, result: dict[str, Any], started_
 def load_prompts(path: str | None) -> list[str]:
     if path is None:
         return list(SYNTHETIC_PROMPTS)
+    fix = "give a UTF-8 text file with one prompt a line"
     try:
         prompts = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     except FileNotFoundError:
-        raise UserError(f"no prompt file {path}: give a text file with one prompt a line") from None
+        raise UserError(f"no prompt file {path}: {fix}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder: {fix}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text: {fix}") from None
     if not prompts:
         raise UserError(f"{path} holds no prompts: one prompt a line")
     return prompts
@@ -78,8 +84,9 @@ def _broadcast(command: Any) -> Any:
     return box[0]
 
 
-def serve(session, config: RunConfig, prompts: list[str], records: list[dict], command: Any) -> list[tuple]:
-    """Run the samples of one command on this rank's replica; returns (sample index, end time) it led."""
+def serve(session, config: RunConfig, prompts: list[str], command: Any) -> list[tuple]:
+    """Run the samples of one command on this rank's replica; returns (sample index, end time, engine record)
+    for those it led."""
     from wanbench.engine.generate import run_once
     from wanbench.engine.parallel import replica_coordinates
     from wanbench.store.db import config_key
@@ -94,18 +101,17 @@ def serve(session, config: RunConfig, prompts: list[str], records: list[dict], c
         if generation.result.status != "ok":
             raise UserError(f"sample {index} failed: {generation.result.error}")
         if lead:
-            records.append({**generation.result.to_dict(), "config_key": key})
-            done.append((index, time.time()))
+            done.append((index, time.time(), {**generation.result.to_dict(), "config_key": key}))
     return done
 
 
-def run_mlperf(config: RunConfig, scenario: str, prompts: list[str], out: Path, min_duration_s: float,
-               min_query_count: int, expected_latency_s: float | None, timeout_s: float,
+def run_mlperf(config: RunConfig, loadgen: LoadGenSettings, prompts: list[str], out: Path, timeout_s: float,
                warmup_steps: int = 0) -> dict[str, Any]:
-    """Every rank calls this; rank 0 returns the parsed LoadGen summary and the engine's own records.
+    """Every rank calls this; rank 0 returns the parsed LoadGen summary and every replica's engine records.
 
     `warmup_steps` > 0 runs one untimed generation of that many steps on every rank before LoadGen
     starts (MLPerf allows untimed warm-up), so the first query does not pay for kernel selection.
+    LoadGen's logs go to `out` (rank 0).
     """
     from wanbench.engine.generate import open_session, run_once
 
@@ -117,15 +123,11 @@ def run_mlperf(config: RunConfig, scenario: str, prompts: list[str], out: Path, 
         warm = run_once(session, dataclasses.replace(config, steps=warmup_steps))
         if warm.result.status != "ok":
             raise UserError(f"the warm-up generation failed: {warm.result.error}")
-    is_main = session.ctx.rank == 0
-    records: list[dict] = []
-    if not is_main:
+    if session.ctx.rank != 0:
         while (command := _broadcast(None)) is not None:
-            finished = serve(session, config, prompts, records, command)
-            _gather_done(finished)
+            _gather_done(serve(session, config, prompts, command))
         return {}
-    return _drive_loadgen(session, config, scenario, prompts, out, min_duration_s, min_query_count,
-                          expected_latency_s, records)
+    return _drive_loadgen(session, config, loadgen, prompts, out)
 
 
 def _gather_done(finished: list[tuple]) -> list[tuple]:
@@ -144,16 +146,16 @@ def mode_of(config: RunConfig) -> str:
     return "APPROXIMATE: " + ", ".join(modes) if modes else "exact"
 
 
-def _drive_loadgen(session, config, scenario, prompts, out, min_duration_s, min_query_count, expected_latency_s,
-                   records) -> dict[str, Any]:
+def _drive_loadgen(session, config: RunConfig, loadgen: LoadGenSettings, prompts: list[str],
+                   out: Path) -> dict[str, Any]:
     import mlperf_loadgen as lg
 
     from wanbench.mlperf.summary import loadgen_figures
 
     distributed = dist.is_initialized()
     work: queue.Queue = queue.Queue()
-    issued: dict[int, tuple[int, float]] = {}
     latencies: list[float] = []
+    records: list[dict] = []
 
     def issue_queries(samples) -> None:
         work.put(list(samples))
@@ -162,14 +164,15 @@ def _drive_loadgen(session, config, scenario, prompts, out, min_duration_s, min_
         pass
 
     settings = lg.TestSettings()
-    settings.scenario = {"SingleStream": lg.TestScenario.SingleStream, "Offline": lg.TestScenario.Offline}[scenario]
+    settings.scenario = {"SingleStream": lg.TestScenario.SingleStream,
+                         "Offline": lg.TestScenario.Offline}[loadgen.scenario]
     settings.mode = lg.TestMode.PerformanceOnly
-    settings.min_duration_ms = int(min_duration_s * 1000)
-    settings.min_query_count = min_query_count
-    if expected_latency_s:
-        settings.single_stream_expected_latency_ns = int(expected_latency_s * 1e9)
-        settings.offline_expected_qps = max(1e-3, session.dims.dp / expected_latency_s)
-    if scenario == "Offline":
+    settings.min_duration_ms = int(loadgen.min_duration_s * 1000)
+    settings.min_query_count = loadgen.min_query_count
+    if loadgen.expected_latency_s:
+        settings.single_stream_expected_latency_ns = int(loadgen.expected_latency_s * 1e9)
+        settings.offline_expected_qps = max(1e-3, session.dims.dp / loadgen.expected_latency_s)
+    if loadgen.scenario == "Offline":
         settings.performance_sample_count_override = len(prompts)
     log = lg.LogSettings()
     log.log_output.outdir = str(out)
@@ -183,21 +186,17 @@ def _drive_loadgen(session, config, scenario, prompts, out, min_duration_s, min_
     try:
         while (samples := work.get()) is not None:
             start = time.time()
-            for s in samples:
-                issued[s.id] = (s.index, start)
             indices = [s.index for s in samples]
             if distributed:
                 _broadcast(indices)
-            finished = serve(session, config, prompts, records, indices)
-            finished = _gather_done(finished) if distributed else finished
-            end_by_index = {}
-            for index, end in finished:
+            finished = _gather_done(serve(session, config, prompts, indices))
+            end_by_index: dict[int, list[float]] = {}
+            for index, end, record in finished:
                 end_by_index.setdefault(index, []).append(end)
-            responses = []
+                records.append(record)
             for s in samples:
                 latencies.append(end_by_index[s.index].pop(0) - start)
-                responses.append(lg.QuerySampleResponse(s.id, 0, 0))
-            lg.QuerySamplesComplete(responses)
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(s.id, 0, 0) for s in samples])
     finally:
         test.join()
         if distributed:
@@ -205,10 +204,9 @@ def _drive_loadgen(session, config, scenario, prompts, out, min_duration_s, min_
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
     gpus = config.parallel.gpus
-    figures, parsed = loadgen_figures(out, gpus)
+    figures, parsed = loadgen_figures(out, gpus if session.ctx.device.type == "cuda" else None)
     return {"loadgen": figures, "loadgen_summary": parsed, "wanbench_latencies_s": latencies,
             "records": records, "load_s": session.load_s, "compile_s": session.compile_s,
-            "settings": {"scenario": scenario, "prompts": len(prompts), "gpus": gpus, "dp": session.dims.dp,
-                         "engine": config.engine, "mode": mode_of(config),
-                         "parallel": session.dims.describe(), "min_duration_s": min_duration_s,
-                         "min_query_count": min_query_count}}
+            "settings": {**dataclasses.asdict(loadgen), "prompts": len(prompts), "prompt_file": loadgen.prompts,
+                         "gpus": gpus, "dp": session.dims.dp, "engine": config.engine, "mode": mode_of(config),
+                         "parallel": session.dims.describe()}}

@@ -44,14 +44,35 @@ def parse_detail(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def loadgen_figures(folder: str | Path, gpus: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(headline figures incl. GPU-seconds per video, the parsed summary) from LoadGen's logs in folder."""
+def why_invalid(path: str | Path) -> str | None:
+    """LoadGen's reasons for an INVALID result, from the summary: the conditions it did not satisfy and its
+    recommendations ('early stopping not satisfied: Need to process at least 64 queries for early stopping.')."""
+    unmet, advice, in_advice = [], [], False
+    for line in Path(path).read_text(errors="replace").splitlines():
+        text = line.strip()
+        key, _, value = text.partition(":")
+        if key.strip().endswith("satisfied") and value.strip().upper() == "NO":
+            unmet.append(key.strip().lower().replace(" satisfied", "") + " not satisfied")
+        in_advice = in_advice or text.startswith("Recommendations")
+        if in_advice and text.startswith("* "):
+            advice.append(text[2:])
+        elif in_advice and not text:
+            in_advice = False
+    reasons = "; ".join(unmet)
+    return (f"{reasons}: {' '.join(advice)}" if advice else reasons) or None
+
+
+def loadgen_figures(folder: str | Path, gpus: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(headline figures, the parsed summary) from LoadGen's logs in folder; with `gpus` (a GPU run), also
+    GPU-seconds per video = GPUs / samples per second."""
     folder = Path(folder)
     parsed = parse_summary(folder / "mlperf_log_summary.txt")
     detail_path = folder / "mlperf_log_detail.txt"
     figures = headline(parsed, parse_detail(detail_path) if detail_path.exists() else {})
     rate = figures["samples_per_second"]
-    figures["gpu_seconds_per_video"] = gpus / rate if rate else None
+    figures["gpu_seconds_per_video"] = gpus / rate if rate and gpus else None
+    if figures["valid"] != "VALID":
+        figures["invalid_because"] = why_invalid(folder / "mlperf_log_summary.txt")
     return figures, parsed
 
 

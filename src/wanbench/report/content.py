@@ -108,7 +108,10 @@ def _mlperf(doc: Document, results: list[dict[str, Any]]) -> None:
     doc.add(Heading("MLPerf (LoadGen)"))
     doc.add(Paragraph("Figures parsed from LoadGen's mlperf_log_summary.txt, rates and query counts from "
                       "mlperf_log_detail.txt at full precision (performance only: accuracy needs "
-                      "the trained weights and VBench). GPU-seconds per video = GPUs / samples per second."))
+                      "the trained weights and VBench). GPU-seconds per video = GPUs / samples per second (GPU runs). "
+                      "p90 latency is SingleStream's figure; Offline's is samples per second. INVALID says which of "
+                      "LoadGen's conditions was not met: a run shorter than early stopping needs (64 queries or more) "
+                      "measures the same latency but cannot be submitted."))
     doc.add(Table(
         ["Scenario", "Configuration", "Mode", "Result", "p90 latency", "Mean latency", "Samples/s",
          "GPU-s per video", "Model loading"],
@@ -118,10 +121,14 @@ def _mlperf(doc: Document, results: list[dict[str, Any]]) -> None:
 
 def _mlperf_row(result: dict[str, Any]) -> list[str]:
     f = result["figures"]
-    return [result["scenario"], result["label"], (result.get("settings") or {}).get("mode", "exact"),
-            str(f.get("valid")), fmt(f.get("p90_latency_s"), ".2f", " s"),
-            fmt(f.get("mean_latency_s"), ".2f", " s"), fmt(f.get("samples_per_second"), ".4f"),
-            fmt(f.get("gpu_seconds_per_video"), ".1f"), fmt(f.get("load_s"), ".1f", " s")]
+    verdict = str(f.get("valid"))
+    if verdict != "VALID" and f.get("invalid_because"):
+        verdict += f": {f['invalid_because']}"
+    single = result["scenario"] == "SingleStream"
+    return [result["scenario"], result["label"], (result.get("settings") or {}).get("mode", "exact"), verdict,
+            fmt(f.get("p90_latency_s") if single else None, ".2f", " s"),
+            fmt(f.get("mean_latency_s") if single else None, ".2f", " s"), fmt(f.get("samples_per_second"), ".4g"),
+            fmt(f.get("gpu_seconds_per_video"), ".1f"), fmt(f.get("load_s"), ".2f", " s")]
 
 
 def _scaling(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:
