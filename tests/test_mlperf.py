@@ -169,3 +169,44 @@ def test_single_stream_in_an_fp8_mode_says_so_in_its_record_and_report(tmp_path)
     proc = subprocess.run([*run, "report", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| APPROXIMATE: fp8 all |" in (out / "report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    ("--expected-latency -5", "bad --expected-latency -5: give a positive number"),
+    ("--min-query-count 0", "bad --min-query-count 0: give 1 or more"),
+    ("--min-duration -1", "bad --min-duration -1: give 0 or more"),
+    ("--warmup-steps -1", "bad --warmup-steps -1: give 0 or more"),
+    ("--scenario Offline --dp 0", "bad --dp 0: give 1 or more"),
+    ("--output x.mp4", "unrecognized arguments: --output"),
+    ("--prompts {folder}", "is a folder: give a UTF-8 text file"),
+    ("--prompts {latin1}", "is not UTF-8 text"),
+    ("--out {file}", "it is a file: give a folder with --out"),
+])
+def test_mlperf_mistakes_end_in_one_line_before_anything_loads(tmp_path, capsys, flags, message):
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9 au lait\n")
+    (tmp_path / "file").write_text("")
+    flags = flags.format(folder=tmp_path, latin1=tmp_path / "latin1.txt", file=tmp_path / "file")
+    args = ["mlperf", *TINY, *flags.split()]
+    if "--out" not in flags:
+        args += ["--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists()  # refused before the results folder was made
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('scenario = "Server"', "bad scenario 'Server': choose SingleStream or Offline"),
+    ("min_querys = 2", "min_querys (did you mean min_query_count?)"),
+    ('min_query_count = "2"', "min_query_count takes a whole number"),
+    ("expected_latency_s = 0", "bad expected_latency_s = 0: give a positive number"),
+])
+def test_a_suites_mlperf_table_is_checked_before_any_worker_starts(tmp_path, capsys, table, message):
+    suite = tmp_path / "ml.toml"
+    suite.write_text(f'name = "ml"\n[mlperf]\n{table}\n[fixed]\nmodel = "tiny"\ndevice = "cpu"\n')
+    assert main(["bench", str(suite), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"bad suite file {suite}" in err and message in err, err
+    suite.write_text('name = "ml"\nrepeats = 3\n[mlperf]\n[fixed]\nmodel = "tiny"\n')
+    assert main(["bench", str(suite), "--out", str(tmp_path / "out")]) == 2
+    assert "a configuration is one LoadGen run" in capsys.readouterr().err

@@ -63,7 +63,9 @@ def add_generate_arguments(p: argparse.ArgumentParser, mlperf: bool = False) -> 
     p.add_argument("--fp8", default="none",
                    help="APPROXIMATE: none, linear (block linear layers through torchao, per-row scales; compute "
                    "capability 8.9+; pip install 'wanbench[fp8]'), attention (self-attention through cuDNN's FP8 SDPA; "
-                   "Hopper+; 'wanbench[fp8-attention]') or all; compiled by default (a few minutes, once per process)")
+                   "Hopper+; 'wanbench[fp8-attention]'; under Ulysses with --ulysses-exchange head-blocks) or all; "
+                   "compiled by default (a few minutes, once per process). Numerical error against exact: "
+                   "benchmarks/RESULTS.md, 'FP8 modes'")
     if not mlperf:
         p.add_argument("--output", default="none", help="none, or a path ending in .mp4, .gif or .npy")
     off = p.add_argument_group("official engine (--engine official; offload_model is --offload model, t5_cpu "
@@ -89,7 +91,7 @@ def add_generate_arguments(p: argparse.ArgumentParser, mlperf: bool = False) -> 
     par.add_argument("--ring", type=int, default=1, help="ring-attention sequence-parallel degree")
     par.add_argument("--ulysses-exchange", default="all-to-all", choices=["all-to-all", "head-blocks"],
                      help="Ulysses exchange: diffusers' all-to-all (default), or head blocks straight into place "
-                          "(fewer copies)")
+                          "(fewer copies; the one under which --attention fa4 and FP8 attention run)")
     par.add_argument("--fsdp", default="", help="shard with FSDP2: dit, t5 or dit,t5")
     par.add_argument("--t5-cpu", action="store_true", help="keep the text encoder on the CPU")
     par.add_argument("--offload", default="none", help="single GPU: none, model or group")
@@ -400,10 +402,11 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
                         "run --performance-only (the default)")
     loadgen = loadgen_settings({key: getattr(args, flag[2:].replace("-", "_")) for key, flag in FLAGS.items()},
                                as_flags=True)
-    for flag, value, least in (("--warmup-steps", args.warmup_steps, 0), ("--dp", args.dp, 1),
-                               ("--timeout", args.timeout, 1e-9)):
-        if not value >= least:
-            raise UserError(f"bad {flag} {value:g}: give {'a positive number' if least < 1 else f'{least} or more'}")
+    for flag, value, ok, wanted in (("--warmup-steps", args.warmup_steps, args.warmup_steps >= 0, "0 or more"),
+                                    ("--dp", args.dp, args.dp >= 1, "1 or more"),
+                                    ("--timeout", args.timeout, args.timeout > 0, "a positive number of seconds")):
+        if not ok:
+            raise UserError(f"bad {flag} {value:g}: give {wanted}")
     if args.model == "a14b":  # MLPerf's reference settings, where a flag does not say otherwise
         for name, value in MLPERF_REFERENCE.items():
             if getattr(args, name) is None:

@@ -80,6 +80,7 @@ class ConfigRow:
     energy_j: Stat | None = None
     watts_per_gpu: float | None = None
     gpu_hour_price: float | None = None  # currency per GPU-hour, where the user gave one
+    prompts: int = 1  # distinct prompts among the runs (MLPerf's samples each carry their own)
     # what is wrong with the speedup and efficiency figures, shown beside them
     scaling_problems: list[str] = field(default_factory=list)
     # generation-time speedup over the fastest official-engine row that makes the same video on as many GPUs, and
@@ -288,7 +289,7 @@ def make_row(records: list[dict[str, Any]], peak_override: float | None = None,
         host_peak_gb=_host_peak(ok), threads=(env or {}).get("torch_threads"),
         energy_j=summarize([e["joules"] for e in _energies(ok)]),
         watts_per_gpu=_median([e["avg_watts_per_gpu"] for e in _energies(ok) if e.get("avg_watts_per_gpu")]),
-        gpu_hour_price=gpu_hour_price,
+        gpu_hour_price=gpu_hour_price, prompts=len({r["config"].get("prompt") for r in records}),
     )
     _judge(row, config, guided_steps(ok[0]) if ok else None, peak_override)
     _flag(row, ok)

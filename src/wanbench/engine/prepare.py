@@ -43,7 +43,7 @@ def choose_attention(
     chosen = resolve_backend(choice, device, rank_attention_shape(shape, dims), dtype,
                              allow_cpu_flash=dims.ring > 1, allow_kernel=kernel_applies(config.parallel, dims))
     apply_backend(components.experts, chosen.backend)
-    notes.append(f"attention backend: {chosen.backend}")
+    notes.append(f"attention backend: {chosen.backend}" + (" (torch SDPA)" if chosen.backend == "native" else ""))
     kernel = FP8_KERNEL if config.fp8_attention else chosen.kernel
     if kernel is not None:
         from wanbench.engine.wan_attention import KernelAttentionProcessor, install

@@ -63,6 +63,6 @@ def check_host_fits(config: RunConfig) -> None:
         raise UserError(
             f"{config.model} needs at least {need:.0f} GB of memory for its weights"
             + (f" ({copies} processes with a copy each)" if copies > 1 else "")
-            + f", but this machine has {have:.0f} GB and {where}: run --model tiny here (the same pipeline with "
-            "tiny dimensions), or run on a GPU machine"
+            + f", but this machine has {have:.0f} GB and {where}: run the tiny preset here (--model tiny, or "
+            "model = \"tiny\" in a suite: the same pipeline with tiny dimensions), or run on a GPU machine"
         )

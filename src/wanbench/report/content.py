@@ -195,7 +195,10 @@ def _memory(doc: Document, rows: list[ConfigRow], plots: dict[str, Any], u: dict
     else:
         doc.add(Paragraph("No GPU was used: the peak is the resident host memory (RSS) of each configuration's "
                           "whole worker tree (every rank and the launcher), sampled from outside it, as in the "
-                          "executive summary; the largest single rank is what one process needed."))
+                          "executive summary; the largest single rank is what one process needed."
+                          + (" A dash: that run did not go through `wanbench bench`, whose runner samples the tree; "
+                             "its processes recorded their own peaks." if any(r.peak_gb is None for r in rows)
+                             else "")))
     if plots.get("memory"):
         doc.add(Image(plots["memory"], "Memory in use over time on the busiest GPU of each configuration"
                       if u["memory"] == "GPU" else "Host memory (RSS of the worker tree) over time"))
@@ -272,8 +275,13 @@ def _configuration(doc: Document, rows: list[ConfigRow]) -> None:
         [[r.label, r.engine, r.config.get("model") or "—", r.config.get("weights") or "—",
           f"{r.config.get('width')}*{r.config.get('height')}", str(r.config.get("frames")),
           str(r.config.get("steps")), str(r.gpus), _parallel_text(r.config),
-          "yes" if r.config.get("compile") else "no", str(r.config.get("prompt") or "—")[:80]] for r in rows],
+          "yes" if r.config.get("compile") else "no", _prompt_text(r)] for r in rows],
     ))
+
+
+def _prompt_text(row: ConfigRow) -> str:
+    prompt = str(row.config.get("prompt") or "—")[:80]
+    return f"{row.prompts} prompts, the first: {prompt}" if row.prompts > 1 else prompt
 
 
 def _parallel_text(config: dict[str, Any]) -> str:
@@ -284,6 +292,7 @@ def _parallel_text(config: dict[str, Any]) -> str:
     parts += [f"ring {p['ring']}"] if p.get("ring", 1) > 1 else []
     parts += [f"fsdp {','.join(p['fsdp'])}"] if p.get("fsdp") else []
     parts += [f"offload {p['offload']}"] if p.get("offload", "none") != "none" else []
+    parts += [f"{p['dp']} data-parallel replicas"] if p.get("dp", 1) > 1 else []
     return ", ".join(parts)
 
 
