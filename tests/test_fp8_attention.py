@@ -100,6 +100,17 @@ def test_fp8_attention_needs_wanbenchs_self_attention_processors(ring, ulysses, 
         check_dims(dims, config)
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    # on a CPU the device is what no other change fixes, so it is named first
+    ("--gpus 2 --ring 2 --fp8 all", "needs an NVIDIA GPU"),
+    ("--gpus 2 --fsdp dit --fp8 all", "--fp8 all with --fsdp dit is not supported"),
+])
+def test_fp8_refusals_name_the_mode_given_and_the_fix(capsys, flags, message):
+    assert main(["generate", "--model", "tiny", "--dtype", "bfloat16", *flags.split()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and ("drop" in err[0] or "use" in err[0])
+
+
 def test_unknown_fp8_mode_names_the_choices(capsys):
     assert main(["generate", "--model", "tiny", "--fp8", "attn", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()

@@ -177,6 +177,8 @@ def test_single_stream_in_an_fp8_mode_says_so_in_its_record_and_report(tmp_path)
     ("--min-duration -1", "bad --min-duration -1: give 0 or more"),
     ("--warmup-steps -1", "bad --warmup-steps -1: give 0 or more"),
     ("--scenario Offline --dp 0", "bad --dp 0: give 1 or more"),
+    ("--scenario Offline --dp 2", "--dp 2 replicas need a GPU/process count that is a multiple of 2, and this run "
+     "has 1: e.g. --gpus 2"),
     ("--output x.mp4", "unrecognized arguments: --output"),
     ("--prompts {folder}", "is a folder: give a UTF-8 text file"),
     ("--prompts {latin1}", "is not UTF-8 text"),
