@@ -154,7 +154,19 @@ def test_compare_gates_on_mlperf_latency(tmp_path, capsys):
             store.add_run(_fake_record(60.0, 70.0), "s", "a14b 10 steps", 0)
             store.add_mlperf("SingleStream", "a14b 720p", {"p90_latency_s": p90}, {}, 0.0)
     assert main(["compare", str(base), str(new)]) == 1
-    assert "+14.8% p90 latency (50.00 -> 57.40 s)" in capsys.readouterr().out
+    assert "+14.8% p90 latency (50 -> 57.4 s)" in capsys.readouterr().out
+    # the latest run of a label on each side; a folder against itself changes nothing
+    with ResultsStore(new) as store:
+        store.add_mlperf("SingleStream", "a14b 720p", {"p90_latency_s": 51.0}, {}, 1.0)
+        store.add_mlperf("Offline", "tiny", {"samples_per_second": 4.5}, {}, 1.0)
+    assert main(["compare", str(new), str(new)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "MLPerf" in line]
+    assert len(lines) == 2 and all(" +0.0% " in line for line in lines), lines
+    with ResultsStore(base) as store:
+        store.add_mlperf("Offline", "tiny", {"samples_per_second": 13.5}, {}, 1.0)
+    assert main(["compare", str(base), str(new)]) == 0  # Offline 3x slower, but under the 0.5 s floor: 'slower'
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "seconds per sample" in line]
+    assert line.startswith("slower") and "+200.0% seconds per sample" in line
 
 
 def test_plot_legends_keep_what_differs_between_labels():

@@ -89,23 +89,30 @@ def compare(
 
 def compare_mlperf(base: list[dict[str, Any]], new: list[dict[str, Any]], max_slowdown: float = 0.08,
                    min_seconds: float = 0.5) -> list[Change]:
-    """MLPerf results matched by scenario and label: p90 latency (SingleStream) or 1 / samples per second."""
+    """MLPerf results matched by scenario and label, the latest run of each on either side: p90 latency
+    (SingleStream) or seconds per sample (1 / samples per second, Offline); + = slower, as for generations."""
     def seconds(result: dict[str, Any]) -> float | None:
         f = result["figures"]
         if result["scenario"] == "SingleStream":
             return f.get("p90_latency_s")
         return 1.0 / f["samples_per_second"] if f.get("samples_per_second") else None
 
-    old = {(r["scenario"], r["label"]): r for r in base}
+    def latest(results: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+        return {(r["scenario"], r["label"]): r for r in sorted(results, key=lambda r: r.get("started_at") or 0)}
+
+    old = latest(base)
     changes = []
-    for result in new:
-        match = old.get((result["scenario"], result["label"]))
+    for key, result in latest(new).items():
+        match = old.get(key)
         if match is None:
             continue
         b, n = seconds(match), seconds(result)
         change = (n - b) / b if b and n is not None else None
-        bad = change is not None and change > max_slowdown and n - b > min_seconds
         metric = "p90 latency" if result["scenario"] == "SingleStream" else "seconds per sample"
-        changes.append(Change(f"MLPerf {result['label']}", b, n, change, None, None, None, bad,
-                              f"{change:+.1%} {metric} ({b:.2f} -> {n:.2f} s)" if bad else ""))
+        text = f"{change:+.1%} {metric} ({b:.3g} -> {n:.3g} s)" if change is not None else ""
+        slower = change is not None and change > max_slowdown
+        bad = slower and n - b > min_seconds
+        changes.append(Change(f"MLPerf {metric}: {result['label']}", b, n, change, None, None, None, bad,
+                              text if bad else f"{text}, under the {min_seconds:g} s floor of --min-seconds"
+                              if slower else "", below_floor=slower and not bad))
     return changes
