@@ -173,8 +173,11 @@ def test_single_stream_in_an_fp8_mode_says_so_in_its_record_and_report(tmp_path)
 
 @pytest.mark.parametrize(("flags", "message"), [
     ("--expected-latency -5", "bad --expected-latency -5: give a positive number"),
-    ("--min-query-count 0", "bad --min-query-count 0: give 1 or more"),
-    ("--min-duration -1", "bad --min-duration -1: give 0 or more"),
+    ("--min-query-count 0", "bad --min-query-count 0: give 1 to 10^9"),
+    ("--min-query-count 100000000000000000000", "bad --min-query-count 1e+20: give 1 to 10^9"),
+    ("--min-duration -1", "bad --min-duration -1: give 0 to 10^7 seconds"),
+    ("--min-duration inf", "bad --min-duration inf: give 0 to 10^7 seconds"),
+    ("--expected-latency inf", "bad --expected-latency inf: give a positive number"),
     ("--warmup-steps -1", "bad --warmup-steps -1: give 0 or more"),
     ("--scenario Offline --dp 0", "bad --dp 0: give 1 or more"),
     ("--scenario Offline --dp 2", "--dp 2 replicas need a GPU/process count that is a multiple of 2, and this run "
@@ -212,3 +215,11 @@ def test_a_suites_mlperf_table_is_checked_before_any_worker_starts(tmp_path, cap
     suite.write_text('name = "ml"\nrepeats = 3\n[mlperf]\n[fixed]\nmodel = "tiny"\n')
     assert main(["bench", str(suite), "--out", str(tmp_path / "out")]) == 2
     assert "a configuration is one LoadGen run" in capsys.readouterr().err
+
+
+def test_one_process_run_ends_at_its_timeout_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "wanbench.cli", "mlperf", *TINY, "--min-query-count", "100000",
+                           "--timeout", "4", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=120)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and "killed after the 4 s timeout; it was at " in err[0], err

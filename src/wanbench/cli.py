@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -142,11 +143,15 @@ def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
             return launch_generate(args, argv, config)
     from wanbench.engine.generate import generate
     from wanbench.launch.distributed import shutdown_distributed
+    from wanbench.launch.process import ends_within
 
     rank = int(os.environ.get("RANK", "0"))
     generation = None
+    # one process: bounded here; under torchrun, the parent kills the worker tree at --timeout
+    bound = contextlib.nullcontext() if under_torchrun() else ends_within(args.timeout, "the generation")
     try:
-        generation = generate(config, progress=sys.stderr.isatty(), timeout_s=args.timeout)
+        with bound:
+            generation = generate(config, progress=sys.stderr.isatty(), timeout_s=args.timeout)
         if rank == 0:  # before leaving the process group, which may stall after a failure
             write_outputs(generation, args)
     finally:
@@ -392,6 +397,7 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
     import time
 
     from wanbench.launch.distributed import shutdown_distributed, under_torchrun
+    from wanbench.launch.process import ends_within
     from wanbench.mlperf.run import load_prompts, require_loadgen, run_mlperf, store_result
     from wanbench.mlperf.settings import FLAGS, loadgen_settings
     from wanbench.outputs import writable_folder
@@ -438,8 +444,11 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
     logs = loadgen_folder(out) if int(os.environ.get("RANK", "0")) == 0 else out
     started = time.time()
     result = None
+    # one process: bounded here; under torchrun, the parent kills the worker tree at --timeout
+    bound = contextlib.nullcontext() if under_torchrun() else ends_within(args.timeout, "the mlperf run")
     try:
-        result = run_mlperf(config, loadgen, prompts, logs, args.timeout, args.warmup_steps)
+        with bound:
+            result = run_mlperf(config, loadgen, prompts, logs, args.timeout, args.warmup_steps)
     finally:
         shutdown_distributed(clean=result is not None)
     if not result:
@@ -458,11 +467,11 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def loadgen_folder(out: Path) -> Path:
-    """out/loadgen-N, the first N not taken: where one run's LoadGen logs and mlperf_result.json go."""
+    """out/loadgen-N, the first N not taken: where one run's LoadGen logs and mlperf_result.json go (made when
+    LoadGen starts, so that a run refused while loading leaves none)."""
     n = 1
     while (out / f"loadgen-{n}").exists():
         n += 1
-    (out / f"loadgen-{n}").mkdir()
     return out / f"loadgen-{n}"
 
 

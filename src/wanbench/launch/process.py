@@ -50,6 +50,32 @@ def kill_tree(pid: int, grace_s: float = 5.0) -> None:
     psutil.wait_procs(alive, timeout=grace_s)
 
 
+@contextlib.contextmanager
+def ends_within(timeout_s: float, who: str):
+    """A single-process run bounded by --timeout as a worker tree is: past it, one line naming where the main
+    thread was, and exit status 2 (the main thread may be inside a kernel or LoadGen, which no exception stops)."""
+    import threading
+    import traceback
+
+    def expire() -> None:
+        frame = sys._current_frames().get(threading.main_thread().ident)
+        stack = traceback.extract_stack(frame) if frame else []
+        ours = [f for f in stack if f"{os.sep}wanbench{os.sep}" in f.filename]
+        at = (ours or stack or [None])[-1]
+        where = f"; it was at {Path(at.filename).name}:{at.lineno} in {at.name}" if at else ""
+        print(f"wanbench: error: {who} killed after the {timeout_s:.0f} s timeout{where}: give a larger --timeout",
+              file=sys.stderr, flush=True)
+        os._exit(2)
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 @dataclass(frozen=True)
 class Finished:
     returncode: int

@@ -84,17 +84,14 @@ def _broadcast(command: Any) -> Any:
     return box[0]
 
 
-def serve(session, config: RunConfig, prompts: list[str], command: Any) -> list[tuple]:
+def serve(session, config: RunConfig, prompts: list[str], command: Any, key: str) -> list[tuple]:
     """Run the samples of one command on this rank's replica; returns (sample index, end time, engine record)
     for those it led."""
     from wanbench.engine.generate import run_once
     from wanbench.engine.parallel import replica_coordinates
-    from wanbench.store.db import config_key
 
     replica, lead = replica_coordinates(getattr(session.components, "mesh", None))
     mine = command[replica::session.dims.dp]
-    # Samples differ only in the prompt the QSL gives them: stored as repeats of one configuration.
-    key = config_key(config.to_dict())
     done = []
     for index in mine:
         generation = run_once(session, dataclasses.replace(config, prompt=prompts[index % len(prompts)]))
@@ -123,11 +120,20 @@ def run_mlperf(config: RunConfig, loadgen: LoadGenSettings, prompts: list[str], 
         warm = run_once(session, dataclasses.replace(config, steps=warmup_steps))
         if warm.result.status != "ok":
             raise UserError(f"the warm-up generation failed: {warm.result.error}")
+    # Samples differ only in the prompt the QSL gives them: stored as repeats of one configuration per scenario.
+    key = sample_key(config, loadgen.scenario)
     if session.ctx.rank != 0:
         while (command := _broadcast(None)) is not None:
-            _gather_done(serve(session, config, prompts, command))
+            _gather_done(serve(session, config, prompts, command, key))
         return {}
-    return _drive_loadgen(session, config, loadgen, prompts, out)
+    return _drive_loadgen(session, config, loadgen, prompts, out, key)
+
+
+def sample_key(config: RunConfig, scenario: str) -> str:
+    """The configuration key of an MLPerf run's samples: the run's settings and its scenario."""
+    from wanbench.store.db import config_key
+
+    return config_key({**config.to_dict(), "mlperf_scenario": scenario})
 
 
 def _gather_done(finished: list[tuple]) -> list[tuple]:
@@ -147,7 +153,7 @@ def mode_of(config: RunConfig) -> str:
 
 
 def _drive_loadgen(session, config: RunConfig, loadgen: LoadGenSettings, prompts: list[str],
-                   out: Path) -> dict[str, Any]:
+                   out: Path, key: str) -> dict[str, Any]:
     import mlperf_loadgen as lg
 
     from wanbench.mlperf.summary import loadgen_figures
@@ -174,6 +180,7 @@ def _drive_loadgen(session, config: RunConfig, loadgen: LoadGenSettings, prompts
         settings.offline_expected_qps = max(1e-3, session.dims.dp / loadgen.expected_latency_s)
     if loadgen.scenario == "Offline":
         settings.performance_sample_count_override = len(prompts)
+    out.mkdir(parents=True, exist_ok=True)
     log = lg.LogSettings()
     log.log_output.outdir = str(out)
     log.log_output.copy_summary_to_stdout = False
@@ -189,7 +196,7 @@ def _drive_loadgen(session, config: RunConfig, loadgen: LoadGenSettings, prompts
             indices = [s.index for s in samples]
             if distributed:
                 _broadcast(indices)
-            finished = _gather_done(serve(session, config, prompts, indices))
+            finished = _gather_done(serve(session, config, prompts, indices, key))
             end_by_index: dict[int, list[float]] = {}
             for index, end, record in finished:
                 end_by_index.setdefault(index, []).append(end)

@@ -29,10 +29,11 @@ class LoadGenSettings:
 # Each field's flag on `wanbench mlperf` (a suite's [mlperf] table uses the field names).
 FLAGS = {"scenario": "--scenario", "min_duration_s": "--min-duration", "min_query_count": "--min-query-count",
          "expected_latency_s": "--expected-latency", "prompts": "--prompts"}
-# (field, the least it takes, whether the least itself is allowed, what to give)
-BOUNDS = (("min_duration_s", 0, True, "0 or more seconds"),
-          ("min_query_count", 1, True, "1 or more (LoadGen needs a query to measure)"),
-          ("expected_latency_s", 0, False, "a positive number of seconds per sample"))
+# (field, the least it takes, whether the least itself is allowed, the most, what to give); the most keeps LoadGen's
+# integer nanoseconds and counts in range (infinity or 1e20 crashed it)
+BOUNDS = (("min_duration_s", 0, True, 1e7, "0 to 10^7 seconds"),
+          ("min_query_count", 1, True, 10**9, "1 to 10^9 (LoadGen needs a query to measure)"),
+          ("expected_latency_s", 0, False, 1e7, "a positive number of seconds per sample, up to 10^7"))
 
 
 def loadgen_settings(values: dict[str, Any], as_flags: bool = False) -> LoadGenSettings:
@@ -55,9 +56,9 @@ def loadgen_settings(values: dict[str, Any], as_flags: bool = False) -> LoadGenS
     settings = LoadGenSettings(**given)
     if settings.scenario not in SCENARIOS:
         raise UserError(f"bad {name('scenario')} {settings.scenario!r}: choose {' or '.join(SCENARIOS)}")
-    for key, least, inclusive, wanted in BOUNDS:
+    for key, least, inclusive, most, wanted in BOUNDS:
         value = getattr(settings, key)
-        if value is not None and not (value >= least if inclusive else value > least):  # NaN fails both
+        if value is not None and not ((value >= least if inclusive else value > least) and value <= most):  # NaN too
             shown = f"{name(key)} {value:g}" if as_flags else f"{key} = {value:g}"
             raise UserError(f"bad {shown}: give {wanted}")
     return settings
