@@ -135,6 +135,18 @@ def test_rates_come_from_the_full_precision_detail_log(tmp_path):
     assert figures["p90_latency_s"] == pytest.approx(69.537, abs=1e-3)
 
 
+def test_loadgens_reasons_and_early_stopping_estimate_are_read(tmp_path):
+    (tmp_path / "mlperf_log_summary.txt").write_text(
+        "Scenario : Offline\nResult is : INVALID\n  Min duration satisfied : NO\n  Min queries satisfied : Yes\n"
+        "Recommendations:\n * Increase expected QPS so the loadgen pre-generates a larger (coalesced) query.\n\n"
+        "Early stopping 90.0th percentile estimate: 220399292\nSamples per second: 4.5\n")
+    figures, _ = loadgen_figures(tmp_path, gpus=None)
+    assert figures["early_stopping_p90_s"] == pytest.approx(0.2204, abs=1e-4)
+    assert figures["gpu_seconds_per_video"] is None  # a CPU run
+    because = figures["invalid_because"]
+    assert because.startswith("min duration not satisfied: Increase expected QPS") and "--expected-latency" in because
+
+
 @pytest.mark.parametrize(("model", "size", "steps"), [("a14b", "1280*720", 20), ("tiny", "96*64", 4)])
 def test_mlperf_reference_settings_apply_to_a14b_only(monkeypatch, tmp_path, model, size, steps):
     # The reference's 720p and 20 steps are A14B's; a tiny run keeps its preset's size (a 720p tiny run took minutes).

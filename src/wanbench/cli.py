@@ -399,7 +399,7 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
     from wanbench.launch.distributed import shutdown_distributed, under_torchrun
     from wanbench.launch.process import ends_within
     from wanbench.mlperf.run import load_prompts, require_loadgen, run_mlperf, store_result
-    from wanbench.mlperf.settings import FLAGS, loadgen_settings
+    from wanbench.mlperf.settings import FLAGS, check_scenario, loadgen_settings
     from wanbench.outputs import writable_folder
 
     require_loadgen()
@@ -420,8 +420,7 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
     config = config_from_args(args)
     if not under_torchrun():
         check_and_note(config)
-    if loadgen.scenario == "SingleStream" and config.parallel.dp > 1:
-        raise UserError("SingleStream runs one sample at a time across all GPUs: --dp is for Offline")
+    check_scenario(config, loadgen)
     prompts = load_prompts(loadgen.prompts)
     out = Path(args.out or f"wanbench-results/mlperf-{loadgen.scenario.lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
     if not under_torchrun():  # the parent checked it for its workers
@@ -461,6 +460,8 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
         store_result(store, f"mlperf-{loadgen.scenario}", name, result, started, str(logs))
     (logs / "mlperf_result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "records"},
                                                         indent=2))
+    from wanbench.mlperf.summary import headline_text
+
     print(f"mlperf {loadgen.scenario} ({result['settings']['mode']}): {headline_text(result['loadgen'])}; "
           f"LoadGen logs in {logs}; report: wanbench report {shlex.quote(str(out))}")
     return 0
@@ -473,19 +474,6 @@ def loadgen_folder(out: Path) -> Path:
     while (out / f"loadgen-{n}").exists():
         n += 1
     return out / f"loadgen-{n}"
-
-
-def headline_text(f: dict) -> str:
-    """LoadGen's verdict and the figures of its scenario, rounded as the report rounds them."""
-    verdict = f["valid"] if f["valid"] == "VALID" else f"{f['valid']} ({f.get('invalid_because') or 'see its log'})"
-    parts = [verdict]
-    if f.get("scenario") == "SingleStream" and f.get("p90_latency_s") is not None:
-        parts.append(f"p90 latency {f['p90_latency_s']:.2f} s")
-    if f.get("samples_per_second"):
-        parts.append(f"{f['samples_per_second']:.4g} samples/s")
-    if f.get("gpu_seconds_per_video") is not None:
-        parts.append(f"{f['gpu_seconds_per_video']:.1f} GPU-seconds per video")
-    return ", ".join(parts)
 
 
 # MLPerf Inference text-to-video's reference settings for Wan2.2-T2V-A14B (the others are the preset's own).

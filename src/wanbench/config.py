@@ -200,6 +200,8 @@ def validate(config: RunConfig) -> list[str]:
         raise UserError(f"bad --threads {config.threads}: use 0 (torch's choice) or a number of threads per rank")
     if config.steps < 1:
         raise UserError(f"bad --steps {config.steps}: use at least 1 denoising step")
+    if not 0 <= config.seed < 2**63:  # generate.py's -1 (a random seed) would make runs differ: refused, not mapped
+        raise UserError(f"bad --seed {config.seed}: use a fixed seed from 0 to 2^63-1, e.g. 42")
     for name, value in (("guidance", config.guidance_high), ("guidance", config.guidance_low),
                         ("shift", config.shift), ("boundary", config.boundary)):
         if value is not None and not math.isfinite(value):

@@ -214,8 +214,12 @@ def run_configuration(
     samples = sampler.stop() if sampler else None
     finished = [json.loads(line) for line in pending.read_text().splitlines() if line.strip()] if (
         pending.exists()) else []
+    line = None
     if suite.mlperf:
-        finished = store_mlperf(finished, suite, config, name, store, totals)
+        from wanbench.mlperf.summary import headline_text
+
+        line = "; ".join(f"MLPerf {headline_text(item['result']['loadgen'])}" for item in finished) or None
+        finished = store_mlperf(finished, suite, config, name, store, samples)
     for item in finished:
         record = item["record"]
         if samples is not None:
@@ -238,7 +242,7 @@ def run_configuration(
     pending.unlink(missing_ok=True)
     shutil.rmtree(torchrun_folder(spec_path), ignore_errors=True)
     keep_stacks_if(done.timed_out, stacks_folder(log))
-    progress.line(f"{head}: {summarise(store, key)} ({done.elapsed_s:.0f} s)")
+    progress.line(f"{head}: {line or summarise(store, key)} ({done.elapsed_s:.0f} s)")
 
 
 def check_config(config: RunConfig) -> str | None:
@@ -267,12 +271,17 @@ def _device_problem(config: RunConfig) -> str | None:
 
 
 def store_mlperf(finished: list[dict], suite: SuiteConfig, config: RunConfig, name: str, store: ResultsStore,
-                 totals: SuiteTotals) -> list[dict]:
-    """Store an MLPerf worker's LoadGen figures and per-sample records; returns it as repeat 0 when done."""
+                 samples: dict | None) -> list[dict]:
+    """Store an MLPerf worker's LoadGen figures and per-sample records (each with the memory the runner sampled
+    over the whole MLPerf run); returns it as repeat 0 when done."""
     from wanbench.mlperf.run import store_result
 
     out = []
     for item in finished:
+        if samples is not None:
+            window = reduce_window(samples, item["wall_start"], item["wall_end"])
+            for record in item["result"]["records"]:
+                record["memory"]["gpus"], record["memory"]["host_rss"] = window["gpus"], window["host_rss"]
         store_result(store, f"{suite.name}-samples", name, item["result"], item["wall_start"], item["logs"])
         marker = failure_record(config, "ok", None)
         marker["phases"] = {"total_s": item["wall_end"] - item["wall_start"], "load_s": item["result"]["load_s"],
@@ -307,7 +316,10 @@ def summarise(store: ResultsStore, key: str) -> str:
     from wanbench.analysis.summary import analyse
 
     records = [json.loads(r[0]) for r in store.conn.execute("SELECT record FROM runs WHERE config_key=?", (key,))]
-    row = analyse(records)["rows"][0]
+    rows = analyse(records)["rows"]  # none for an MLPerf run's marker alone
+    if not rows:
+        return f"{sum(r.get('status') == 'ok' for r in records)}/{len(records)} ok"
+    row = rows[0]
     parts = [f"{row.runs_ok}/{row.runs_total} ok"]
     if row.generation is not None:
         parts.append(f"generation {row.generation.describe()}" + (" NOISY" if row.generation.noisy else ""))

@@ -34,7 +34,7 @@ from typing import Any
 
 from wanbench.config import OFFICIAL_INSTALL, RunConfig
 from wanbench.errors import UserError
-from wanbench.mlperf.settings import LoadGenSettings, loadgen_settings
+from wanbench.mlperf.settings import LoadGenSettings, check_scenario, loadgen_settings
 from wanbench.settings import config_from_settings, typed
 
 if sys.version_info >= (3, 11):
@@ -149,14 +149,16 @@ def load_suite_file(path: str | Path) -> SuiteConfig:
     data["configs"] = tuple(data.get("configs", ()))
     try:
         if "mlperf" in data:
-            if data.get("repeats", 1) != 1:
-                raise UserError(f"repeats = {data['repeats']} with [mlperf]: a configuration is one LoadGen run; "
-                                "ask for more queries with min_query_count in [mlperf]")
-            data["mlperf"] = loadgen_settings(data["mlperf"])
-            data["repeats"] = 1
+            loadgen = loadgen_settings(data["mlperf"])
+            if loadgen.prompts and not Path(loadgen.prompts).expanduser().is_absolute():  # beside the suite file
+                loadgen = dataclasses.replace(loadgen, prompts=str(path.parent / loadgen.prompts))
+            data["mlperf"] = loadgen
+            data.setdefault("repeats", 1)
         suite = SuiteConfig(**data)
         check_bounds(suite)
-        expand(suite)  # every setting of every row parsed now, so that a mistake names this file
+        for config in expand(suite):  # every setting of every row parsed now, so that a mistake names this file
+            if suite.mlperf:
+                check_scenario(config, suite.mlperf)
     except UserError as exc:
         raise UserError(f"bad suite file {path}: {exc}") from None
     return suite
@@ -210,6 +212,9 @@ def check_bounds(suite: SuiteConfig, as_flags: bool = False) -> None:
             raise bad(name, flag, value, wanted)
     if not suite.timeout_s > 0:
         raise bad("timeout_s", "--timeout", suite.timeout_s, "a positive number of seconds per configuration")
+    if suite.mlperf and suite.repeats != 1:
+        raise bad("repeats", "--repeats", suite.repeats, "1 with [mlperf] (a configuration is one LoadGen run): ask "
+                  "for more queries with min_query_count in [mlperf]")
 
 
 def gpu_count() -> int:

@@ -262,7 +262,9 @@ def check_device_needs(config: RunConfig) -> None:
 def validate_parallel_flags(p: ParallelConfig) -> None:
     if p.gpus < 1:
         raise UserError(f"bad --gpus {p.gpus}: use 1 or more")
-    if p.nnodes < 1 or p.gpus % p.nnodes:
+    if p.nnodes < 1:
+        raise UserError(f"bad --nnodes {p.nnodes}: use 1 or more")
+    if p.gpus % p.nnodes:
         raise UserError(f"--gpus {p.gpus} over --nnodes {p.nnodes}: --gpus counts every node's GPUs, so make it "
                         "a multiple of --nnodes (the same number on each node)")
     if not 0 <= p.node_rank < p.nnodes:

@@ -84,8 +84,13 @@ TUNING_PREFIXES = ("NCCL_", "TORCH_NCCL_", "TORCH_SYMM_MEM_", "NVSHMEM_", "PYTOR
 NOT_TUNING = {"TORCH_NCCL_ASYNC_ERROR_HANDLING", "TORCHINDUCTOR_CACHE_DIR", "NCCL_VERSION"}
 
 
+GPU_ONLY = ("NCCL_", "NVSHMEM_", "TORCH_SYMM_MEM_")  # no effect without a GPU (workers get them by default)
+
+
 def tuning_environment() -> dict[str, str]:
-    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(TUNING_PREFIXES) and k not in NOT_TUNING}
+    skip = () if torch.cuda.is_available() else GPU_ONLY
+    return {k: v for k, v in sorted(os.environ.items())
+            if k.startswith(TUNING_PREFIXES) and k not in NOT_TUNING and not k.startswith(skip)}
 
 
 def capture_environment() -> dict[str, Any]:

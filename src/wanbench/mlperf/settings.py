@@ -62,3 +62,13 @@ def loadgen_settings(values: dict[str, Any], as_flags: bool = False) -> LoadGenS
             shown = f"{name(key)} {value:g}" if as_flags else f"{key} = {value:g}"
             raise UserError(f"bad {shown}: give {wanted}")
     return settings
+
+
+def check_scenario(config, loadgen: LoadGenSettings) -> None:
+    """Refuse what an MLPerf run cannot be: one that writes videos, or SingleStream over data-parallel replicas
+    (they serve Offline's batch, not one stream)."""
+    if config.output != "none":
+        raise UserError(f"output = {config.output!r}: an MLPerf run writes no video per query: drop it")
+    if loadgen.scenario == "SingleStream" and config.parallel.dp > 1:
+        raise UserError("SingleStream runs one sample at a time across all GPUs: data-parallel replicas (--dp, dp) "
+                        "are for Offline")

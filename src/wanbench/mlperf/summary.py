@@ -59,6 +59,8 @@ def why_invalid(path: str | Path) -> str | None:
         elif in_advice and not text:
             in_advice = False
     reasons = "; ".join(unmet)
+    if any(a.startswith("Increase expected QPS") for a in advice):  # what that advice is in wanbench's flags
+        advice.append("(wanbench: expected QPS = replicas / --expected-latency: give about the seconds per sample)")
     return (f"{reasons}: {' '.join(advice)}" if advice else reasons) or None
 
 
@@ -76,6 +78,14 @@ def loadgen_figures(folder: str | Path, gpus: int | None) -> tuple[dict[str, Any
     return figures, parsed
 
 
+def _seconds(seconds: Any, nanoseconds: Any) -> float | None:
+    """LoadGen writes some latencies with '(ns)' in the key and some (the early-stopping estimate) without a unit,
+    in nanoseconds too."""
+    if isinstance(seconds, float):
+        return seconds
+    return nanoseconds / 1e9 if isinstance(nanoseconds, float) else None
+
+
 def headline(parsed: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """The figures users compare: p90 latency (SingleStream), samples per second, validity."""
     detail = detail or {}
@@ -88,8 +98,10 @@ def headline(parsed: dict[str, Any], detail: dict[str, Any] | None = None) -> di
         "mode": first("Mode"),
         "valid": first("Result is"),
         "p90_latency_s": first("90.0th percentile latency (s)", "90.00 percentile latency (s)"),
-        "early_stopping_p90_s": first("Early stopping 90.0th percentile estimate (s)",
-                                      "Early stopping 90th percentile estimate (s)"),
+        "early_stopping_p90_s": _seconds(first("Early stopping 90.0th percentile estimate (s)",
+                                               "Early stopping 90th percentile estimate (s)"),
+                                         first("Early stopping 90.0th percentile estimate",
+                                               "Early stopping 90th percentile estimate")),
         "mean_latency_s": first("Mean latency (s)"),
         "min_latency_s": first("Min latency (s)"),
         "max_latency_s": first("Max latency (s)"),
@@ -98,3 +110,16 @@ def headline(parsed: dict[str, Any], detail: dict[str, Any] | None = None) -> di
                                or first("Samples per second", "QPS w/o loadgen overhead")),
         "queries": detail.get("result_query_count") or first("Query count", "query_count"),
     }
+
+
+def headline_text(f: dict) -> str:
+    """LoadGen's verdict and the figures of its scenario, rounded as the report rounds them."""
+    verdict = f["valid"] if f["valid"] == "VALID" else f"{f['valid']} ({f.get('invalid_because') or 'see its log'})"
+    parts = [verdict]
+    if f.get("scenario") == "SingleStream" and f.get("p90_latency_s") is not None:
+        parts.append(f"p90 latency {f['p90_latency_s']:.2f} s")
+    if f.get("samples_per_second"):
+        parts.append(f"{f['samples_per_second']:.4g} samples/s")
+    if f.get("gpu_seconds_per_video") is not None:
+        parts.append(f"{f['gpu_seconds_per_video']:.1f} GPU-seconds per video")
+    return ", ".join(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from wanbench.analysis.plausibility import IMPOSSIBLE_MFU, SUSPICIOUS_MFU
@@ -106,29 +107,34 @@ def build_document(analysis: dict[str, Any], records: list[dict[str, Any]], plot
 
 def _mlperf(doc: Document, results: list[dict[str, Any]]) -> None:
     doc.add(Heading("MLPerf (LoadGen)"))
+    on_gpu = any(r["figures"].get("gpu_seconds_per_video") is not None for r in results)
     doc.add(Paragraph("Figures parsed from LoadGen's mlperf_log_summary.txt, rates and query counts from "
-                      "mlperf_log_detail.txt at full precision (performance only: accuracy needs "
-                      "the trained weights and VBench). GPU-seconds per video = GPUs / samples per second (GPU runs). "
-                      "p90 latency is SingleStream's figure; Offline's is samples per second. INVALID says which of "
-                      "LoadGen's conditions was not met: a run shorter than early stopping needs (64 queries or more) "
-                      "measures the same latency but cannot be submitted."))
+                      "mlperf_log_detail.txt at full precision (performance only: accuracy needs the trained weights "
+                      "and VBench). p90 latency is SingleStream's figure, with LoadGen's early-stopping estimate in "
+                      "brackets where it made one; Offline's is samples per second. "
+                      + ("GPU-seconds per video = GPUs / samples per second. " if on_gpu else "")
+                      + "INVALID says which of LoadGen's conditions was not met: a SingleStream run shorter than "
+                      "early stopping needs (64 queries or more) measures the same latency but cannot be submitted."))
     doc.add(Table(
         ["Scenario", "Configuration", "Mode", "Result", "p90 latency", "Mean latency", "Samples/s",
-         "GPU-s per video", "Model loading"],
-        [_mlperf_row(r) for r in results],
+         *(["GPU-s per video"] if on_gpu else []), "Model loading", "LoadGen logs"],
+        [_mlperf_row(r, on_gpu) for r in results],
     ))
 
 
-def _mlperf_row(result: dict[str, Any]) -> list[str]:
+def _mlperf_row(result: dict[str, Any], on_gpu: bool) -> list[str]:
     f = result["figures"]
     verdict = str(f.get("valid"))
     if verdict != "VALID" and f.get("invalid_because"):
         verdict += f": {f['invalid_because']}"
     single = result["scenario"] == "SingleStream"
-    return [result["scenario"], result["label"], (result.get("settings") or {}).get("mode", "exact"), verdict,
-            fmt(f.get("p90_latency_s") if single else None, ".2f", " s"),
+    p90 = fmt(f.get("p90_latency_s") if single else None, ".2f", " s")
+    if single and f.get("early_stopping_p90_s") is not None:
+        p90 += f" ({f['early_stopping_p90_s']:.2f} s)"
+    return [result["scenario"], result["label"], (result.get("settings") or {}).get("mode", "exact"), verdict, p90,
             fmt(f.get("mean_latency_s") if single else None, ".2f", " s"), fmt(f.get("samples_per_second"), ".4g"),
-            fmt(f.get("gpu_seconds_per_video"), ".1f"), fmt(f.get("load_s"), ".2f", " s")]
+            *([fmt(f.get("gpu_seconds_per_video"), ".1f")] if on_gpu else []), fmt(f.get("load_s"), ".2f", " s"),
+            Path(f["logs"]).name if f.get("logs") else "—"]
 
 
 def _scaling(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:

@@ -20,7 +20,8 @@ def load_records(source: str | Path) -> tuple[list[dict[str, Any]], Path]:
     path = Path(source)
     folder = path.parent if path.suffix == ".db" or path.name == "runs.jsonl" else path
     if not (folder / "results.db").is_file() and not (folder / "runs.jsonl").is_file():
-        raise UserError(f"no results.db in {folder}: give a folder written by 'wanbench bench' or its results.db")
+        raise UserError(f"no results.db in {folder}: give a folder written by 'wanbench bench' or 'wanbench mlperf', "
+                        "or its results.db")
     with ResultsStore(folder) as store:
         records = store.runs()
     if not records and (folder / "runs.unreadable.jsonl").is_file():

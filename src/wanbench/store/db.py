@@ -126,7 +126,7 @@ class ResultsStore:
         except (sqlite3.Error, ValueError) as exc:
             self.conn.close()
             fix = ("move it aside and wanbench rebuilds it from runs.jsonl" if self.jsonl_path.is_file() else
-                   "give a folder written by 'wanbench bench'")
+                   "give a folder written by 'wanbench bench' or 'wanbench mlperf'")
             raise UserError(f"{self.db_path} is not a readable wanbench results database ({_reason(exc)}): {fix}"
                             ) from None
 
