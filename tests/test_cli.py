@@ -159,14 +159,16 @@ def test_mp4_output_without_a_writer_is_refused_before_generating(capsys, monkey
 
 
 def test_env_prints_the_capture(capsys, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "1")
     monkeypatch.setenv("NCCL_MAX_NCHANNELS", "32")
     monkeypatch.setenv("WANBENCH_UNRELATED", "x")
     monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # torchrun sets it in every worker
     assert main(["env"]) == 0
     env = json.loads(capsys.readouterr().out)
     assert env["gpu_count"] == 0 and env["torch"]
-    # A process-wide tuning variable changes the numbers, so the record names it.
-    assert env["tuning_env"]["NCCL_MAX_NCHANNELS"] == "32" and "WANBENCH_UNRELATED" not in env["tuning_env"]
+    # A process-wide tuning variable changes the numbers, so the record names it; GPU communication's only on a GPU.
+    assert env["tuning_env"]["TORCHINDUCTOR_MAX_AUTOTUNE"] == "1" and "WANBENCH_UNRELATED" not in env["tuning_env"]
+    assert "NCCL_MAX_NCHANNELS" not in env["tuning_env"]
     assert "TORCH_NCCL_ASYNC_ERROR_HANDLING" not in env["tuning_env"]
 
 

@@ -227,6 +227,32 @@ def test_a_suites_mlperf_table_is_checked_before_any_worker_starts(tmp_path, cap
     suite.write_text('name = "ml"\nrepeats = 3\n[mlperf]\n[fixed]\nmodel = "tiny"\n')
     assert main(["bench", str(suite), "--out", str(tmp_path / "out")]) == 2
     assert "a configuration is one LoadGen run" in capsys.readouterr().err
+    suite.write_text('name = "ml"\n[mlperf]\n[fixed]\nmodel = "tiny"\n')
+    assert main(["bench", str(suite), "--repeats", "3", "--out", str(tmp_path / "out")]) == 2
+    assert "bad --repeats 3: give 1 with [mlperf]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("fixed", "message"), [
+    ('output = "v.mp4"', "an MLPerf run writes no video per query"),
+    ("gpus = 2\ndp = 2", "SingleStream runs one sample at a time across all GPUs"),
+])
+def test_a_suite_asks_nothing_of_mlperf_that_it_cannot_be(tmp_path, capsys, fixed, message):
+    suite = tmp_path / "ml.toml"
+    suite.write_text(f'name = "ml"\n[mlperf]\n[fixed]\nmodel = "tiny"\ndevice = "cpu"\n{fixed}\n')
+    assert main(["bench", str(suite), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_a_suites_prompt_file_is_found_beside_it(tmp_path, monkeypatch):
+    from wanbench.bench.suite import load_suite_file
+
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "prompts.txt").write_text("a cat\n")
+    suite = tmp_path / "suites" / "ml.toml"
+    suite.write_text('name = "ml"\n[mlperf]\nprompts = "prompts.txt"\n[fixed]\nmodel = "tiny"\n')
+    monkeypatch.chdir(tmp_path)
+    assert load_suite_file(suite).mlperf.prompts == str(tmp_path / "suites" / "prompts.txt")
 
 
 def test_one_process_run_ends_at_its_timeout_in_one_line(tmp_path):

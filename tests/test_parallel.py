@@ -151,6 +151,8 @@ def test_offload_packs_host_tensors_into_slabs_keeping_values_keys_and_ties(monk
         ("--gpus 2 --nnodes 3", "make it a multiple of --nnodes"),
         ("--gpus 4 --nnodes 3", "make it a multiple of --nnodes"),
         ("--gpus 2 --node-rank 1", "number the nodes 0 to 0"),
+        ("--nnodes 0", "bad --nnodes 0: use 1 or more"),
+        ("--seed -1", "bad --seed -1: use a fixed seed"),
         ("--fsdp dit", "--fsdp shards across GPUs"),
         ("--offload model --offload-record-stream", "unrecognized arguments: --offload-record-stream"),
         ("--gpus 2 --strategy none", "--strategy none runs on one rank"),

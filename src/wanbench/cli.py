@@ -514,9 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="price of one GPU-hour (any currency) for the report's cost per video")
     bench.set_defaults(func=cmd_bench)
     ml = sub.add_parser("mlperf", help="the MLPerf text-to-video scenario through the real LoadGen",
-                        description="LoadGen issues the queries, wanbench's engine answers them. A result is VALID "
-                        "only after LoadGen's early stopping is met (64 queries or more, hours at 720p); shorter "
-                        "runs measure the same latency but are INVALID for a submission.")
+                        description="LoadGen issues the queries, wanbench's engine answers them. A SingleStream result "
+                        "is VALID only once LoadGen's early stopping is met (64 queries or more, hours at 720p), an "
+                        "Offline one once --min-duration is (--expected-latency near the seconds per sample sizes "
+                        "its query); shorter runs measure the same figures but are INVALID for a submission.")
     add_generate_arguments(ml, mlperf=True)
     ml.set_defaults(func=cmd_mlperf, model="a14b", seed=42)
     lg = LoadGenSettings()
