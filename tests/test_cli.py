@@ -56,7 +56,7 @@ def test_npy_and_gif_outputs_hold_the_same_frames(tmp_path):
         (["--size", "100*64"], "multiples of 16"),
         (["--size", "big"], "WIDTH\\*HEIGHT"),
         (["--frames", "10"], "4n\\+1"),
-        (["--steps", "0"], "at least 1"),
+        (["--steps", "0"], "use 1 to 10000 denoising steps"),
         (["--model", "nope"], "unknown model preset 'nope'"),
         (["--device", "cuda"], "no CUDA GPU: use --device cpu"),
         (["--weights", "/no/such/folder"], "no such folder"),

@@ -190,7 +190,9 @@ def test_single_stream_in_an_fp8_mode_says_so_in_its_record_and_report(tmp_path)
     ("--min-duration -1", "bad --min-duration -1: give 0 to 10^7 seconds"),
     ("--min-duration inf", "bad --min-duration inf: give 0 to 10^7 seconds"),
     ("--expected-latency inf", "bad --expected-latency inf: give a positive number"),
-    ("--warmup-steps -1", "bad --warmup-steps -1: give 0 or more"),
+    ("--warmup-steps -1", "bad --warmup-steps -1: give 0 to 10000"),
+    ("--timeout inf", "bad --timeout inf: give a positive number of seconds"),
+    ("--steps 100000000000", "bad --steps 100000000000: use 1 to 10000"),
     ("--scenario Offline --dp 0", "bad --dp 0: give 1 or more"),
     ("--scenario Offline --dp 2", "--dp 2 replicas need a GPU/process count that is a multiple of 2, and this run "
      "has 1: e.g. --gpus 2"),
@@ -261,3 +263,22 @@ def test_one_process_run_ends_at_its_timeout_in_one_line(tmp_path):
                           timeout=120)
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1 and "killed after the 4 s timeout; it was at " in err[0], err
+
+
+def test_a_failed_sample_ends_the_run_at_once_in_one_line(tmp_path):
+    # LoadGen waits for every sample it issued: a failure must not leave the process waiting with it
+    script = f"""
+import sys, wanbench.engine.generate as g
+real, calls = g.run_once, []
+def failing(session, config):
+    calls.append(1)
+    if len(calls) > 1:  # the warm-up runs; the first sample fails
+        raise MemoryError("Unable to allocate 745. GiB")
+    return real(session, config)
+g.run_once = failing
+from wanbench.cli import main
+sys.exit(main({["mlperf", *TINY, "--out", str(tmp_path / "out")]!r}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and err[-1] == "wanbench: error: MemoryError: Unable to allocate 745. GiB", err

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from wanbench import __version__
-from wanbench.config import OFFICIAL_INSTALL
+from wanbench.config import MAX_STEPS, OFFICIAL_INSTALL
 from wanbench.errors import UserError
 from wanbench.presets import PRESETS
 
@@ -126,14 +126,21 @@ def config_from_args(args: argparse.Namespace):
     return config_from_settings(settings_from_args(args))
 
 
+def check_timeout(seconds: float) -> None:
+    if not 0 < seconds <= MAX_TIMEOUT_S:  # NaN and infinity too (a timer cannot be set past the clock's range)
+        raise UserError(f"bad --timeout {seconds:g}: give a positive number of seconds, up to {MAX_TIMEOUT_S:g}")
+
+
+MAX_TIMEOUT_S = 1e7
+
+
 def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
     from wanbench.outputs import check_output_file
 
     for flag, path in (("--json", args.json), ("--save-latents", args.save_latents)):
         if path:
             check_output_file(path, flag)
-    if args.timeout <= 0:
-        raise UserError(f"bad --timeout {args.timeout:g}: give a positive number of seconds")
+    check_timeout(args.timeout)
     config = config_from_args(args)
     from wanbench.launch.process import under_torchrun
 
@@ -408,9 +415,9 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
                         "run --performance-only (the default)")
     loadgen = loadgen_settings({key: getattr(args, flag[2:].replace("-", "_")) for key, flag in FLAGS.items()},
                                as_flags=True)
-    for flag, value, ok, wanted in (("--warmup-steps", args.warmup_steps, args.warmup_steps >= 0, "0 or more"),
-                                    ("--dp", args.dp, args.dp >= 1, "1 or more"),
-                                    ("--timeout", args.timeout, args.timeout > 0, "a positive number of seconds")):
+    check_timeout(args.timeout)
+    for flag, value, ok, wanted in (("--warmup-steps", args.warmup_steps, 0 <= args.warmup_steps <= MAX_STEPS,
+                                     f"0 to {MAX_STEPS}"), ("--dp", args.dp, args.dp >= 1, "1 or more")):
         if not ok:
             raise UserError(f"bad {flag} {value:g}: give {wanted}")
     if args.model == "a14b":  # MLPerf's reference settings, where a flag does not say otherwise

@@ -178,6 +178,9 @@ def config_for_preset(model: str, **overrides: Any) -> RunConfig:
     return RunConfig(**base)
 
 
+MAX_STEPS = 10_000  # far past any sampler's use; more only fills memory with a schedule
+
+
 def validate(config: RunConfig) -> list[str]:
     """Refuse what cannot run (UserError); return warnings for what runs but is unofficial."""
     preset = get_preset(config.model)
@@ -198,8 +201,8 @@ def validate(config: RunConfig) -> list[str]:
         raise UserError(f"bad --frames {config.frames}: use {stride_t}n+1 frames, e.g. 81")
     if config.threads < 0:
         raise UserError(f"bad --threads {config.threads}: use 0 (torch's choice) or a number of threads per rank")
-    if config.steps < 1:
-        raise UserError(f"bad --steps {config.steps}: use at least 1 denoising step")
+    if not 1 <= config.steps <= MAX_STEPS:
+        raise UserError(f"bad --steps {config.steps}: use 1 to {MAX_STEPS} denoising steps (the official: 40)")
     if not 0 <= config.seed < 2**63:  # generate.py's -1 (a random seed) would make runs differ: refused, not mapped
         raise UserError(f"bad --seed {config.seed}: use a fixed seed from 0 to 2^63-1, e.g. 42")
     for name, value in (("guidance", config.guidance_high), ("guidance", config.guidance_low),

@@ -11,7 +11,9 @@ Performance only: accuracy needs the trained weights and VBench, which this tool
 from __future__ import annotations
 
 import dataclasses
+import os
 import queue
+import sys
 import threading
 import time
 from pathlib import Path
@@ -204,12 +206,19 @@ def _drive_loadgen(session, config: RunConfig, loadgen: LoadGenSettings, prompts
             for s in samples:
                 latencies.append(end_by_index[s.index].pop(0) - start)
             lg.QuerySamplesComplete([lg.QuerySampleResponse(s.id, 0, 0) for s in samples])
-    finally:
-        test.join()
+    except Exception as exc:
+        # LoadGen waits for every sample it issued and cannot be stopped, and its thread aborts the interpreter's
+        # exit: release the peers, say why in one line and end the process here
         if distributed:
             _broadcast(None)
-        lg.DestroyQSL(qsl)
-        lg.DestroySUT(sut)
+        text = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        print(f"wanbench: error: {text}", file=sys.stderr, flush=True)
+        os._exit(2)
+    test.join()
+    if distributed:
+        _broadcast(None)
+    lg.DestroyQSL(qsl)
+    lg.DestroySUT(sut)
     gpus = config.parallel.gpus
     figures, parsed = loadgen_figures(out, gpus if session.ctx.device.type == "cuda" else None)
     return {"loadgen": figures, "loadgen_summary": parsed, "wanbench_latencies_s": latencies,

@@ -134,7 +134,15 @@ def _mlperf_row(result: dict[str, Any], on_gpu: bool) -> list[str]:
     return [result["scenario"], result["label"], (result.get("settings") or {}).get("mode", "exact"), verdict, p90,
             fmt(f.get("mean_latency_s") if single else None, ".2f", " s"), fmt(f.get("samples_per_second"), ".4g"),
             *([fmt(f.get("gpu_seconds_per_video"), ".1f")] if on_gpu else []), fmt(f.get("load_s"), ".2f", " s"),
-            Path(f["logs"]).name if f.get("logs") else "—"]
+            _logs_cell(f.get("logs"))]
+
+
+def _logs_cell(logs: str | None) -> str:
+    """The run's LoadGen folder as it sits in the results folder: loadgen-N (mlperf) or workers/NNN-KEY.mlperf."""
+    if not logs:
+        return "—"
+    path = Path(logs)
+    return f"{path.parent.name}/{path.name}" if path.parent.name == "workers" else path.name
 
 
 def _scaling(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> None:
