@@ -179,6 +179,7 @@ def config_for_preset(model: str, **overrides: Any) -> RunConfig:
 
 
 MAX_STEPS = 10_000  # far past any sampler's use; more only fills memory with a schedule
+MAX_TIMEOUT_S = 1e7  # a timer cannot be set past the clock's range (infinity broke it)
 
 
 def validate(config: RunConfig) -> list[str]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wanbench.config import MAX_STEPS, OFFICIAL_INSTALL, RunConfig
+from wanbench.config import MAX_STEPS, MAX_TIMEOUT_S, OFFICIAL_INSTALL, RunConfig
 from wanbench.errors import UserError
 from wanbench.mlperf.settings import LoadGenSettings, check_scenario, loadgen_settings
 from wanbench.settings import config_from_settings, typed
@@ -213,9 +213,9 @@ def check_bounds(suite: SuiteConfig, as_flags: bool = False) -> None:
             raise bad(name, flag, value, wanted)
     if suite.warmup_steps > MAX_STEPS:
         raise bad("warmup_steps", "--warmup-steps", suite.warmup_steps, f"0 to {MAX_STEPS}")
-    if not 0 < suite.timeout_s <= 1e7:
+    if not 0 < suite.timeout_s <= MAX_TIMEOUT_S:
         raise bad("timeout_s", "--timeout", suite.timeout_s, "a positive number of seconds per configuration, up "
-                  "to 1e+07")
+                  f"to {MAX_TIMEOUT_S:g}")
     if suite.mlperf and suite.repeats != 1:
         raise bad("repeats", "--repeats", suite.repeats, "1 with [mlperf] (a configuration is one LoadGen run): ask "
                   "for more queries with min_query_count in [mlperf]")

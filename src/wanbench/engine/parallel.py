@@ -60,10 +60,11 @@ def resolve_dims(config: RunConfig, world: int) -> ParallelDims:
     p, spec = config.parallel, config.preset.transformer
     if p.strategy not in STRATEGIES:
         raise UserError(f"bad --strategy {p.strategy!r}: choose one of {', '.join(STRATEGIES)}")
-    if p.dp < 1 or world % p.dp:
+    if p.dp < 1:
+        raise UserError(f"bad --dp {p.dp}: give 1 or more")
+    if world % p.dp:
         raise UserError(f"--dp {p.dp} replicas need a GPU/process count that is a multiple of {p.dp}, and this run "
-                        f"has {world}: e.g. --gpus {p.dp * max(1, world // max(p.dp, 1))}" if p.dp >= 1 else
-                        f"bad --dp {p.dp}: give 1 or more")
+                        f"has {world}: e.g. --gpus {p.dp * max(1, world // p.dp)}")
     group = world // p.dp
     uses_cfg = config.uses_guidance
     explicit = p.cfg_parallel or p.ulysses > 1 or p.ring > 1
