@@ -60,6 +60,16 @@ def test_invalid_and_killed_configurations_are_recorded_and_the_suite_goes_on(tm
     assert summary["runs"] == 4 and summary["runs_ok"] == 2 and summary["success_rate"] == 0.5
 
 
+def test_a_hung_worker_is_named_where_it_hangs(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANBENCH_FAULT", "hang:0")
+    suite = SuiteConfig(name="hang", fixed={"model": "tiny", "device": "cpu", "steps": 2}, configs=({},),
+                        warmup=0, repeats=1, timeout_s=20)
+    run_suite(suite, tmp_path)
+    (row,) = db_rows(tmp_path)
+    assert row[3] == "timeout" and "worker killed after the 20 s timeout; rank 0 at generate.py:" in row[4], row[4]
+    assert " inject_fault" in row[4], row[4]
+
+
 def test_resume_after_a_runner_crash_redoes_nothing_finished(tmp_path):
     suite_file = tmp_path / "two.toml"
     suite_file.write_text(

@@ -184,7 +184,7 @@ def wanbench_processes(marker: str) -> list[psutil.Process]:
 
 @pytest.mark.parametrize(("fault", "status", "message"), [
     ("die:1", "failed", "rank 1 was killed by signal 9 (SIGKILL"),
-    # the hung rank is named where it hangs (its stack dumped on SIGTERM), the other where it waits for it
+    # the hung rank is named where it hangs (its stack asked for before the kill), the other where it waits for it
     ("hang:1", "timeout", "workers killed after the 25 s timeout; rank 0 at "),
 ])
 def test_a_dying_or_hanging_rank_ends_the_run_cleanly(tmp_path, fault, status, message):
@@ -206,9 +206,28 @@ def test_a_dying_or_hanging_rank_ends_the_run_cleanly(tmp_path, fault, status, m
     assert wanbench_processes(marker.split()[1]) == [], "orphan worker processes left behind"
 
 
+def test_a_worker_writes_its_stacks_when_asked_and_goes_on(tmp_path):
+    # asked (SIGUSR1) rather than killed: a dump on SIGTERM raced with torchrun's forwarded second SIGTERM
+    from wanbench.launch.stacks import request_stacks, stacks_env, where_stuck
+
+    env = {**os.environ, **stacks_env(tmp_path), "RANK": "3"}
+    code = "from wanbench.launch.stacks import dump_stacks_on_request as d; d(); import time; time.sleep(60)"
+    worker = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "rank3.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        request_stacks(tmp_path)
+        assert where_stuck(tmp_path) == "rank 3 at <string>:1 <module>"
+        assert worker.poll() is None, "asking for the stacks must not end the worker"
+    finally:
+        worker.kill()
+        worker.wait()
+
+
 def test_a_killed_rank_is_named_at_its_innermost_wanbench_frame(tmp_path):
-    # faulthandler's dump of a worker killed twice (by the launcher, then by torchrun): a helper thread listed
-    # first, the main thread waiting in a collective under wanbench's code, then the second dump.
+    # faulthandler's dump of a worker asked twice: a helper thread listed first, the main thread waiting in a
+    # collective under wanbench's code, then the second dump.
     from wanbench.launch.stacks import where_stuck
 
     dump = """Thread 0x00007f01 (most recent call first):

@@ -577,9 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if under_torchrun():
             die_with_parent()  # a worker outlives neither torchrun nor the wanbench that started it
-        from wanbench.launch.stacks import dump_stacks_on_term
+        from wanbench.launch.stacks import dump_stacks_on_request
 
-        dump_stacks_on_term()
+        dump_stacks_on_request()
         quiet_libraries()
         return args.func(args, argv)
     except UserError as exc:

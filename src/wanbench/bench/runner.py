@@ -21,7 +21,7 @@ from typing import Any
 from wanbench.bench.suite import SuiteConfig, expand, label
 from wanbench.config import RunConfig
 from wanbench.launch.process import child_env, describe_exit, free_port, run_with_timeout
-from wanbench.launch.stacks import keep_stacks_if, stacks_env, timeout_error
+from wanbench.launch.stacks import keep_stacks_if, request_stacks, stacks_env, timeout_error
 from wanbench.launch.torchrun import torchrun_command
 from wanbench.measure.sampler import MemorySampler, gpu_used_gb, reduce_window
 from wanbench.result import RunResult
@@ -210,7 +210,8 @@ def run_configuration(
     with open(log, "w") as log_file:
         done = run_with_timeout(cmd, suite.timeout_s, env=child_env(stacks_env(stacks_folder(log))),
                                 stdout=log_file, stderr=log_file,
-                                on_start=sampler.start if sampler else None, on_tick=tick)
+                                on_start=sampler.start if sampler else None, on_tick=tick,
+                                before_kill=lambda: request_stacks(stacks_folder(log)))
     samples = sampler.stop() if sampler else None
     finished = [json.loads(line) for line in pending.read_text().splitlines() if line.strip()] if (
         pending.exists()) else []

@@ -91,10 +91,10 @@ def run_mlperf_worker(spec: dict, config: RunConfig, pending: Path, is_main: boo
 
 def main() -> int:
     from wanbench.launch.process import die_with_parent, quiet_libraries
-    from wanbench.launch.stacks import dump_stacks_on_term
+    from wanbench.launch.stacks import dump_stacks_on_request
 
     die_with_parent()  # the runner (or torchrun) gone means nobody will read our results
-    dump_stacks_on_term()
+    dump_stacks_on_request()
     quiet_libraries()
     spec = json.loads(Path(sys.argv[1]).read_text())
     return run_worker(spec)

@@ -86,10 +86,12 @@ class Finished:
 def run_with_timeout(
     cmd: list[str], timeout_s: float | None, env: dict[str, str] | None = None, stdout=None, stderr=None,
     on_start: Callable[[int], None] | None = None, on_tick: Callable[[float], None] | None = None,
+    before_kill: Callable[[], None] | None = None,
 ) -> Finished:
     """Run cmd in its own session; past timeout_s kill its whole tree. Ctrl-C also kills the tree.
 
-    on_start(pid) runs once the process exists; on_tick(elapsed_s) about once a second while it runs.
+    on_start(pid) runs once the process exists; on_tick(elapsed_s) about once a second while it runs;
+    before_kill() at the timeout, before the tree is killed (to ask the workers where they are).
     """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr, start_new_session=True,
@@ -100,6 +102,8 @@ def run_with_timeout(
         while True:
             elapsed = time.perf_counter() - start
             if timeout_s is not None and elapsed >= timeout_s:
+                if before_kill is not None:
+                    before_kill()
                 kill_tree(proc.pid)
                 proc.wait()
                 return Finished(proc.returncode, True, time.perf_counter() - start)

@@ -1,18 +1,23 @@
-"""Where a killed worker was: each worker dumps its Python stacks to a file of its own when it is SIGTERMed
-(faulthandler: it works while the thread is stuck in C, e.g. a collective or a device barrier), and the
-launcher names each rank's innermost wanbench frame in the one-line error of a timeout.
+"""Where a killed worker was: at a timeout the launcher asks each worker for its Python stacks (SIGUSR1, which
+faulthandler answers even while the thread is stuck in C, e.g. a collective or a device barrier), waits for the
+dumps, and only then kills the tree; it names each rank's innermost wanbench frame in the one-line error.
 
-Launchers set WANBENCH_STACKS_DIR in the workers' environment (`stacks_env`); workers call `dump_stacks_on_term`
-at start. (Without it, a hang leaves nothing but torchrun's own shutdown in the workers' log.)
+The dump has a signal of its own because a dump on SIGTERM races with death: torchrun forwards the launcher's
+SIGTERM, and faulthandler drops a second signal that arrives mid-dump and lets it kill the worker, leaving an
+empty file. Launchers set WANBENCH_STACKS_DIR in the workers' environment (`stacks_env`); workers call
+`dump_stacks_on_request` at start, which also leaves their pid there for `request_stacks`. (Without it, a hang
+leaves nothing but torchrun's own shutdown in the workers' log.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import re
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -28,20 +33,43 @@ def stacks_env(folder: Path) -> dict[str, str]:
 
 
 def keep_stacks_if(timed_out: bool, folder: Path) -> None:
-    """The dumps matter only after a timeout (the one SIGTERM sent); otherwise the folder of empty files goes."""
+    """The dumps matter only after a timeout (the one time they are asked for); otherwise the folder goes."""
     if not timed_out:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def dump_stacks_on_term() -> None:
-    """In a worker started with `stacks_env`: on SIGTERM write every thread's stack to stacks-rank<RANK>.txt,
-    then die as SIGTERM would have it."""
+def dump_stacks_on_request() -> None:
+    """In a worker started with `stacks_env`: on SIGUSR1 write every thread's stack to stacks-rank<RANK>.txt and
+    go on; the worker's pid goes to rank<RANK>.pid for the launcher."""
     folder = os.environ.get(STACKS_DIR_ENV)
     if not folder or not hasattr(faulthandler, "register"):
         return
-    stacks = open(Path(folder) / f"stacks-rank{int(os.environ.get('RANK', '0'))}.txt", "w")  # noqa: SIM115
+    rank = int(os.environ.get("RANK", "0"))
+    stacks = open(Path(folder) / f"stacks-rank{rank}.txt", "w")  # noqa: SIM115
     _open_files.append(stacks)
-    faulthandler.register(signal.SIGTERM, file=stacks, all_threads=True, chain=True)
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True, chain=False)
+    (Path(folder) / f"rank{rank}.pid").write_text(str(os.getpid()))
+
+
+def request_stacks(folder: Path, wait_s: float = 3.0) -> None:
+    """Ask every worker that left its pid in `folder` for its stacks, and wait (at most wait_s) until each
+    has written them: call before killing the workers."""
+    asked = []
+    for pid_file in folder.glob("rank*.pid"):
+        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError, OSError):
+            os.kill(int(pid_file.read_text()), signal.SIGUSR1)
+            asked.append(folder / f"stacks-{pid_file.stem}.txt")
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and not all(_written(path) for path in asked):
+        time.sleep(0.05)
+    time.sleep(0.1)  # a dump is several writes: let the last ones land
+
+
+def _written(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def main_thread_frames(dump: str) -> list[tuple[str, int, str]]:
@@ -51,7 +79,7 @@ def main_thread_frames(dump: str) -> list[tuple[str, int, str]]:
     for line in dump.splitlines():
         if line.startswith(("Thread ", "Current thread ")):
             if threads and threads[-1] and _is_main(threads[-1]):
-                break  # a second dump after the first (SIGTERM from the launcher and then from torchrun)
+                break  # a second dump after the first
             threads.append([])
         elif (frame := _FRAME.match(line)) and threads:
             threads[-1].append((frame["path"], int(frame["line"]), frame["func"]))

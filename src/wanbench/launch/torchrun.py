@@ -8,7 +8,7 @@ from pathlib import Path
 
 from wanbench.config import ParallelConfig
 from wanbench.launch.process import Finished, child_env, free_port, run_with_timeout
-from wanbench.launch.stacks import keep_stacks_if, stacks_env
+from wanbench.launch.stacks import keep_stacks_if, request_stacks, stacks_env
 
 
 def torchrun_command(
@@ -40,7 +40,7 @@ def launch_workers(
     try:
         with open(log_path, "w") as log:
             done = run_with_timeout(cmd, timeout_s, env=child_env({"OMP_NUM_THREADS": "1", **stacks_env(stacks)}),
-                                    stderr=log)
+                                    stderr=log, before_kill=lambda: request_stacks(stacks))
     finally:
         shutil.rmtree(own, ignore_errors=True)
     keep_stacks_if(done.timed_out, stacks)
