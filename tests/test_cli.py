@@ -283,3 +283,11 @@ def test_guidance_is_decided_per_expert_and_recorded(tmp_path):
     assert (mixed_latents - unguided_latents).abs().max() > 1e-4
     guided = sum(s["guided"] for s in steps)
     assert mixed["flops"]["denoise"] == pytest.approx((len(steps) + guided) * mixed["flops"]["forward"])
+
+
+def test_a_refusal_worded_for_flags_is_reworded_for_a_suite():
+    from wanbench.settings import in_suite_terms
+
+    assert in_suite_terms("drop --no-compile or --max-gpu-memory; with --ulysses-exchange") == (
+        "drop compile = false or max_gpu_memory_gb; with ulysses_exchange")
+    assert in_suite_terms("give a larger --timeout or --warmup") == "give a larger --timeout or --warmup"

@@ -342,7 +342,10 @@ def test_resume_with_another_suite_is_refused(smoke_results, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ('[fixed]\nmodel = "tiny"\ndevice = "cpu"\n[axes]\nsize = ["96*64", "100*64"]\n', "bad --size 100*64"),
+    ('[fixed]\nmodel = "tiny"\ndevice = "cpu"\n[axes]\nsize = ["96*64", "100*64"]\n', "bad size 100*64"),
+    # a suite's refusals name its keys, not the CLI's flags
+    ('[fixed]\nmodel = "tiny"\ndevice = "cpu"\ngpus = 2\nulysses_exchange = "head-blocks"\n',
+     "ulysses_exchange head-blocks changes Ulysses' exchange, but this run is cfg 2: use it with ulysses 2 or more"),
     ('[fixed]\nmodel = "tiny"\ndevice = "cuda"\n', "device = 'cuda', but this machine has no CUDA GPU"),
     ('repeat = 2\n[fixed]\nmodel = "tiny"\n', "repeat (did you mean repeats?)"),
     ('name = 5\n[fixed]\nmodel = "tiny"\n', 'name takes a string, e.g. name = "my-name"'),

@@ -152,6 +152,9 @@ def test_offload_packs_host_tensors_into_slabs_keeping_values_keys_and_ties(monk
         ("--gpus 4 --nnodes 3", "make it a multiple of --nnodes"),
         ("--gpus 2 --node-rank 1", "number the nodes 0 to 0"),
         ("--nnodes 0", "bad --nnodes 0: use 1 or more"),
+        ("--gpus 2 --cfg-parallel --master-port 70000", "bad --master-port 70000: give a port from 1 to 65535"),
+        ("--gpus 2 --cfg-parallel --nnodes 2 --node-rank 1 --master-addr nosuchhost.invalid",
+         "--master-addr nosuchhost.invalid: no such host from here"),
         ("--seed -1", "bad --seed -1: use a fixed seed"),
         ("--fsdp dit", "--fsdp shards across GPUs"),
         ("--offload model --offload-record-stream", "unrecognized arguments: --offload-record-stream"),
@@ -169,6 +172,18 @@ def test_impossible_parallel_settings_are_refused_up_front(capsys, flags, messag
     assert main([*BASE, *flags.split()]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_a_master_port_taken_on_node_0_is_refused_before_torchrun_starts(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert main([*BASE, "--gpus", "2", "--cfg-parallel", "--master-port", port]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--master-port {port} is taken on this node" in err, err
 
 
 def wanbench_processes(marker: str) -> list[psutil.Process]:

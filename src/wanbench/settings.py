@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,22 @@ from wanbench.errors import UserError
 _PARALLEL_FIELDS = {f.name: f for f in dataclasses.fields(ParallelConfig)}
 _RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig) if f.name not in ("parallel", "model")}
 SPECIAL_KEYS = ("model", "size", "guidance", "fsdp")
+
+
+_FLAG = re.compile(r"--(no-)?([a-z][a-z0-9-]*)")
+_FLAG_KEYS = {"max-gpu-memory": "max_gpu_memory_gb"}  # the flags whose key is not their name with underscores
+
+
+def in_suite_terms(message: str) -> str:
+    """A refusal worded for the CLI, reworded for a suite file: each flag that is a setting named by its key
+    (`--ulysses-exchange` -> `ulysses_exchange`, `--no-compile` -> `compile = false`)."""
+    def key(match: re.Match[str]) -> str:
+        name = _FLAG_KEYS.get(match[2], match[2].replace("-", "_"))
+        if name not in _RUN_FIELDS and name not in _PARALLEL_FIELDS and name not in SPECIAL_KEYS:
+            return match[0]
+        return f"{name} = false" if match[1] else name
+
+    return _FLAG.sub(key, message)
 
 
 def shown(value: Any) -> str:

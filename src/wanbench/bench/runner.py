@@ -116,6 +116,7 @@ def check_suite(suite: SuiteConfig) -> None:
     """Refuse, before any worker starts, a suite with a configuration that cannot run here (the reason of the first
     and how many more), and one that needs LoadGen where it is not installed."""
     from wanbench.errors import UserError
+    from wanbench.settings import in_suite_terms
 
     configs = expand(suite)
     if suite.mlperf:
@@ -127,7 +128,7 @@ def check_suite(suite: SuiteConfig) -> None:
     if problems:
         config, problem = problems[0]
         more = f" (and {len(problems) - 1} more configuration(s) that cannot run)" if len(problems) > 1 else ""
-        raise UserError(f"{label(config)}: {problem}{more}; fix or drop it in the suite")
+        raise UserError(f"{label(config)}: {in_suite_terms(problem)}{more}; fix or drop it in the suite")
 
 
 def run_suite(suite: SuiteConfig, out: Path, resume: bool = False, progress: Progress | None = None,

@@ -36,7 +36,7 @@ from typing import Any
 from wanbench.config import MAX_STEPS, MAX_TIMEOUT_S, OFFICIAL_INSTALL, RunConfig
 from wanbench.errors import UserError
 from wanbench.mlperf.settings import LoadGenSettings, check_scenario, loadgen_settings
-from wanbench.settings import config_from_settings, typed
+from wanbench.settings import config_from_settings, in_suite_terms, typed
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -161,7 +161,7 @@ def load_suite_file(path: str | Path) -> SuiteConfig:
             if suite.mlperf:
                 check_scenario(config, suite.mlperf)
     except UserError as exc:
-        raise UserError(f"bad suite file {path}: {exc}") from None
+        raise UserError(f"bad suite file {path}: {in_suite_terms(str(exc))}") from None
     return suite
 
 

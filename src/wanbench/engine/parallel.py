@@ -271,6 +271,8 @@ def validate_parallel_flags(p: ParallelConfig) -> None:
     if not 0 <= p.node_rank < p.nnodes:
         raise UserError(f"--node-rank {p.node_rank} with --nnodes {p.nnodes}: number the nodes 0 to "
                         f"{p.nnodes - 1}")
+    if not 1 <= p.master_port <= 65535:
+        raise UserError(f"bad --master-port {p.master_port}: give a port from 1 to 65535 (the same on every node)")
     unknown = set(p.fsdp) - {"dit", "t5"}
     if unknown:
         raise UserError(f"bad --fsdp {','.join(sorted(unknown))}: use dit, t5 or dit,t5")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import sys
 from pathlib import Path
 
 from wanbench.config import ParallelConfig
+from wanbench.errors import UserError
 from wanbench.launch.process import Finished, child_env, free_port, run_with_timeout
 from wanbench.launch.stacks import keep_stacks_if, request_stacks, stacks_env
 
@@ -27,12 +29,33 @@ def torchrun_command(
     ]
 
 
+def check_rendezvous(parallel: ParallelConfig) -> None:
+    """Refuse a rendezvous that cannot form before torchrun starts (it would wait until --timeout): a
+    --master-addr that does not resolve, or node 0's --master-port taken on this host."""
+    try:
+        socket.getaddrinfo(parallel.master_addr, parallel.master_port)
+    except (OSError, UnicodeError):
+        raise UserError(f"--master-addr {parallel.master_addr}: no such host from here; give node 0's address or "
+                        "host name") from None
+    if parallel.node_rank != 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's store binds: TIME_WAIT is fine
+        try:
+            probe.bind(("", parallel.master_port))
+        except OSError:
+            raise UserError(f"--master-port {parallel.master_port} is taken on this node, where node 0 serves the "
+                            "rendezvous: give a free port (the same on every node)") from None
+
+
 def launch_workers(
     argv: list[str], parallel: ParallelConfig, timeout_s: float | None, log_path: Path, auto_port: bool
 ) -> Finished:
     """Run the workers to completion or timeout; their stderr goes to log_path, stdout passes through, and
     killed workers leave their stacks in log_path's folder/stacks (launch/stacks.py)."""
     port = free_port() if auto_port and parallel.nnodes == 1 else None
+    if port is None:
+        check_rendezvous(parallel)
     own = log_path.parent / "torchrun"
     cmd = torchrun_command(argv, parallel, own, port)
     log_path.parent.mkdir(parents=True, exist_ok=True)
