@@ -265,6 +265,26 @@ def test_one_process_run_ends_at_its_timeout_in_one_line(tmp_path):
     assert proc.returncode == 2 and len(err) == 1 and "killed after the 4 s timeout; it was at " in err[0], err
 
 
+def test_ctrl_c_during_loadgen_ends_the_process_at_once(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "wanbench.cli", "mlperf", *TINY, "--min-query-count", "100000",
+                             "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "loadgen-1").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)  # LoadGen's thread runs and samples are being served
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("wanbench: interrupted; the unfinished LoadGen run was not recorded")
+
+
 def test_a_failed_sample_ends_the_run_at_once_in_one_line(tmp_path):
     # LoadGen waits for every sample it issued: a failure must not leave the process waiting with it
     script = f"""

@@ -214,6 +214,10 @@ def _drive_loadgen(session, config: RunConfig, loadgen: LoadGenSettings, prompts
         text = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         print(f"wanbench: error: {text}", file=sys.stderr, flush=True)
         os._exit(2)
+    except KeyboardInterrupt:  # the same for Ctrl-C: LoadGen's thread would keep the process alive
+        print(f"wanbench: interrupted; the unfinished LoadGen run was not recorded (its logs: {out})",
+              file=sys.stderr, flush=True)
+        os._exit(130)
     test.join()
     if distributed:
         _broadcast(None)
