@@ -174,8 +174,9 @@ def quiet_libraries() -> None:
 
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    # torchao, which diffusers imports where it is installed, registers types torch now calls deprecated
     # diffusers and transformers read their variables when first imported; where they already are, their loggers
+    # decide. torchao (which diffusers imports where installed) warns of kernels built for other GPUs and of
+    # types torch now calls deprecated.
     for name in ("torch.utils._pytree", "torchao", "diffusers", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
