@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -221,6 +222,33 @@ def test_an_interrupted_suite_says_how_to_continue_and_reports_what_finished(tmp
     assert "INTERRUPTED: the suite faults was stopped" in md and "(2 in the suite)" in md
     proc = wanbench("bench", str(suite), "--out", str(out), "--resume", "--no-report")
     assert proc.returncode == 0 and "1 configurations run (1 skipped), 1/1 runs ok" in proc.stdout, proc.stderr
+
+
+def test_an_interrupt_keeps_the_repeats_finished_in_the_configuration_and_resume_counts_them_once(tmp_path):
+    suite, out = tmp_path / "many.toml", tmp_path / "out"
+    suite.write_text('name = "many"\nwarmup = 0\nrepeats = 500\n[fixed]\nmodel = "tiny"\ndevice = "cpu"\n'
+                     'steps = 2\n')
+    runner = subprocess.Popen([sys.executable, "-m", "wanbench.cli", "bench", str(suite), "--out", str(out),
+                               "--no-report"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def measured() -> int:
+        return sum(len(p.read_text().splitlines()) for p in (out / "workers").glob("*.jsonl")) if (
+            out / "workers").is_dir() else 0
+
+    deadline = time.time() + 180
+    while time.time() < deadline and measured() < 3:
+        time.sleep(0.2)
+    runner.send_signal(signal.SIGINT)
+    _, err = runner.communicate(timeout=120)
+    assert runner.returncode == 130, err
+    kept = records(out)
+    assert len(kept) >= 3 and {r["status"] for r in kept} == {"ok"}, err
+    proc = wanbench("bench", str(suite), "--out", str(out), "--resume", "--repeats", str(len(kept) + 2),
+                    "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(out / "results.db") as conn:
+        repeats = [r for (r,) in conn.execute("SELECT repeat FROM runs")]
+    assert sorted(repeats) == list(range(len(kept) + 2))
 
 
 @pytest.mark.parametrize(("line", "message"), [

@@ -208,14 +208,18 @@ def run_configuration(
         text = progress_file.read_text() if progress_file.exists() else "loading"
         progress.update(f"{head}: {text}, {elapsed:.0f} s")
 
+    pending.unlink(missing_ok=True)  # left by a runner killed mid-configuration: those repeats run again
+    interrupted: KeyboardInterrupt | None = None
     with open(log, "w") as log_file:
-        done = run_with_timeout(cmd, suite.timeout_s, env=child_env(stacks_env(stacks_folder(log))),
-                                stdout=log_file, stderr=log_file,
-                                on_start=sampler.start if sampler else None, on_tick=tick,
-                                before_kill=lambda: request_stacks(stacks_folder(log)))
+        try:
+            done = run_with_timeout(cmd, suite.timeout_s, env=child_env(stacks_env(stacks_folder(log))),
+                                    stdout=log_file, stderr=log_file,
+                                    on_start=sampler.start if sampler else None, on_tick=tick,
+                                    before_kill=lambda: request_stacks(stacks_folder(log)))
+        except KeyboardInterrupt as exc:  # the worker tree is gone; what it finished is stored below
+            interrupted = exc
     samples = sampler.stop() if sampler else None
-    finished = [json.loads(line) for line in pending.read_text().splitlines() if line.strip()] if (
-        pending.exists()) else []
+    finished = finished_repeats(pending, todo)
     line = None
     if suite.mlperf:
         from wanbench.mlperf.summary import headline_text
@@ -234,6 +238,11 @@ def run_configuration(
         count_run(totals, record)
     if finished:
         totals.load_s += finished[0]["record"]["phases"].get("load_s", 0.0)
+    if interrupted is not None:  # the repeats not finished stay to do, for --resume
+        pending.unlink(missing_ok=True)
+        shutil.rmtree(torchrun_folder(spec_path), ignore_errors=True)
+        shutil.rmtree(stacks_folder(log), ignore_errors=True)
+        raise interrupted
     missing = [r for r in todo if r not in {item["repeat"] for item in finished}]
     if missing:
         status, error = classify_worker_exit(done.timed_out, done.returncode, log, suite.timeout_s)
@@ -245,6 +254,23 @@ def run_configuration(
     shutil.rmtree(torchrun_folder(spec_path), ignore_errors=True)
     keep_stacks_if(done.timed_out, stacks_folder(log))
     progress.line(f"{head}: {line or summarise(store, key)} ({done.elapsed_s:.0f} s)")
+
+
+def finished_repeats(pending: Path, todo: list[int]) -> list[dict]:
+    """The worker's finished lines, one per repeat it was given; a line cut short by the worker's end is dropped
+    (its repeat runs again)."""
+    if not pending.exists():
+        return []
+    items: dict[int, dict] = {}
+    for line in pending.read_text(errors="replace").splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        repeat = item.get("repeat", todo[0] if todo else 0)
+        if repeat in todo:
+            items.setdefault(repeat, item)
+    return list(items.values())
 
 
 def check_config(config: RunConfig) -> str | None:
