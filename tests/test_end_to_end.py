@@ -268,6 +268,14 @@ def test_suite_values_of_the_wrong_type_are_refused_before_anything_runs(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_a_suite_path_that_is_a_folder_or_not_text_is_one_line(tmp_path, capsys):
+    (tmp_path / "binary.toml").write_bytes(bytes(range(128, 256)))
+    for path, message in ((tmp_path, "is a folder, not a suite file"), (tmp_path / "binary.toml", "not UTF-8 text")):
+        assert main(["bench", str(path), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+
+
 def test_suite_repeats_of_zero_and_an_out_under_a_file_are_one_line(tmp_path, capsys):
     suite = tmp_path / "zero.toml"
     suite.write_text('repeats = 0\n[fixed]\nmodel = "tiny"\ndevice = "cpu"\n')
@@ -378,6 +386,8 @@ def test_resume_with_another_suite_is_refused(smoke_results, tmp_path, capsys):
     ('repeat = 2\n[fixed]\nmodel = "tiny"\n', "repeat (did you mean repeats?)"),
     ('name = 5\n[fixed]\nmodel = "tiny"\n', 'name takes a string, e.g. name = "my-name"'),
     ('cooldown_s = -3\n[fixed]\nmodel = "tiny"\n', "cooldown_s = -3: give 0 or more"),
+    ('[fixed]\nmodel = "tiny"\ndevice = "cpu"\nfps = 0\n', "bad fps 0: use 1 or more frames per second"),
+    ('[fixed]\nmodel = "tiny"\ndevice = "cpu"\nattention = "efficient"\n', "attention efficient needs a CUDA device"),
     ('sample_interval_s = -1\n[fixed]\nmodel = "tiny"\n', "sample_interval_s = -1: give 0 (off) or a number"),
 ])
 def test_a_suite_that_cannot_run_whole_is_refused_before_any_worker(tmp_path, capsys, body, message):

@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from wanbench.errors import UserError
@@ -200,8 +202,17 @@ def validate(config: RunConfig) -> list[str]:
     stride_t = preset.vae.stride_t
     if config.frames < 1 or (config.frames - 1) % stride_t:
         raise UserError(f"bad --frames {config.frames}: use {stride_t}n+1 frames, e.g. 81")
-    if config.threads < 0:
-        raise UserError(f"bad --threads {config.threads}: use 0 (torch's choice) or a number of threads per rank")
+    cpus = os.cpu_count() or 1
+    if not 0 <= config.threads <= cpus:
+        raise UserError(f"bad --threads {config.threads}: use 0 (torch's choice) or a number of threads per rank "
+                        f"up to this machine's {cpus}")
+    if config.fps < 1:
+        raise UserError(f"bad --fps {config.fps}: use 1 or more frames per second (the official: 16)")
+    if config.weights != "random":
+        weights = Path(config.weights).expanduser()
+        if not weights.is_dir():
+            what = "is a file, not a folder" if weights.exists() else "no such folder"
+            raise UserError(f"--weights {config.weights}: {what}; give 'random' or a Wan2.2 checkpoint folder")
     if not 1 <= config.steps <= MAX_STEPS:
         raise UserError(f"bad --steps {config.steps}: use 1 to {MAX_STEPS} denoising steps (the official: 40)")
     if not 0 <= config.seed < 2**63:  # generate.py's -1 (a random seed) would make runs differ: refused, not mapped

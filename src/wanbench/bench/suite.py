@@ -131,9 +131,15 @@ def _strategy_name(config: RunConfig) -> str:
 def load_suite_file(path: str | Path) -> SuiteConfig:
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"no suite file {path}: give a TOML file or --preset NAME") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder, not a suite file: give a TOML file or --preset NAME") from None
+    except UnicodeDecodeError:
+        raise UserError(f"bad suite file {path}: not UTF-8 text; give a TOML file or --preset NAME") from None
+    except OSError as exc:
+        raise UserError(f"cannot read suite file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"bad suite file {path}: {exc}") from None
     known = {f.name for f in dataclasses.fields(SuiteConfig)}

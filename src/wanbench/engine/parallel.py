@@ -13,6 +13,7 @@ once per step. Offload (engine/offload.py) is the single-GPU alternative and is 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -134,6 +135,11 @@ def check_dims(dims: ParallelDims, config: RunConfig) -> None:
                             f"{dims.describe()}: {fix}")
     if (dims.fsdp_dit or dims.fsdp_t5) and dims.group == 1:
         raise UserError("--fsdp shards across GPUs: use it with --gpus 2 or more (or --offload on one GPU)")
+    if dims.sp > 1 and not kernel_applies(config.parallel, dims) and config.attention in ("efficient", "math"):
+        raise UserError(f"--attention {config.attention} does not run under diffusers' sequence-parallel attention "
+                        f"({dims.describe()}): use --attention auto, sdpa, cudnn or flash")
+    if dims.sp > 1 and config.cache != "none":
+        raise UserError("--cache does not combine with Ulysses/ring yet: use it on 1 GPU or with --cfg-parallel")
 
 
 def kernel_applies(p: ParallelConfig, dims: ParallelDims) -> bool:
@@ -239,17 +245,33 @@ def check_runnable(config: RunConfig, world: int | None = None) -> Checked:
         validate(config)
     check_device_needs(config)  # first: no other fix helps a device that cannot run the kernels asked for
     dims = resolve_dims(config, world or config.parallel.gpus)
+    check_attention_device(config, dims)
     check_host_fits(config)
     return Checked(dims, tuple(str(w.message) for w in caught))
 
 
-def check_device_needs(config: RunConfig) -> None:
-    """Refuse --fp8 or --attention fa4 where this machine's device cannot run them (one line, the fix)."""
-    if config.fp8 == "none" and config.attention != "fa4":
+def check_attention_device(config: RunConfig, dims: ParallelDims) -> None:
+    """Refuse a CUDA-only attention backend off CUDA (ring attention on CPU runs diffusers' flash path on a CPU
+    kernel of its own: engine/attention.py)."""
+    if config.attention not in ("cudnn", "flash", "efficient"):
         return
     from wanbench.launch.distributed import resolve_device
 
     device = resolve_device(config.device)
+    if device.type != "cuda" and not (config.attention == "flash" and dims.ring > 1):
+        raise UserError(f"--attention {config.attention} needs a CUDA device: use --attention sdpa on {device.type}")
+
+
+def check_device_needs(config: RunConfig) -> None:
+    """Refuse --fp8, --attention fa4 or --max-gpu-memory where this machine's device cannot run them (one line,
+    the fix)."""
+    if config.fp8 == "none" and config.attention != "fa4" and config.parallel.max_gpu_memory_gb is None:
+        return
+    from wanbench.launch.distributed import resolve_device
+
+    device = resolve_device(config.device)
+    if config.parallel.max_gpu_memory_gb is not None and device.type != "cuda":
+        raise UserError(f"--max-gpu-memory caps a CUDA GPU's memory, and this run is on the {device.type}: drop it")
     if config.fp8 != "none":
         from wanbench.engine.fp8 import require_fp8
 
@@ -276,6 +298,8 @@ def validate_parallel_flags(p: ParallelConfig) -> None:
     unknown = set(p.fsdp) - {"dit", "t5"}
     if unknown:
         raise UserError(f"bad --fsdp {','.join(sorted(unknown))}: use dit, t5 or dit,t5")
+    if p.max_gpu_memory_gb is not None and not (math.isfinite(p.max_gpu_memory_gb) and p.max_gpu_memory_gb > 0):
+        raise UserError(f"bad --max-gpu-memory {p.max_gpu_memory_gb}: give a positive number of GB")
     if p.offload not in ("none", "model", "group"):
         raise UserError(f"bad --offload {p.offload!r}: use none, model or group")
     if p.offload != "none" and p.gpus > 1:
