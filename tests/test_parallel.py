@@ -223,6 +223,7 @@ def test_a_dying_or_hanging_rank_ends_the_run_cleanly(tmp_path, fault, status, m
     assert result["status"] == status and message in result["error"]
     if status == "timeout":
         assert "rank 1 at generate.py:" in result["error"] and " inject_fault" in result["error"], result["error"]
+        assert ": give a larger --timeout (log: " in result["error"], result["error"]
     time.sleep(1.0)
     assert wanbench_processes(marker.split()[1]) == [], "orphan worker processes left behind"
 

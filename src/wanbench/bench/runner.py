@@ -105,7 +105,8 @@ def stacks_folder(log: Path) -> Path:
 
 def classify_worker_exit(timed_out: bool, returncode: int, log: Path, timeout_s: float) -> tuple[str, str]:
     if timed_out:
-        return "timeout", timeout_error("worker", timeout_s, log, stacks_folder(log))
+        return "timeout", timeout_error("worker", timeout_s, log, stacks_folder(log),
+                                        fix="give a larger timeout_s in the suite, or --timeout")
     text = log.read_text(errors="replace") if log.exists() else ""
     if "out of memory" in text.lower():
         return "oom", f"worker ran out of device memory (log: {log})"

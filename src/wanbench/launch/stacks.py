@@ -117,10 +117,13 @@ def where_stuck(folder: Path) -> str:
     return "; ".join(parts)
 
 
-def timeout_error(who: str, timeout_s: float, log: Path, stacks: Path, nnodes: int = 1) -> str:
-    """The one line of a run killed at its timeout: what was killed, where each rank was, where the log is."""
+def timeout_error(who: str, timeout_s: float, log: Path, stacks: Path, nnodes: int = 1,
+                  fix: str = "give a larger --timeout") -> str:
+    """The one line of a run killed at its timeout: what was killed, where each rank was, the fix, the log."""
     at = where_stuck(stacks) if stacks.is_dir() else ""
     if not at and nnodes > 1:  # no worker left a stack: torchrun never started them
         at = (f"no worker started: the rendezvous was still waiting for all {nnodes} nodes (run the same command "
               "on each node with its --node-rank, and check --master-addr and --master-port)")
-    return f"{who} killed after the {timeout_s:.0f} s timeout{'; ' + at if at else ''} (log: {log})"
+        fix = ""
+    where, fix = ("; " + at if at else ""), (": " + fix if fix else "")
+    return f"{who} killed after the {timeout_s:.0f} s timeout{where}{fix} (log: {log})"
