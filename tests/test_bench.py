@@ -200,10 +200,12 @@ def test_nvml_ids_follow_cuda_visible_devices() -> None:
                          ids=lambda p: p.name)
 def test_committed_suites_pass_the_up_front_checks(path, monkeypatch):
     # A suite that a device call will run must not fail on a setting the CPU can already refuse; they are for GPU
-    # machines, so the refusal of a14b on this CPU does not apply.
+    # machines, so the refusals of a14b and of GPU-only settings on this CPU do not apply.
     from wanbench.engine.parallel import check_runnable
 
     monkeypatch.setattr("wanbench.models.footprint.runs_on_cpu", lambda config: False)
+    monkeypatch.setattr("wanbench.engine.parallel.check_device_needs", lambda config: None)
+    monkeypatch.setattr("wanbench.engine.parallel.check_attention_device", lambda config, dims: None)
 
     configs = expand(load_suite_file(path))
     assert configs

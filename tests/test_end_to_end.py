@@ -387,6 +387,8 @@ def test_resume_with_another_suite_is_refused(smoke_results, tmp_path, capsys):
     ('name = 5\n[fixed]\nmodel = "tiny"\n', 'name takes a string, e.g. name = "my-name"'),
     ('cooldown_s = -3\n[fixed]\nmodel = "tiny"\n', "cooldown_s = -3: give 0 or more"),
     ('[fixed]\nmodel = "tiny"\ndevice = "cpu"\nfps = 0\n', "bad fps 0: use 1 or more frames per second"),
+    ('[fixed]\nmodel = "tiny"\ndevice = "cpu"\n[axes]\nsteps = [4, 4]\n', "configurations 1 and 2 are the same run"),
+    ('[fixed]\nmodel = "tiny"\n[axes]\ngpus = [1, 2]\n[[configs]]\nsteps = 4\n', "give [axes] or [[configs]]"),
     ('[fixed]\nmodel = "tiny"\ndevice = "cpu"\nattention = "efficient"\n', "attention efficient needs a CUDA device"),
     ('sample_interval_s = -1\n[fixed]\nmodel = "tiny"\n', "sample_interval_s = -1: give 0 (off) or a number"),
 ])

@@ -163,12 +163,26 @@ def load_suite_file(path: str | Path) -> SuiteConfig:
             data.setdefault("repeats", 1)
         suite = SuiteConfig(**data)
         check_bounds(suite)
-        for config in expand(suite):  # every setting of every row parsed now, so that a mistake names this file
+        configs = expand(suite)  # every setting of every row parsed now, so that a mistake names this file
+        for config in configs:
             if suite.mlperf:
                 check_scenario(config, suite.mlperf)
+        check_distinct(configs)
     except UserError as exc:
         raise UserError(f"bad suite file {path}: {in_suite_terms(str(exc))}") from None
     return suite
+
+
+def check_distinct(configs: list[RunConfig]) -> None:
+    """Refuse two rows that make the same run: the second would be skipped as already done."""
+    from wanbench.store import config_key
+
+    seen: dict[str, int] = {}
+    for number, config in enumerate(configs, 1):
+        first = seen.setdefault(config_key(config.to_dict()), number)
+        if first != number:
+            raise UserError(f"configurations {first} and {number} are the same run ({label(config)}): drop one, "
+                            "or raise repeats for more samples of it")
 
 
 def check_suite_types(data: dict[str, Any], path: Path) -> None:
@@ -187,6 +201,9 @@ def check_suite_types(data: dict[str, Any], path: Path) -> None:
         configs = data.get("configs", [])
         if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
             raise UserError("configs must be [[configs]] tables of settings")
+        if configs and data.get("axes"):
+            raise UserError("give [axes] or [[configs]], not both: [[configs]] lists the runs one by one, [axes] "
+                            "makes their product (put an axis's values into the [[configs]] rows)")
         suite_keys = {f.name for f in dataclasses.fields(SuiteConfig)} - {"fixed", "axes", "configs", "mlperf"}
         for table, rows in (("[fixed]", [data.get("fixed", {})]), ("[axes]", [data.get("axes", {})]),
                             ("[[configs]]", configs)):
