@@ -384,6 +384,8 @@ def test_resume_with_another_suite_is_refused(smoke_results, tmp_path, capsys):
      "ulysses_exchange head-blocks changes Ulysses' exchange, but this run is cfg 2: use it with ulysses 2 or more"),
     ('[fixed]\nmodel = "tiny"\ndevice = "cuda"\n', "device = 'cuda', but this machine has no CUDA GPU"),
     ('repeat = 2\n[fixed]\nmodel = "tiny"\n', "repeat (did you mean repeats?)"),
+    ('scenario = "Offline"\n[fixed]\nmodel = "tiny"\n', "scenario (a setting of LoadGen: put it under [mlperf])"),
+    ('[fixed]\nmodel = "tiny"\nprompts = "p.txt"\n', "prompts is a setting of LoadGen, not of a run: put it under"),
     ('name = 5\n[fixed]\nmodel = "tiny"\n', 'name takes a string, e.g. name = "my-name"'),
     ('cooldown_s = -3\n[fixed]\nmodel = "tiny"\n', "cooldown_s = -3: give 0 or more"),
     ('[fixed]\nmodel = "tiny"\ndevice = "cpu"\nfps = 0\n', "bad fps 0: use 1 or more frames per second"),

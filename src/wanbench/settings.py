@@ -107,6 +107,10 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
             f = _RUN_FIELDS[key]
             overrides[key] = typed(key, value, str(f.type), f.default)
         else:
+            from wanbench.mlperf.settings import FLAGS as LOADGEN_KEYS
+
+            if key in LOADGEN_KEYS:
+                raise UserError(f"{key} is a setting of LoadGen, not of a run: put it under [mlperf]")
             raise UserError(f"unknown setting {key!r}: use RunConfig or parallel field names "
                             "(model, size, frames, steps, guidance, gpus, ulysses, fsdp, ...)")
     config = config_for_preset(model, parallel=ParallelConfig(**parallel), **overrides)

@@ -35,6 +35,7 @@ from typing import Any
 
 from wanbench.config import MAX_STEPS, MAX_TIMEOUT_S, OFFICIAL_INSTALL, RunConfig
 from wanbench.errors import UserError
+from wanbench.mlperf.settings import FLAGS as LOADGEN_FLAGS
 from wanbench.mlperf.settings import LoadGenSettings, check_scenario, loadgen_settings
 from wanbench.settings import config_from_settings, in_suite_terms, typed
 
@@ -147,7 +148,8 @@ def load_suite_file(path: str | Path) -> SuiteConfig:
     if unknown:
         import difflib
 
-        guesses = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, n=1)) else k
+        guesses = [f"{k} (a setting of LoadGen: put it under [mlperf])" if k in LOADGEN_FLAGS
+                   else f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, n=1)) else k
                    for k in sorted(unknown)]
         raise UserError(f"unknown keys in {path}: {', '.join(guesses)}; settings go under [fixed], [axes] or "
                         "[[configs]]")
