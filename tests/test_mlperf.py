@@ -302,3 +302,11 @@ sys.exit(main({["mlperf", *TINY, "--out", str(tmp_path / "out")]!r}))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and err[-1] == "wanbench: error: MemoryError: Unable to allocate 745. GiB", err
+
+
+def test_mlperf_refuses_a_bench_suites_folder(smoke_results, capsys):
+    out, _ = smoke_results
+    assert main(["mlperf", *TINY, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{out} holds the results of suite smoke (wanbench bench)" in err[0], err
+    assert not list(out.glob("loadgen-*"))

@@ -382,6 +382,20 @@ def _price(value: float | None) -> float | None:
     return value
 
 
+def _refuse_a_suites_folder(out: Path) -> None:
+    """MLPerf runs gather in their own folder (a new loadgen-N each); a bench suite's folder is not theirs."""
+    if not ((out / "results.db").is_file() or (out / "runs.jsonl").is_file()):
+        return
+    from wanbench.store import ResultsStore
+
+    with ResultsStore(out) as store:
+        suites = sorted({r.get("suite") for r in store.runs()} - {None})
+    others = [s for s in suites if not s.startswith("mlperf-")]
+    if others:
+        raise UserError(f"{out} holds the results of suite {', '.join(others)} (wanbench bench): give mlperf a "
+                        "--out of its own")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -429,6 +443,7 @@ def cmd_mlperf(args: argparse.Namespace, argv: list[str]) -> int:
     out = Path(args.out or f"wanbench-results/mlperf-{loadgen.scenario.lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
     if not under_torchrun():  # the parent checked it for its workers
         writable_folder(out, "MLPerf results", "--out")
+        _refuse_a_suites_folder(out)
     if (config.parallel.gpus > 1 or config.parallel.nnodes > 1) and not under_torchrun():
         from wanbench.launch.process import describe_exit
         from wanbench.launch.stacks import timeout_error
