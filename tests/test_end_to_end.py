@@ -105,6 +105,22 @@ def test_compare_a_bench_folder_with_itself_and_with_a_slowed_copy(smoke_results
     assert (slowed / "results.db").exists()  # rebuilt from runs.jsonl
 
 
+def test_compare_names_runs_that_failed_in_new_though_the_rest_ran(smoke_results, tmp_path):
+    out, _ = smoke_results
+    label, failed = label_of(out, gpus=2, most_steps=True), []
+
+    def two_timed_out(record: dict) -> dict:
+        if record["label"] == label and len(failed) < 2:
+            failed.append(record["run_id"])
+            record["status"], record["error"] = "timeout", "worker killed after the 9 s timeout"
+        return record
+
+    proc = wanbench("compare", str(out), str(rewritten(out, tmp_path / "partial", two_timed_out)))
+    assert proc.returncode == 1, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if label in ln)
+    assert line.startswith("REGRESSION") and "2 of 5 runs failed in NEW (0 of 5 in BASE)" in line, line
+
+
 def test_compare_names_a_large_relative_slowdown_under_the_seconds_floor(smoke_results, tmp_path):
     out, _ = smoke_results
     label = label_of(out, gpus=1, most_steps=False)

@@ -63,6 +63,10 @@ def compare(
         time_change = (n - b) / b if b and n is not None else None
         if b is not None and n is None:
             reasons.append("failed in NEW, ran in BASE")
+        elif row.runs_total and old.runs_total and (
+                (row.runs_total - row.runs_ok) / row.runs_total > (old.runs_total - old.runs_ok) / old.runs_total):
+            reasons.append(f"{row.runs_total - row.runs_ok} of {row.runs_total} runs failed in NEW "
+                           f"({old.runs_total - old.runs_ok} of {old.runs_total} in BASE)")
         if time_change is not None and time_change > max_slowdown:
             text = f"{time_change:+.1%} generation time ({b:.2f} -> {n:.2f} s)"
             if n - b > min_seconds:
