@@ -160,6 +160,9 @@ def test_a_superlinear_row_over_a_noisy_baseline_is_flagged_in_its_own_row(smoke
     assert "SUSPICIOUS" in row and "superlinear" in row and "baseline noisy" in row
     md = (folder / "report" / "report.md").read_text()
     assert "near-linear" not in md.split("## Methodology")[0]
+    scaling = [ln for ln in md.split("## Scaling")[1].split("\n## ")[0].splitlines() if fast_label.split(" |")[0] in ln
+               and "SUSPICIOUS" in ln]
+    assert scaling and all("SUSPICIOUS, as the speedup" in ln for ln in scaling), scaling
     base_row = summary_rows(folder)[base_label]
     assert any(f.startswith("noisy (CV") for f in base_row["short_flags"])
     recs = json.loads((folder / "report" / "summary.json").read_text())["recommendations"]

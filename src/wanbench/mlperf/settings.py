@@ -70,5 +70,5 @@ def check_scenario(config, loadgen: LoadGenSettings) -> None:
     if config.output != "none":
         raise UserError(f"output = {config.output!r}: an MLPerf run writes no video per query: drop it")
     if loadgen.scenario == "SingleStream" and config.parallel.dp > 1:
-        raise UserError("SingleStream runs one sample at a time across all GPUs: data-parallel replicas (--dp, dp) "
+        raise UserError("SingleStream runs one sample at a time across all GPUs: data-parallel replicas (--dp) "
                         "are for Offline")

@@ -21,7 +21,9 @@ def fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
 
 def generation_cell(row: ConfigRow) -> str:
     if row.generation is None:
-        return "failed: " + (row.failures[0]["error"][:120] if row.failures else "no run finished")
+        if not row.failures:
+            return "failed: no run finished"
+        return f"{row.failures[0]['status']}: {row.failures[0]['error'][:120]}"
     text = fmt_stat(row.generation)
     if row.verdict in ("impossible", "suspicious"):
         text = f"{row.verdict.upper()}: {text}"
@@ -41,7 +43,10 @@ def scaling_cell(row: ConfigRow, digits: int = 2) -> tuple[str, str]:
         return ("baseline" if row.baseline_label == row.label else "—"), "—"
     doubt = f" — {'SUSPICIOUS: ' if 'superlinear' in row.scaling_problems else 'doubtful: '}" + (
         "; ".join(row.scaling_problems)) if row.scaling_problems else ""
-    return f"{row.speedup:.{digits}f}x{doubt}", f"{row.efficiency:.{max(0, digits - 2)}%} ({row.efficiency_words})"
+    efficiency = f"{row.efficiency:.{max(0, digits - 2)}%} ({row.efficiency_words})"
+    if row.scaling_problems:  # derived from the doubtful speedup: doubtful with it
+        efficiency += f" — {'SUSPICIOUS' if 'superlinear' in row.scaling_problems else 'doubtful'}, as the speedup"
+    return f"{row.speedup:.{digits}f}x{doubt}", efficiency
 
 
 def official_cell(row: ConfigRow) -> str:
