@@ -201,7 +201,11 @@ def launch_generate(args: argparse.Namespace, argv: list[str], config) -> int:
     json_path = Path(args.json) if args.json else workdir / "run.json"
     worker_argv = [*argv, "--json", str(json_path)] if not args.json else list(argv)
     log = workdir / "workers.log"
-    done = launch_workers(worker_argv, config.parallel, args.timeout, log, auto_port=args.master_port is None)
+    try:
+        done = launch_workers(worker_argv, config.parallel, args.timeout, log, auto_port=args.master_port is None)
+    except KeyboardInterrupt:  # the workers are gone and nothing was measured: their folder goes with them
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     result = RunResult.from_dict(json.loads(json_path.read_text())) if json_path.exists() else None
     if done.returncode == 0 and not done.timed_out and (
             (result is not None and result.status == "ok") or config.parallel.node_rank != 0):
