@@ -169,6 +169,9 @@ def test_a_superlinear_row_over_a_noisy_baseline_is_flagged_in_its_own_row(smoke
     # the superlinear row drives no recommendation: it is named as flagged
     assert any(("left out" in r or "no recommendation" in r) and fast_label in r for r in recs)
     assert not any(f"fastest {fast_label}" in r for r in recs)
+    compared = wanbench("compare", str(out), str(folder))
+    line = next(ln for ln in compared.stdout.splitlines() if ln.endswith(")") and f"  {base_label}  (" in ln)
+    assert "NEW noisy (CV " in line, compared.stdout  # a verdict on noisy timings says so
 
 
 def test_recommendations_compare_only_configurations_that_make_the_same_video(smoke_results):

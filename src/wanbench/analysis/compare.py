@@ -82,11 +82,16 @@ def compare(
                     reasons.append(text)
                 else:
                     minor.append(f"{text}, under the {min_memory_gb:g} GB floor of --min-memory-gb")
+        # a change measured on noisy timings is named so: the verdict may be the noise's
+        noise = [f"{side} noisy (CV {stat.cv:.1%})" for side, stat in (("BASE", old.generation),
+                                                                        ("NEW", row.generation))
+                 if stat is not None and stat.noisy]
         energy_change = None
         if old.energy_j and row.energy_j and old.energy_j.median > 0:
             energy_change = (row.energy_j.median - old.energy_j.median) / old.energy_j.median
         changes.append(Change(row.label, b, n, time_change, old.peak_gb, row.peak_gb, peak_change,
-                              bool(reasons), "; ".join(reasons + minor), below_floor=bool(minor) and not reasons,
+                              bool(reasons), "; ".join(reasons + minor + noise),
+                              below_floor=bool(minor) and not reasons,
                               energy_change=energy_change))
     return changes
 
