@@ -66,6 +66,33 @@ def test_check_refuses_unknown_gpu_and_missing_columns(tmp_path, capsys):
     assert "lacks columns" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("row", "flags", "message"), [
+    ("a14b,H100,1,1280,720,81,40,nan,true", [], "bad seconds 'nan'"),
+    ("a14b,H100,0,1280,720,81,40,100,true", [], "bad num_gpus 0"),
+    ("a14b,H100,1,1280,720,81,-20,100,true", [], "bad steps -20"),
+    ("a14b,H100,1,1280,720,80,40,100,true", [], "1280x720x80 is no size a14b makes"),
+    ("a14b,H100,1,1280,720,81,40,100,maybe", [], "bad cfg 'maybe'"),
+    ("a14b,H100,1,1280,720,81,40,,true", [], "bad or missing value"),
+    ("a14b,H100,1,1280,720,81,40,100,true", ["--peak-tflops", "-1"], "bad --peak-tflops -1"),
+    ("a14b,H100,1,1280,720,81,40,100,true", ["--json", "{tmp}"], "is a folder: give a file name"),
+])
+def test_check_refuses_rows_and_flags_that_cannot_be_judged(tmp_path, capsys, row, flags, message):
+    table = tmp_path / "t.csv"
+    table.write_text(f"model,gpu,num_gpus,width,height,frames,steps,seconds,cfg\n{row}\n")
+    assert main(["check", str(table), *(f.format(tmp=tmp_path) for f in flags)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_report_refuses_a_file_that_is_not_the_stores(smoke_results, tmp_path, capsys):
+    out, _ = smoke_results
+    other = tmp_path / "copy.db"
+    other.write_bytes((out / "results.db").read_bytes())
+    assert main(["report", str(other), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file: give the folder written by" in err[0], err
+
+
 def test_report_numbers_trace_to_results_db(smoke_results):
     folder, _ = smoke_results
     paths = write_report(folder, folder / "report-test")

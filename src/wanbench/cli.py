@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shlex
 import signal
@@ -309,6 +310,12 @@ def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
 def cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
     from wanbench.analysis.check import check_table
 
+    if args.peak_tflops is not None and not (math.isfinite(args.peak_tflops) and args.peak_tflops > 0):
+        raise UserError(f"bad --peak-tflops {args.peak_tflops:g}: give the GPU's peak dense bf16 TFLOP/s, e.g. 989")
+    if args.json:
+        from wanbench.outputs import check_output_file
+
+        check_output_file(args.json, "--json")
     rows = check_table(args.table, peak_override=args.peak_tflops)
     for r in rows:
         mfu = f"{r['implied_mfu']:.0%}" if r["implied_mfu"] is not None else "n/a"
@@ -316,7 +323,8 @@ def cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
               f"{r['num_gpus']}x {r['gpu']} in {r['seconds']} s -> {r['flops']:.3e} FLOP, "
               f"{r['implied_tflops_per_gpu']:.0f} TFLOP/s per GPU, MFU {mfu}: {r['verdict'].upper()}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).expanduser().write_text(json.dumps(rows, indent=2))
     return 0
 
 

@@ -7,6 +7,7 @@ steps, seconds (denoising or generation time), optional cfg (default true).
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,13 @@ from wanbench.presets import get_preset
 REQUIRED = ("model", "gpu", "num_gpus", "width", "height", "frames", "steps", "seconds")
 
 
-def _truthy(text: str) -> bool:
-    return text.strip().lower() not in ("false", "0", "no", "n", "off")
+def _flag(text: str, line: int) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "y", "on"):
+        return True
+    if value in ("false", "0", "no", "n", "off"):
+        return False
+    raise UserError(f"line {line}: bad cfg {text!r}: give true or false")
 
 
 def check_row(row: dict[str, str], line: int, peak_override: float | None = None) -> dict[str, Any]:
@@ -30,9 +36,20 @@ def check_row(row: dict[str, str], line: int, peak_override: float | None = None
         gpu, gpus = row["gpu"].strip(), int(row["num_gpus"])
         width, height, frames, steps = (int(row[k]) for k in ("width", "height", "frames", "steps"))
         seconds = float(row["seconds"])
-    except (KeyError, ValueError) as exc:
-        raise UserError(f"line {line}: bad value ({exc}): columns are {', '.join(REQUIRED)}[, cfg]") from None
-    cfg = _truthy(row.get("cfg") or "true")
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise UserError(f"line {line}: bad or missing value ({exc}): columns are {', '.join(REQUIRED)}[, cfg]"
+                        ) from None
+    for name, value in (("num_gpus", gpus), ("width", width), ("height", height), ("frames", frames),
+                        ("steps", steps)):
+        if value < 1:
+            raise UserError(f"line {line}: bad {name} {value}: give a whole number of 1 or more")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UserError(f"line {line}: bad seconds {row['seconds']!r}: give the measured time, a positive number")
+    multiple, stride = preset.size_multiple, preset.vae.stride_t
+    if width % multiple or height % multiple or (frames - 1) % stride:
+        raise UserError(f"line {line}: {width}x{height}x{frames} is no size {model} makes: width and height are "
+                        f"multiples of {multiple}, frames {stride}n+1")
+    cfg = _flag(row.get("cfg") or "true", line)
     peak = peak_override or peak_tflops(gpu)
     if peak is None:
         raise UserError(f"line {line}: unknown GPU {gpu!r}: use one of {', '.join(known_gpus())}")
@@ -46,10 +63,15 @@ def check_row(row: dict[str, str], line: int, peak_override: float | None = None
 
 def check_table(path: str | Path, peak_override: float | None = None) -> list[dict[str, Any]]:
     path = Path(path)
+    fix = f"give a CSV with columns {', '.join(REQUIRED)}"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError(f"no such file {path}: give a CSV with columns {', '.join(REQUIRED)}") from None
+        raise UserError(f"no such file {path}: {fix}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder: {fix}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text: {fix}") from None
     reader = csv.DictReader(text.splitlines())
     missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
     if missing:

@@ -18,7 +18,10 @@ from wanbench.store import ResultsStore
 
 def load_records(source: str | Path) -> tuple[list[dict[str, Any]], Path]:
     path = Path(source)
-    folder = path.parent if path.suffix == ".db" or path.name == "runs.jsonl" else path
+    if path.is_file() and path.name not in ("results.db", "runs.jsonl"):  # the store reads only these names
+        raise UserError(f"{path} is a file: give the folder written by 'wanbench bench' or 'wanbench mlperf' (it "
+                        "holds results.db and runs.jsonl), or its results.db")
+    folder = path.parent if path.name in ("results.db", "runs.jsonl") else path
     if not (folder / "results.db").is_file() and not (folder / "runs.jsonl").is_file():
         raise UserError(f"no results.db in {folder}: give a folder written by 'wanbench bench' or 'wanbench mlperf', "
                         "or its results.db")
