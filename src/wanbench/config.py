@@ -195,6 +195,10 @@ def validate(config: RunConfig) -> list[str]:
             f"bad --size {config.size}: width and height must be positive multiples of {multiple} "
             f"(official sizes: {', '.join(preset.sampling.sizes)})"
         )
+    longest = preset.transformer.rope_max_seq_len * multiple  # RoPE has positions for this many patches a side
+    if max(config.width, config.height) > longest:
+        raise UserError(f"bad --size {config.size}: {config.model}'s position embedding covers at most {longest} "
+                        f"pixels a side (official sizes: {', '.join(preset.sampling.sizes)})")
     if config.size not in preset.sampling.sizes:
         notes.append(
             f"size {config.size} is not an official {preset.name} size ({', '.join(preset.sampling.sizes)})"
@@ -202,6 +206,10 @@ def validate(config: RunConfig) -> list[str]:
     stride_t = preset.vae.stride_t
     if config.frames < 1 or (config.frames - 1) % stride_t:
         raise UserError(f"bad --frames {config.frames}: use {stride_t}n+1 frames, e.g. 81")
+    most_frames = (preset.transformer.rope_max_seq_len - 1) * stride_t * preset.transformer.patch_size[0] + 1
+    if config.frames > most_frames:
+        raise UserError(f"bad --frames {config.frames}: {config.model}'s position embedding covers at most "
+                        f"{most_frames} frames (the official: 81)")
     cpus = os.cpu_count() or 1
     if not 0 <= config.threads <= cpus:
         raise UserError(f"bad --threads {config.threads}: use 0 (torch's choice) or a number of threads per rank "

@@ -29,15 +29,15 @@ def torchrun_command(
     ]
 
 
-def check_rendezvous(parallel: ParallelConfig) -> None:
+def check_rendezvous(parallel: ParallelConfig, port_given: bool = True) -> None:
     """Refuse a rendezvous that cannot form before torchrun starts (it would wait until --timeout): a
-    --master-addr that does not resolve, or node 0's --master-port taken on this host."""
+    --master-addr that does not resolve, or node 0's --master-port, where it is the one used, taken on this host."""
     try:
         socket.getaddrinfo(parallel.master_addr, parallel.master_port)
     except (OSError, UnicodeError):
         raise UserError(f"--master-addr {parallel.master_addr}: no such host from here; give node 0's address or "
                         "host name") from None
-    if parallel.node_rank != 0:
+    if parallel.node_rank != 0 or not port_given:
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's store binds: TIME_WAIT is fine
@@ -54,8 +54,7 @@ def launch_workers(
     """Run the workers to completion or timeout; their stderr goes to log_path, stdout passes through, and
     killed workers leave their stacks in log_path's folder/stacks (launch/stacks.py)."""
     port = free_port() if auto_port and parallel.nnodes == 1 else None
-    if port is None:
-        check_rendezvous(parallel)
+    check_rendezvous(parallel, port_given=port is None)
     own = log_path.parent / "torchrun"
     cmd = torchrun_command(argv, parallel, own, port)
     log_path.parent.mkdir(parents=True, exist_ok=True)
