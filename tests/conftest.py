@@ -7,6 +7,10 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# as the CLI does before any library loads: a test that imports one first must not see its chatter on stderr
+from wanbench.launch.process import quiet_libraries  # noqa: E402
+
+quiet_libraries()
 
 
 @pytest.fixture(scope="session")

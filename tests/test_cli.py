@@ -215,6 +215,10 @@ def test_json_naming_a_folder_is_refused_before_loading(tmp_path, capsys, monkey
     blocker.write_text("")
     assert main(["generate", "--model", "tiny", "--output", str(blocker / "v.npy")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+    for flag, name, suffix in (("--json", "suite.toml", ".json"), ("--save-latents", "v.mp4", ".safetensors")):
+        assert main(["generate", "--model", "tiny", flag, str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"give a path ending in {suffix}" in err[0], err
 
 
 def test_a14b_on_a_cpu_that_cannot_hold_it_is_refused_up_front(tmp_path, capsys, monkeypatch):

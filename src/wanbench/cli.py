@@ -135,9 +135,11 @@ def check_timeout(seconds: float) -> None:
 def cmd_generate(args: argparse.Namespace, argv: list[str]) -> int:
     from wanbench.outputs import check_output_file
 
-    for flag, path in (("--json", args.json), ("--save-latents", args.save_latents)):
+    for flag, path, suffix in (("--json", args.json, ".json"), ("--save-latents", args.save_latents, ".safetensors")):
         if path:
             check_output_file(path, flag)
+            if not path.endswith(suffix):  # a typo must not overwrite a suite, a video or a results database
+                raise UserError(f"bad {flag} {path}: give a path ending in {suffix}")
     check_timeout(args.timeout)
     config = config_from_args(args)
     from wanbench.launch.process import under_torchrun
