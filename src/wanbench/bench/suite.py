@@ -28,6 +28,7 @@ import dataclasses
 import importlib.util
 import itertools
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,8 +154,14 @@ def load_suite_file(path: str | Path) -> SuiteConfig:
                    for k in sorted(unknown)]
         raise UserError(f"unknown keys in {path}: {', '.join(guesses)}; settings go under [fixed], [axes] or "
                         "[[configs]]")
-    data.setdefault("name", path.stem)
+    data.setdefault("name", re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip(".-_") or "suite")
     check_suite_types(data, path)
+    if not (data.get("fixed") or data.get("axes") or data.get("configs")):
+        raise UserError(f"{path} sets no run: give [fixed] settings (e.g. model = \"a14b\"), [axes] or "
+                        "[[configs]]")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", data["name"]):
+        raise UserError(f"bad suite file {path}: name = {data['name']!r} names the results folder: use letters, "
+                        "digits, '.', '_' and '-', starting with a letter or digit")
     data["configs"] = tuple(data.get("configs", ()))
     try:
         if "mlperf" in data:
@@ -218,6 +225,7 @@ def check_suite_types(data: dict[str, Any], path: Path) -> None:
         raise UserError(f"bad suite file {path}: {exc}") from None
 
 
+MAX_REPEATS = 10_000
 # The suite's own numbers: (field, the bench flag that overrides it, the least it takes, what to give).
 BOUNDS = (
     ("warmup", "--warmup", 0, "0 or more"), ("warmup_steps", "--warmup-steps", 0, "0 or more"),
@@ -238,6 +246,9 @@ def check_bounds(suite: SuiteConfig, as_flags: bool = False) -> None:
             raise bad(name, flag, value, wanted)
     if suite.warmup_steps > MAX_STEPS:
         raise bad("warmup_steps", "--warmup-steps", suite.warmup_steps, f"0 to {MAX_STEPS}")
+    for name, flag, least in (("warmup", "--warmup", 0), ("repeats", "--repeats", 1)):
+        if getattr(suite, name) > MAX_REPEATS:  # a median needs no more; past it a typo runs for days
+            raise bad(name, flag, getattr(suite, name), f"{least} to {MAX_REPEATS}")
     if not 0 < suite.timeout_s <= MAX_TIMEOUT_S:
         raise bad("timeout_s", "--timeout", suite.timeout_s, "a positive number of seconds per configuration, up "
                   f"to {MAX_TIMEOUT_S:g}")
