@@ -174,6 +174,23 @@ def test_a_superlinear_row_over_a_noisy_baseline_is_flagged_in_its_own_row(smoke
     assert "NEW noisy (CV " in line, compared.stdout  # a verdict on noisy timings says so
 
 
+def test_a_noisy_rows_own_speedup_is_marked_doubtful(smoke_results, tmp_path):
+    out, _ = smoke_results
+    noisy_label = label_of(out, 2, most_steps=True)
+
+    def noisy(record: dict) -> dict:
+        if record["label"] == noisy_label:
+            extra = 3.0 * record["repeat"]
+            record["phases"]["total_s"] += extra
+            record["phases"]["vae_decode_s"] += extra
+        return record
+
+    folder = rewritten(out, tmp_path / "noisy-row", noisy)
+    assert wanbench("report", str(folder)).returncode == 0
+    row = summary_rows(folder)[noisy_label]
+    assert row["speedup"] is not None and any(p.startswith("noisy (CV") for p in row["scaling_problems"]), row
+
+
 def test_recommendations_compare_only_configurations_that_make_the_same_video(smoke_results):
     out, _ = smoke_results
     recs = json.loads((out / "report" / "summary.json").read_text())["recommendations"]

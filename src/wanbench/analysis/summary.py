@@ -116,7 +116,7 @@ class ConfigRow:
             out.append(f"step time varies (CV {self.step.cv:.1%})")
         if any(f.startswith("untimed time") for f in self.flags):
             out.append("untimed time")
-        out += self.scaling_problems
+        out += [p for p in self.scaling_problems if p not in out]
         if self.runs_ok < self.runs_total:
             out.append(f"{self.runs_total - self.runs_ok} run(s) failed")
         return out
@@ -397,6 +397,8 @@ def scaling_problems(base: ConfigRow, row: ConfigRow) -> list[str]:
         out.append("superlinear")
     if base.generation is not None and base.generation.noisy:
         out.append(f"baseline noisy (CV {base.generation.cv:.1%})")
+    if row is not base and row.generation is not None and row.generation.noisy:
+        out.append(f"noisy (CV {row.generation.cv:.1%})")
     if base.threads is not None and row.threads is not None and base.threads != row.threads:
         out.append(f"threads per rank differ ({base.threads} in the baseline, {row.threads} here)")
     if base.runs_ok < base.runs_total:
