@@ -351,7 +351,8 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     check_suite(suite)  # a suite none of whose configurations can run ends here, before any worker starts
     out = Path(args.out) if args.out else Path("wanbench-results") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (args.resume or args.retry_failed) and not ((out / "results.db").is_file() or (out / "runs.jsonl").is_file()):
-        raise UserError(f"--resume continues a suite, but {out} holds no results: give --out the folder of the run "
+        flag = "--retry-failed" if args.retry_failed else "--resume"
+        raise UserError(f"{flag} continues a suite, but {out} holds no results: give --out the folder of the run "
                         "to continue")
     writable_folder(out, "results", "--out")
     print(f"suite {suite.name}: results in {out}", file=sys.stderr)
@@ -582,8 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="price of one GPU-hour (any currency): adds cost per video and per 1,000 videos")
     report.set_defaults(func=cmd_report)
     comp = sub.add_parser("compare", help="regressions of NEW against BASE (exit 1 if any)")
-    comp.add_argument("base")
-    comp.add_argument("new")
+    comp.add_argument("base", help="the results folder to compare against (written by bench or mlperf)")
+    comp.add_argument("new", help="the results folder to judge: its configurations are matched to BASE's")
     comp.add_argument("--max-slowdown", type=float, default=0.08, help="fraction (default 0.08)")
     comp.add_argument("--min-seconds", type=float, default=0.5, help="and at least this many seconds (default 0.5)")
     comp.add_argument("--min-memory-gb", type=float, default=0.5, help="memory growth floor in GB (default 0.5)")

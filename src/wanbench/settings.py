@@ -23,6 +23,9 @@ from wanbench.errors import UserError
 _PARALLEL_FIELDS = {f.name: f for f in dataclasses.fields(ParallelConfig)}
 _RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig) if f.name not in ("parallel", "model")}
 SPECIAL_KEYS = ("model", "size", "guidance", "fsdp")
+# every key a row of settings takes (what is not a field itself is derived: width/height from size, ...)
+RUN_KEYS = sorted({*SPECIAL_KEYS, *_PARALLEL_FIELDS, *_RUN_FIELDS} - {"width", "height", "guidance_high",
+                                                                      "guidance_low"})
 
 
 _FLAG = re.compile(r"--(no-)?([a-z][a-z0-9-]*)")

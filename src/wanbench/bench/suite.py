@@ -38,7 +38,7 @@ from wanbench.config import MAX_STEPS, MAX_TIMEOUT_S, OFFICIAL_INSTALL, RunConfi
 from wanbench.errors import UserError
 from wanbench.mlperf.settings import FLAGS as LOADGEN_FLAGS
 from wanbench.mlperf.settings import LoadGenSettings, check_scenario, loadgen_settings
-from wanbench.settings import config_from_settings, in_suite_terms, typed
+from wanbench.settings import RUN_KEYS, config_from_settings, in_suite_terms, typed
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -149,9 +149,17 @@ def load_suite_file(path: str | Path) -> SuiteConfig:
     if unknown:
         import difflib
 
-        guesses = [f"{k} (a setting of LoadGen: put it under [mlperf])" if k in LOADGEN_FLAGS
-                   else f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, n=1)) else k
-                   for k in sorted(unknown)]
+        def guess(key: str) -> str:
+            if key in LOADGEN_FLAGS:
+                return f"{key} (a setting of LoadGen: put it under [mlperf])"
+            if key in RUN_KEYS:
+                return f"{key} (a setting of a run: put it under [fixed])"
+            for names, where in ((known, ""), (RUN_KEYS, ", a setting of a run: put it under [fixed]")):
+                if match := difflib.get_close_matches(key, names, n=1, cutoff=0.75):
+                    return f"{key} (did you mean {match[0]}{where}?)"
+            return key
+
+        guesses = [guess(k) for k in sorted(unknown)]
         raise UserError(f"unknown keys in {path}: {', '.join(guesses)}; settings go under [fixed], [axes] or "
                         "[[configs]]")
     data.setdefault("name", re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip(".-_") or "suite")

@@ -126,4 +126,4 @@ def timeout_error(who: str, timeout_s: float, log: Path, stacks: Path, nnodes: i
               "on each node with its --node-rank, and check --master-addr and --master-port)")
         fix = ""
     where, fix = ("; " + at if at else ""), (": " + fix if fix else "")
-    return f"{who} killed after the {timeout_s:.0f} s timeout{where}{fix} (log: {log})"
+    return f"{who} killed after the {timeout_s:g} s timeout{where}{fix} (log: {log})"
