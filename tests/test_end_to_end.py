@@ -191,6 +191,21 @@ def test_a_noisy_rows_own_speedup_is_marked_doubtful(smoke_results, tmp_path):
     assert row["speedup"] is not None and any(p.startswith("noisy (CV") for p in row["scaling_problems"]), row
 
 
+def test_a_row_with_more_threads_than_cpus_is_flagged_with_its_speedup(smoke_results, tmp_path):
+    out, _ = smoke_results
+    label = label_of(out, 2, most_steps=False)
+
+    def one_cpu(record: dict) -> dict:
+        record["env"]["cpu_count"] = 1  # two processes of one thread each on a one-CPU machine
+        return record
+
+    folder = rewritten(out, tmp_path / "one-cpu", one_cpu)
+    assert wanbench("report", str(folder)).returncode == 0
+    row = summary_rows(folder)[label]
+    assert "oversubscribed (2 processes x 1 threads on 1 CPUs)" in row["short_flags"], row["short_flags"]
+    assert "CPUs oversubscribed" in row["scaling_problems"], row["scaling_problems"]
+
+
 def test_recommendations_compare_only_configurations_that_make_the_same_video(smoke_results):
     out, _ = smoke_results
     recs = json.loads((out / "report" / "summary.json").read_text())["recommendations"]

@@ -74,6 +74,7 @@ class ConfigRow:
     # the largest host RSS of any rank: what offloading moves to the host has to fit there
     host_peak_gb: float | None = None
     threads: int | None = None  # CPU threads per rank, as the run recorded them
+    oversubscribed: str | None = None  # CPU runs with more threads in all than the machine has CPUs
     text_encode: Stat | None = None
     vae_decode: Stat | None = None
     # the generation's energy per video over every GPU of the run, and the average power per GPU (NVML's counter)
@@ -116,7 +117,8 @@ class ConfigRow:
             out.append(f"step time varies (CV {self.step.cv:.1%})")
         if any(f.startswith("untimed time") for f in self.flags):
             out.append("untimed time")
-        out += [p for p in self.scaling_problems if p not in out]
+        out += [p for p in ([self.oversubscribed] if self.oversubscribed else []) + self.scaling_problems
+                if p not in out]
         if self.runs_ok < self.runs_total:
             out.append(f"{self.runs_total - self.runs_ok} run(s) failed")
         return out
@@ -291,6 +293,9 @@ def make_row(records: list[dict[str, Any]], peak_override: float | None = None,
         watts_per_gpu=_median([e["avg_watts_per_gpu"] for e in _energies(ok) if e.get("avg_watts_per_gpu")]),
         gpu_hour_price=gpu_hour_price, prompts=len({r["config"].get("prompt") for r in records}),
     )
+    cpus = (env or {}).get("cpu_count")
+    if not row.on_gpu and row.threads and cpus and row.gpus * row.threads > cpus:
+        row.oversubscribed = f"oversubscribed ({row.gpus} processes x {row.threads} threads on {cpus} CPUs)"
     _judge(row, config, guided_steps(ok[0]) if ok else None, peak_override)
     _flag(row, ok)
     return row
@@ -334,6 +339,9 @@ def _flag(row: ConfigRow, ok: list[dict[str, Any]]) -> None:
                 row.flags.append(text)
     if row.runs_ok < row.runs_total:
         row.flags.append(f"{row.runs_total - row.runs_ok} of {row.runs_total} runs failed")
+    if row.oversubscribed:
+        row.flags.append(f"{row.oversubscribed}: its processes wait for each other's threads, so its time says "
+                         "little of the work; set --threads so that processes x threads fit the CPUs")
 
 
 def comparable_key(config: dict[str, Any]) -> tuple:
@@ -403,6 +411,9 @@ def scaling_problems(base: ConfigRow, row: ConfigRow) -> list[str]:
         out.append(f"threads per rank differ ({base.threads} in the baseline, {row.threads} here)")
     if base.runs_ok < base.runs_total:
         out.append("baseline had failed runs")
+    if row.oversubscribed or base.oversubscribed:
+        out.append("CPUs oversubscribed" + (" in the baseline" if base.oversubscribed and not row.oversubscribed
+                                             else ""))
     return out
 
 
