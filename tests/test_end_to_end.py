@@ -183,12 +183,19 @@ def test_a_noisy_rows_own_speedup_is_marked_doubtful(smoke_results, tmp_path):
             extra = 3.0 * record["repeat"]
             record["phases"]["total_s"] += extra
             record["phases"]["vae_decode_s"] += extra
+            steps = record["phases"]["step_s"]  # every other step twice as long: the per-step speedup is doubtful
+            record["phases"]["step_s"] = [s * (2 if i % 2 else 1) for i, s in enumerate(steps)]
+            record["phases"]["denoise_s"] += sum(steps[1::2])
+            record["phases"]["vae_decode_s"] -= sum(steps[1::2])
         return record
 
     folder = rewritten(out, tmp_path / "noisy-row", noisy)
     assert wanbench("report", str(folder)).returncode == 0
     row = summary_rows(folder)[noisy_label]
     assert row["speedup"] is not None and any(p.startswith("noisy (CV") for p in row["scaling_problems"]), row
+    scaling = (folder / "report" / "report.md").read_text().split("## Scaling")[1].split("\n## ")[0]
+    line = next(ln for ln in scaling.splitlines() if ln.startswith(f"| {noisy_label.replace('|', chr(92) + '|')} |"))
+    assert "x — doubtful: step time varies (CV " in line, line
 
 
 def test_a_row_with_more_threads_than_cpus_is_flagged_with_its_speedup(smoke_results, tmp_path):
@@ -441,7 +448,7 @@ def test_resume_with_another_suite_is_refused(smoke_results, tmp_path, capsys):
     ('scenario = "Offline"\n[fixed]\nmodel = "tiny"\n', "scenario (a setting of LoadGen: put it under [mlperf])"),
     ('name = "x"\n', "sets no run: give [fixed] settings"),
     ('name = "../../escape"\n[fixed]\nmodel = "tiny"\n', "names the results folder: use letters, digits"),
-    ('repeats = 1000000000\n[fixed]\nmodel = "tiny"\n', "repeats = 1e+09: give 1 to 10000"),
+    ('repeats = 1000000000\n[fixed]\nmodel = "tiny"\n', "repeats = 1000000000: give 1 to 10000"),
     ('[fixed]\nmodel = "tiny"\nprompts = "p.txt"\n', "prompts is a setting of LoadGen, not of a run: put it under"),
     ('name = 5\n[fixed]\nmodel = "tiny"\n', 'name takes a string, e.g. name = "my-name"'),
     ('cooldown_s = -3\n[fixed]\nmodel = "tiny"\n', "cooldown_s = -3: give 0 or more"),

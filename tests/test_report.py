@@ -72,7 +72,8 @@ def test_check_refuses_unknown_gpu_and_missing_columns(tmp_path, capsys):
     ("a14b,H100,1,1280,720,81,-20,100,true", [], "bad steps -20"),
     ("a14b,H100,1,1280,720,80,40,100,true", [], "1280x720x80 is no size a14b makes"),
     ("a14b,H100,1,1280,720,81,40,100,maybe", [], "bad cfg 'maybe'"),
-    ("a14b,H100,1,1280,720,81,40,,true", [], "bad or missing value"),
+    ("a14b,H100,1,1280,720,81,40,,true", [], "line 2: no seconds: give the measured time in seconds"),
+    ("a14b,H100,1.5,1280,720,81,40,100,true", [], "line 2: bad num_gpus '1.5': give a whole number of GPUs"),
     ("a14b,H100,1,1280,720,81,40,100,true", ["--peak-tflops", "-1"], "bad --peak-tflops -1"),
     ("a14b,H100,1,1280,720,81,40,100,true", ["--json", "{tmp}"], "is a folder: give a file name"),
 ])

@@ -30,15 +30,21 @@ def _flag(text: str, line: int) -> bool:
 
 
 def check_row(row: dict[str, str], line: int, peak_override: float | None = None) -> dict[str, Any]:
-    try:
-        model = row["model"].strip()
-        preset = get_preset(model)
-        gpu, gpus = row["gpu"].strip(), int(row["num_gpus"])
-        width, height, frames, steps = (int(row[k]) for k in ("width", "height", "frames", "steps"))
-        seconds = float(row["seconds"])
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise UserError(f"line {line}: bad or missing value ({exc}): columns are {', '.join(REQUIRED)}[, cfg]"
-                        ) from None
+    def value(column: str, kind: type, wanted: str):
+        text = (row.get(column) or "").strip()
+        try:
+            return kind(text)
+        except ValueError:
+            raise UserError(f"line {line}: bad {column} {text!r}: give {wanted}" if text else
+                            f"line {line}: no {column}: give {wanted}") from None
+
+    model = (row.get("model") or "").strip()
+    preset = get_preset(model)
+    gpu = (row.get("gpu") or "").strip()
+    gpus = value("num_gpus", int, "a whole number of GPUs")
+    width, height, frames, steps = (value(k, int, f"a whole number of {k}") for k in ("width", "height", "frames",
+                                                                                        "steps"))
+    seconds = value("seconds", float, "the measured time in seconds")
     for name, value in (("num_gpus", gpus), ("width", width), ("height", height), ("frames", frames),
                         ("steps", steps)):
         if value < 1:

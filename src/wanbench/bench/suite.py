@@ -246,7 +246,8 @@ def check_bounds(suite: SuiteConfig, as_flags: bool = False) -> None:
     """Refuse a suite's out-of-range numbers, named as its file spells them (`repeats = 0`) or, after bench's
     flags override them, as the flags do (`--repeats 0`): the one check for both."""
     def bad(name: str, flag: str, value: float, wanted: str) -> UserError:
-        return UserError(f"bad {flag} {value:g}: give {wanted}" if as_flags else f"{name} = {value:g}: give {wanted}")
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        return UserError(f"bad {flag} {shown}: give {wanted}" if as_flags else f"{name} = {shown}: give {wanted}")
 
     for name, flag, least, wanted in BOUNDS:
         value = getattr(suite, name)

@@ -63,7 +63,7 @@ def ends_within(timeout_s: float, who: str):
         ours = [f for f in stack if f"{os.sep}wanbench{os.sep}" in f.filename]
         at = (ours or stack or [None])[-1]
         where = f"; it was at {Path(at.filename).name}:{at.lineno} in {at.name}" if at else ""
-        print(f"wanbench: error: {who} killed after the {timeout_s:g} s timeout{where}: give a larger --timeout",
+        print(f"wanbench: error: {who} was killed after the {timeout_s:g} s timeout{where}: give a larger --timeout",
               file=sys.stderr, flush=True)
         os._exit(2)
 

@@ -49,6 +49,15 @@ def scaling_cell(row: ConfigRow, digits: int = 2) -> tuple[str, str]:
     return f"{row.speedup:.{digits}f}x{doubt}", efficiency
 
 
+def step_speedup_cell(row: ConfigRow, base: ConfigRow | None) -> str:
+    """The per-step speedup, doubtful where either side's step times vary past the noise limit."""
+    if row.step_speedup is None:
+        return "—"
+    noisy = [f"step time varies (CV {stat.cv:.1%}{where})" for stat, where in
+             ((row.step, ""), (base.step if base else None, " in the baseline")) if stat is not None and stat.noisy]
+    return f"{row.step_speedup:.3f}x" + (f" — doubtful: {'; '.join(noisy)}" if noisy else "")
+
+
 def official_cell(row: ConfigRow) -> str:
     """The speedup over the official engine, with its baseline's problems beside it."""
     if row.official_speedup is None:
@@ -161,7 +170,8 @@ def _scaling(doc: Document, rows: list[ConfigRow], plots: dict[str, Any]) -> Non
     rows_out = []
     for r in scaled:
         speed, eff = scaling_cell(r, digits=3)  # a target speedup is decided at this resolution
-        rows_out.append([r.label, str(r.gpus), r.baseline_label or "", speed, fmt(r.step_speedup, ".3f", "x"), eff])
+        base = next((b for b in rows if b.label == r.baseline_label), None)
+        rows_out.append([r.label, str(r.gpus), r.baseline_label or "", speed, step_speedup_cell(r, base), eff])
     doc.add(Table(
         ["Configuration", u["units"].capitalize(), f"Baseline (1 {u['unit']})", "Speedup (generation)",
          "Speedup (per step)", "Parallel efficiency"], rows_out,
