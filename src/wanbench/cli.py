@@ -621,4 +621,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from wanbench.launch.process import exit_process
+
+    exit_process(main())

@@ -101,4 +101,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from wanbench.launch.process import exit_process
+
+    exit_process(main())

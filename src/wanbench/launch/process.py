@@ -22,6 +22,22 @@ def under_torchrun() -> bool:
     return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
 
 
+def exit_process(code: int) -> None:
+    """sys.exit, but a torchrun worker that finished cleanly ends without the interpreter's finalization: its
+    results are written and its process group destroyed by then, and gloo's threads, still holding tensors, can
+    abort that finalization ("terminate called without an active exception", SIGABRT: pytorch/pytorch#179291),
+    turning a finished run into a crashed rank. A failed worker exits as usual, so that torchrun still sees the
+    rank that failed first end first."""
+    if code != 0 or not under_torchrun():
+        sys.exit(code)
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies, so a crashed runner leaves no orphans."""
     if not sys.platform.startswith("linux"):
