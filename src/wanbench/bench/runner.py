@@ -240,9 +240,7 @@ def run_configuration(
     if finished:
         totals.load_s += finished[0]["record"]["phases"].get("load_s", 0.0)
     if interrupted is not None:  # the repeats not finished stay to do, for --resume
-        pending.unlink(missing_ok=True)
-        shutil.rmtree(torchrun_folder(spec_path), ignore_errors=True)
-        shutil.rmtree(stacks_folder(log), ignore_errors=True)
+        clear_worker_files(pending, spec_path, log, timed_out=False)
         raise interrupted
     missing = [r for r in todo if r not in {item["repeat"] for item in finished}]
     if missing:
@@ -251,10 +249,16 @@ def run_configuration(
             record = failure_record(config, status, error)
             store.add_run(record, suite.name, name, repeat)
             count_run(totals, record)
+    clear_worker_files(pending, spec_path, log, done.timed_out)
+    progress.line(f"{head}: {line or summarise(store, key)} ({done.elapsed_s:.0f} s)")
+
+
+def clear_worker_files(pending: Path, spec_path: Path, log: Path, timed_out: bool) -> None:
+    """What a configuration's worker left that nobody reads once its records are stored (stacks only after a
+    timeout)."""
     pending.unlink(missing_ok=True)
     shutil.rmtree(torchrun_folder(spec_path), ignore_errors=True)
-    keep_stacks_if(done.timed_out, stacks_folder(log))
-    progress.line(f"{head}: {line or summarise(store, key)} ({done.elapsed_s:.0f} s)")
+    keep_stacks_if(timed_out, stacks_folder(log))
 
 
 def finished_repeats(pending: Path, todo: list[int]) -> list[dict]:

@@ -85,14 +85,10 @@ def compile_cache_note() -> str:
     return f"; kernels cached across runs by torch in {cache_dir()}"
 
 
-def apply_step_cache(components: WanComponents, spec: str, dims: ParallelDims, notes: list[str]) -> None:
+def apply_step_cache(components: WanComponents, spec: str, notes: list[str]) -> None:
     """First Block Cache: skip the remaining blocks when the first block's residual barely changed."""
     from diffusers import FirstBlockCacheConfig
 
-    from wanbench.errors import UserError
-
-    if dims.sp > 1:
-        raise UserError("--cache does not combine with Ulysses/ring yet: use it on 1 GPU or with --cfg-parallel")
     threshold = float(spec.partition(":")[2])
     for expert in components.experts:
         expert.enable_cache(FirstBlockCacheConfig(threshold=threshold))
@@ -127,7 +123,7 @@ def prepare(
         count = sum(quantize_blocks(expert) for expert in components.experts)
         notes.append(f"APPROXIMATE: {count} block linear layers in FP8 e4m3 (torchao, per-row scales)")
     if config.cache != "none":
-        apply_step_cache(components, config.cache, dims, notes)
+        apply_step_cache(components, config.cache, notes)
     mesh = build_mesh(dims, device) if ctx.world_size > 1 else None
     if mesh is not None:
         notes.extend(context_parallelize(components, dims, mesh, p.ulysses_exchange))
